@@ -1,0 +1,105 @@
+"""Events: every alert or finding a detector raises.
+
+An event has a stable ``kind`` (never renamed), a ``severity``, a step and/or epoch,
+a one-line message, concrete suggestions and the values it was computed from.
+Detectors return events; they never print or log them (sinks do).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Event", "INFO", "WARNING", "ALERT", "SEVERITIES", "KINDS"]
+
+INFO = "info"
+WARNING = "warning"
+ALERT = "alert"
+SEVERITIES = (INFO, WARNING, ALERT)
+
+# Stable event kinds (DESIGN.md). Add kinds as needed; never rename one.
+KINDS = (
+    "nonfinite_loss",
+    "loss_spike",
+    "loss_divergence",
+    "unigram_collapse",
+    "mean_gain_absolute",
+    "mean_gain_drift",
+    "nonfinite_gradients",
+    "vanishing_gradients",
+    "grad_norm_jump",
+    "frozen_parameters",
+    "intentionally_frozen",
+    "slow_improvement",
+    "overfitting",
+    "plateau",
+    "underfitting",
+    "lr_too_low",
+    "lr_too_high",
+    "no_learning",
+    "action",
+    "cleared",
+)
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: str
+    severity: str
+    message: str
+    step: int | None = None
+    epoch: int | None = None
+    suggestions: tuple[str, ...] = ()
+    values: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity={self.severity!r}: allowed values are {SEVERITIES}")
+        object.__setattr__(self, "suggestions", tuple(self.suggestions))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict (non-finite floats become the strings 'nan', 'inf', '-inf')."""
+        return {
+            "kind": self.kind,
+            "severity": self.severity,
+            "step": self.step,
+            "epoch": self.epoch,
+            "message": self.message,
+            "suggestions": list(self.suggestions),
+            "values": {k: _json_safe(v) for k, v in self.values.items()},
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Event":
+        return cls(
+            kind=d["kind"],
+            severity=d["severity"],
+            message=d.get("message", ""),
+            step=d.get("step"),
+            epoch=d.get("epoch"),
+            suggestions=tuple(d.get("suggestions", ())),
+            values={k: _from_json(v) for k, v in d.get("values", {}).items()},
+            source=d.get("source", ""),
+        )
+
+    def where(self) -> str:
+        parts = []
+        if self.epoch is not None:
+            parts.append(f"epoch {self.epoch}")
+        if self.step is not None:
+            parts.append(f"step {self.step}")
+        return ", ".join(parts)
+
+
+def _json_safe(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def _from_json(v: Any) -> Any:
+    if v in ("nan", "inf", "-inf"):
+        return float(v)
+    return v

@@ -1,0 +1,81 @@
+"""The event lifecycle shared by every detector.
+
+A condition raises one event when it starts, none while it persists (repeats are
+counted), and an ``info`` event when it clears, after which it can fire again.
+Severity may escalate (warning -> alert) with a new event.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from trainvitals.events import ALERT, INFO, WARNING, Event
+
+__all__ = ["Condition"]
+
+_RANK = {INFO: 0, WARNING: 1, ALERT: 2}
+
+
+class Condition:
+    """One watched condition of one detector (e.g. 'loss is non-finite')."""
+
+    def __init__(self, kind: str, source: str = "") -> None:
+        self.kind = kind
+        self.source = source
+        self.active_severity: str | None = None
+        self.repeats = 0
+        self.started_step: int | None = None
+        self.started_epoch: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.active_severity is not None
+
+    def observe(
+        self,
+        firing: bool,
+        *,
+        severity: str = ALERT,
+        message: str = "",
+        step: int | None = None,
+        epoch: int | None = None,
+        suggestions: tuple[str, ...] | list[str] = (),
+        values: dict[str, Any] | None = None,
+        clear_message: str | None = None,
+    ) -> list[Event]:
+        """Feed the condition's truth value at this point; return the events it causes."""
+        values = dict(values or {})
+        if firing:
+            if self.active_severity is None or _RANK[severity] > _RANK[self.active_severity]:
+                self.active_severity = severity
+                if self.started_step is None and self.started_epoch is None:
+                    self.started_step, self.started_epoch = step, epoch
+                return [Event(self.kind, severity, message, step, epoch, tuple(suggestions), values, self.source)]
+            self.repeats += 1
+            return []
+        if self.active_severity is None:
+            return []
+        repeats = self.repeats
+        self.reset()
+        values["repeats"] = repeats
+        msg = clear_message or f"{self.kind} cleared after {repeats + 1} consecutive checks"
+        return [Event(self.kind, INFO, msg, step, epoch, (), values, self.source)]
+
+    def reset(self) -> None:
+        self.active_severity = None
+        self.repeats = 0
+        self.started_step = None
+        self.started_epoch = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "active_severity": self.active_severity,
+            "repeats": self.repeats,
+            "started_step": self.started_step,
+            "started_epoch": self.started_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.active_severity = state["active_severity"]
+        self.repeats = int(state["repeats"])
+        self.started_step = state["started_step"]
+        self.started_epoch = state["started_epoch"]

@@ -1,0 +1,207 @@
+"""Step-level loss failure detectors: spikes, divergence, collapse to the unigram entropy.
+
+All are one-sided (only a loss going up is news) and say nothing until they have
+enough history. A byte LM at too high a learning rate rarely goes NaN: its loss climbs
+back to the unigram entropy of the data and stays there, so a climb is a failure as
+real as a NaN. Non-finite losses are ignored here; the loss monitor reports them.
+"""
+from __future__ import annotations
+
+import math
+from statistics import median
+from typing import Any
+
+from trainvitals.errors import ConfigError, check_range, check_type
+from trainvitals.events import ALERT, Event
+from trainvitals.signals.lifecycle import Condition
+
+__all__ = ["LossDivergenceDetector", "UnigramCollapseDetector"]
+
+_SOURCE = "divergence"
+# A spike must also stand this many robust standard deviations (1.4826 x MAD) above the
+# trailing median, so a loss whose ordinary batch noise spans several-fold (tiny
+# batches, RL-style objectives) does not alarm on its own noise.
+_SPIKE_Z = 6.0
+_MAD_TO_SD = 1.4826
+
+
+def _check_int(name: str, value: Any, lo: int) -> None:
+    check_type(name, value, int)
+    check_range(name, value, lo)
+
+
+def _finite(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+class LossDivergenceDetector:
+    """Raise ``loss_spike`` and ``loss_divergence`` (alerts) from the per-step loss.
+
+    loss_spike: the loss is more than ``spike_factor`` times the median of the previous
+    ``window`` losses (the current one excluded) and more than 6 robust SDs above it.
+    loss_divergence: the smoothed loss (the caller's ``ema``, else an internal EMA with
+    a lag of about window/2 steps) has stayed more than ``climb`` above its running
+    minimum for ``patience`` steps; it clears once back under half that climb.
+    Both wait for ``min_history`` finite losses. Losses are assumed positive.
+    """
+
+    def __init__(self, spike_factor: float = 3.0, window: int = 50, min_history: int = 20,
+                 climb: float = 0.2, patience: int = 20) -> None:
+        check_range("spike_factor", spike_factor, 1, lo_open=True)
+        _check_int("window", window, 3)
+        _check_int("min_history", min_history, 3)
+        if min_history > window:
+            raise ConfigError(f"min_history={min_history!r}: allowed is 3 <= min_history <= "
+                              f"window ({window})")
+        check_range("climb", climb, 0, lo_open=True)
+        _check_int("patience", patience, 1)
+        self.spike_factor, self.window, self.min_history = float(spike_factor), window, min_history
+        self.climb, self.patience = float(climb), patience
+        self._alpha = 1 - 2 / (window + 1)  # the EMA whose lag matches a window/2 median
+        self._recent: list[float] = []
+        self._seen = 0
+        self._ema_raw = 0.0
+        self._ema_n = 0
+        self._min: float | None = None
+        self._min_step: int | None = None
+        self._above = 0
+        self._spike = Condition("loss_spike", _SOURCE)
+        self._divergence = Condition("loss_divergence", _SOURCE)
+
+    def update(self, loss: float, step: int, ema: float | None = None) -> list[Event]:
+        """Feed one optimizer step's loss; return the events it causes."""
+        x = _finite(loss)
+        if x is None:
+            return []
+        events = self._check_spike(x, step)
+        self._recent.append(x)
+        del self._recent[:-self.window]
+        self._seen += 1
+        self._ema_raw = self._alpha * self._ema_raw + (1 - self._alpha) * x
+        self._ema_n += 1
+        smooth = _finite(ema)
+        if smooth is None:  # debiased, as TensorBoard smooths: exact from the first step
+            smooth = self._ema_raw / (1 - self._alpha ** self._ema_n)
+        if self._seen >= self.min_history:
+            events += self._check_divergence(smooth, step)
+        return events
+
+    def _check_spike(self, x: float, step: int) -> list[Event]:
+        if len(self._recent) < self.min_history:
+            return []
+        # The baseline excludes x, so a spike cannot hide itself by raising it.
+        base = median(self._recent)
+        if base <= 0:
+            return []
+        sd = _MAD_TO_SD * median(abs(v - base) for v in self._recent)
+        z = (x - base) / sd if sd > 0 else math.inf
+        firing = x > self.spike_factor * base and z > _SPIKE_Z
+        return self._spike.observe(
+            firing, severity=ALERT, step=step,
+            message=(f"Loss spike at step {step}: {x:.4g} is {x / base:.1f}x the median "
+                     f"{base:.4g} of the last {len(self._recent)} steps"),
+            suggestions=("Reduce learning rate by 0.5x", "Tighten gradient clipping",
+                         "Look for a bad batch (corrupt or extremely long sequences)"),
+            values={"loss": x, "baseline": base, "ratio": x / base, "robust_z": z},
+            clear_message=f"loss_spike cleared: loss {x:.4g} is back near its median {base:.4g}")
+
+    def _check_divergence(self, smooth: float, step: int) -> list[Event]:
+        if self._min is None or smooth < self._min:
+            self._min, self._min_step = smooth, step
+        ratio = smooth / self._min if self._min > 0 else 1.0
+        if ratio > 1 + self.climb:
+            self._above += 1
+        elif ratio < 1 + self.climb / 2:  # hysteresis: a loss hovering at the line won't flap
+            self._above = 0
+        # Once raised, it holds until the loss is back under the hysteresis line.
+        firing = self._above >= self.patience or (self._divergence.active and self._above > 0)
+        return self._divergence.observe(
+            firing, severity=ALERT, step=step,
+            message=(f"Loss divergence at step {step}: smoothed loss {smooth:.4g} has stayed "
+                     f"{100 * (ratio - 1):.0f}% above its minimum {self._min:.4g} (step "
+                     f"{self._min_step}) for {self._above} steps"),
+            suggestions=(f"Reduce learning rate by 0.5x and resume from a snapshot taken before "
+                         f"step {self._min_step}", "Lengthen warmup or tighten gradient clipping"),
+            values={"smoothed_loss": smooth, "running_min": self._min, "min_step": self._min_step,
+                    "ratio": ratio, "steps_above": self._above},
+            clear_message=f"loss_divergence cleared: smoothed loss {smooth:.4g} is back near "
+                          f"its minimum {self._min:.4g}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": list(self._recent), "seen": self._seen, "ema_raw": self._ema_raw,
+                "ema_n": self._ema_n, "min": self._min, "min_step": self._min_step,
+                "above": self._above, "spike": self._spike.state_dict(),
+                "divergence": self._divergence.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._recent = [float(v) for v in state["recent"]][-self.window:]
+        self._seen, self._ema_n = int(state["seen"]), int(state["ema_n"])
+        self._ema_raw = float(state["ema_raw"])
+        self._min, self._min_step = state["min"], state["min_step"]
+        self._above = int(state["above"])
+        self._spike.load_state_dict(state["spike"])
+        self._divergence.load_state_dict(state["divergence"])
+
+
+class UnigramCollapseDetector:
+    """Raise ``unigram_collapse`` (alert) when a model that had learned falls back to
+    predicting token frequencies.
+
+    Armed once the smoothed loss has been more than ``min_drop`` (relative) below
+    ``baseline_loss``, the unigram entropy of the training tokens in nats; fires when
+    the smoothed loss then stays within ``tolerance`` of the baseline, or above it, for
+    ``patience`` steps. Clears when it is back under (1 - 2 x tolerance) x baseline.
+    A run that starts at the baseline and falls is never armed until it has learned.
+    """
+
+    def __init__(self, baseline_loss: float, tolerance: float = 0.05, min_drop: float = 0.15,
+                 patience: int = 20) -> None:
+        check_range("baseline_loss", baseline_loss, 0, lo_open=True)
+        check_range("min_drop", min_drop, 0, 1, lo_open=True, hi_open=True)
+        check_range("tolerance", tolerance, 0, min_drop, hi_open=True)  # else armed = collapsed
+        _check_int("patience", patience, 1)
+        self.baseline_loss, self.tolerance = float(baseline_loss), float(tolerance)
+        self.min_drop, self.patience = float(min_drop), patience
+        self._best: float | None = None
+        self._best_step: int | None = None
+        self._near = 0
+        self._collapse = Condition("unigram_collapse", _SOURCE)
+
+    def update(self, loss_ema: float, step: int) -> list[Event]:
+        """Feed the smoothed loss of one step; return the events it causes."""
+        x = _finite(loss_ema)
+        if x is None:
+            return []
+        b = self.baseline_loss
+        if self._best is None or x < self._best:
+            self._best, self._best_step = x, step
+        if self._best >= (1 - self.min_drop) * b:
+            return []  # not armed: the model has not yet learned beyond token frequencies
+        if x >= (1 - self.tolerance) * b:
+            self._near += 1
+        elif x < (1 - 2 * self.tolerance) * b:
+            self._near = 0
+        firing = self._near >= self.patience or (self._collapse.active and self._near > 0)
+        return self._collapse.observe(
+            firing, severity=ALERT, step=step,
+            message=(f"Unigram collapse at step {step}: smoothed loss {x:.4g} is back at the "
+                     f"unigram entropy {b:.4g} after reaching {self._best:.4g} (step "
+                     f"{self._best_step}): the model collapsed to predicting token frequencies"),
+            suggestions=(f"Reduce learning rate by 0.5x and resume from a snapshot taken "
+                         f"before the collapse (best loss at step {self._best_step})",
+                         "Lengthen warmup or tighten gradient clipping"),
+            values={"loss_ema": x, "baseline_loss": b, "best_loss": self._best,
+                    "best_step": self._best_step, "steps_near_baseline": self._near},
+            clear_message=f"unigram_collapse cleared: smoothed loss {x:.4g} is well below the "
+                          f"unigram entropy {b:.4g} again")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self._best, "best_step": self._best_step, "near": self._near,
+                "collapse": self._collapse.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._best, self._best_step = state["best"], state["best_step"]
+        self._near = int(state["near"])
+        self._collapse.load_state_dict(state["collapse"])

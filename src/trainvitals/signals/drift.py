@@ -1,0 +1,314 @@
+"""Mean gain drift detection (seed Enhancement 2, with DESIGN.md departures 4-6).
+
+``MeanGainDriftDetector`` is the one the trainer and ``analyze`` use;
+``SeedDriftBaseline`` is the seed's code, literally, kept only as a benchmark baseline.
+"""
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Any
+
+from trainvitals.errors import ConfigError, check_range, check_type
+from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.signals.advice import lengthen_warmup, reduce_lr, tighten_clip
+from trainvitals.signals.lifecycle import Condition
+
+__all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold"]
+
+
+def auto_absolute_threshold(num_layers: int) -> float:
+    """``1.3 ** (12 / num_layers)``: keeps end-to-end amplification at 1.3^12 ~ 23x."""
+    return 1.3 ** (12.0 / num_layers)
+
+
+class MeanGainDriftDetector:
+    """Watches the mean per-block gradient gain, one value per monitored step.
+
+    Two conditions, each with the raise-once / info-on-clear lifecycle:
+
+    * ``mean_gain_drift``: the moving average (MA) of the last ``window`` gains has
+      risen by more than ``drift_threshold / 2`` (warning) or ``drift_threshold``
+      (alert) relative to the MA ``window`` checks earlier (non-overlapping windows
+      once enough history exists, the oldest MA before that). To start, the rise must
+      be sustained: on each of the last ``consecutive`` checks the MA went up and the
+      drift was above half the threshold. Once raised, it holds while the drift stays
+      above half the threshold, and escalates to an alert past the threshold.
+    * ``mean_gain_absolute``: the latest raw gain is above ``absolute_threshold``
+      (raw, not smoothed: a jump of the gain is the earliest sign of a loss spike),
+      or the gain is non-finite. It clears after ``consecutive`` finite checks at or
+      below the threshold.
+
+    After each update, ``moving_average`` and ``drift`` hold the values to log as
+    ``gradient_monitor/mean_gain_ma`` and ``gradient_monitor/mean_gain_drift``.
+    ``drift_threshold=math.inf`` disables the detector. It never stops training.
+    """
+
+    source = "mean_gain_drift"
+
+    def __init__(
+        self,
+        drift_threshold: float = 0.1,
+        absolute_threshold: float | str = 1.3,
+        window: int = 5,
+        num_layers: int | None = None,
+        consecutive: int = 3,
+        *,
+        gradient_clip: float | None = None,
+        warmup_steps: int | None = None,
+    ) -> None:
+        check_range("mean_gain_drift_threshold", drift_threshold, 0.0, lo_open=True, allow_inf=True)
+        check_type("mean_gain_drift_window", window, int)
+        check_range("mean_gain_drift_window", window, 2)
+        check_type("mean_gain_drift_consecutive", consecutive, int)
+        check_range("mean_gain_drift_consecutive", consecutive, 1)
+        if num_layers is not None:
+            check_type("num_layers", num_layers, int)
+            check_range("num_layers", num_layers, 1)
+        if isinstance(absolute_threshold, str):
+            if absolute_threshold != "auto":
+                raise ConfigError(
+                    f"mean_gain_absolute_threshold={absolute_threshold!r}: "
+                    "allowed is a number > 1 or 'auto'"
+                )
+            if num_layers is None:
+                raise ConfigError(
+                    "num_layers=None: mean_gain_absolute_threshold='auto' needs num_layers >= 1"
+                )
+            resolved = auto_absolute_threshold(num_layers)
+        else:
+            check_range(
+                "mean_gain_absolute_threshold", absolute_threshold, 1.0, lo_open=True, allow_inf=True
+            )
+            resolved = float(absolute_threshold)
+        if gradient_clip is not None:
+            check_range("gradient_clip", gradient_clip, 0.0, allow_inf=True)
+        if warmup_steps is not None:
+            check_type("warmup_steps", warmup_steps, int)
+            check_range("warmup_steps", warmup_steps, 0)
+
+        self.drift_threshold = float(drift_threshold)
+        self.absolute_threshold = resolved
+        self.window = window
+        self.num_layers = num_layers
+        self.consecutive = consecutive
+        self.gradient_clip = gradient_clip
+        self.warmup_steps = warmup_steps
+        self.enabled = math.isfinite(self.drift_threshold)
+
+        self._raw: deque[float] = deque(maxlen=window)
+        # window + 1 MAs: newest vs oldest spans `window` checks, and once full the two
+        # averages share no raw point, so the noise of one does not cancel the other's.
+        self._mas: deque[float] = deque(maxlen=window + 1)
+        self._rises = 0  # consecutive checks on which the MA went up
+        self._high = 0  # consecutive checks with drift above half the threshold
+        self._calm = 0  # consecutive finite checks at or below the absolute threshold
+        self.count = 0  # finite gains folded in
+        self.moving_average: float | None = None
+        self.drift: float | None = None
+        self._drift_cond = Condition("mean_gain_drift", source=self.source)
+        self._abs_cond = Condition("mean_gain_absolute", source=self.source)
+
+    def update(self, mean_gain: float, step: int, lr: float | None = None) -> list[Event]:
+        """Feed one monitored step's mean gain; return the events it causes."""
+        if not self.enabled:
+            return []
+        g = float(mean_gain)
+        if not math.isfinite(g):
+            # Kept out of the history: one NaN would poison the MA for `window` checks.
+            self._calm = 0
+            return self._abs_cond.observe(
+                True,
+                severity=ALERT,
+                message=f"Mean gain is non-finite ({g}) at step {step}",
+                step=step,
+                suggestions=self._suggestions(step, lr),
+                values={"mean_gain": g, "threshold": self.absolute_threshold, "lr": lr},
+            )
+        self.count += 1
+        self._raw.append(g)
+        ma = math.fsum(self._raw) / len(self._raw)
+        prev = self._mas[-1] if self._mas else None
+        self._mas.append(ma)
+        self._rises = self._rises + 1 if prev is not None and ma > prev else 0
+        ref = self._mas[0]
+        self.moving_average = ma
+        self.drift = (ma - ref) / ref if len(self._mas) >= 2 and ref > 0 else None
+        half = self.drift_threshold / 2
+        self._high = self._high + 1 if self.drift is not None and self.drift > half else 0
+        return self._check_drift(step, lr) + self._check_absolute(g, step, lr)
+
+    def _check_drift(self, step: int, lr: float | None) -> list[Event]:
+        d, ma = self.drift, self.moving_average
+        half = self.drift_threshold / 2
+        if d is None:
+            firing = False
+        elif self._drift_cond.active:
+            firing = d > half  # hysteresis: one MA dip must not clear and re-raise it
+        else:
+            # Rising MA alone happens by chance in noise, and one spike lifts the drift
+            # for a whole window; requiring both over N checks rejects either alone.
+            firing = self._high >= self.consecutive and self._rises >= self.consecutive
+        ref = self._mas[0]
+        checks = len(self._mas) - 1
+        values = {
+            "from": ref,
+            "to": ma,
+            "relative_increase": d,
+            "checks": checks,
+            "threshold": self.drift_threshold,
+            "mean_gain": self._raw[-1],
+            "lr": lr,
+        }
+        if not firing:
+            pct = "n/a" if d is None else f"{100 * d:+.1f}%"
+            return self._drift_cond.observe(
+                False,
+                step=step,
+                values=values,
+                clear_message=(
+                    f"Mean gain drift cleared at step {step}: moving average {ma:.3f} "
+                    f"({pct} over {checks} checks)"
+                ),
+            )
+        return self._drift_cond.observe(
+            True,
+            severity=ALERT if d > self.drift_threshold else WARNING,
+            message=(
+                f"Mean gain drift detected: {ref:.3f} → {ma:.3f} "
+                f"({100 * d:.1f}% increase over {checks} checks)"
+            ),
+            step=step,
+            suggestions=self._suggestions(step, lr),
+            values=values,
+        )
+
+    def _check_absolute(self, g: float, step: int, lr: float | None) -> list[Event]:
+        thr = self.absolute_threshold
+        over = g > thr
+        self._calm = 0 if over else self._calm + 1
+        # Clearing needs `consecutive` calm checks, so a gain hovering at the threshold
+        # gives one alert, not one per crossing.
+        firing = over or (self._abs_cond.active and self._calm < self.consecutive)
+        values: dict[str, Any] = {"mean_gain": g, "threshold": thr, "lr": lr}
+        depth = ""
+        if self.num_layers is not None:
+            values["num_layers"] = self.num_layers
+            values["end_to_end_gain"] = g**self.num_layers
+            depth = f" (×{g ** self.num_layers:.1f} end to end over {self.num_layers} layers)"
+        if not firing:
+            return self._abs_cond.observe(
+                False,
+                step=step,
+                values=values,
+                clear_message=(
+                    f"Mean gain back under absolute threshold {thr:.2f} at step {step}: "
+                    f"{g:.3f} for {self._calm} checks"
+                ),
+            )
+        return self._abs_cond.observe(
+            True,
+            severity=ALERT,
+            message=f"Mean gain {g:.3f} exceeds absolute threshold {thr:.2f}{depth}",
+            step=step,
+            suggestions=self._suggestions(step, lr),
+            values=values,
+        )
+
+    def _suggestions(self, step: int, lr: float | None) -> list[str]:
+        out = [reduce_lr(lr), tighten_clip(self.gradient_clip)]
+        w = self.warmup_steps
+        if w is None:
+            out.append(lengthen_warmup(None))
+        elif step < w:
+            # The seed's diagnosis for a gain rising during warmup: warmup too steep.
+            out.insert(0, lengthen_warmup(w))
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "raw": list(self._raw),
+            "mas": list(self._mas),
+            "rises": self._rises,
+            "high": self._high,
+            "calm": self._calm,
+            "count": self.count,
+            "moving_average": self.moving_average,
+            "drift": self.drift,
+            "drift_condition": self._drift_cond.state_dict(),
+            "absolute_condition": self._abs_cond.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._raw = deque((float(x) for x in state["raw"]), maxlen=self.window)
+        self._mas = deque((float(x) for x in state["mas"]), maxlen=self.window + 1)
+        self._rises = int(state["rises"])
+        self._high = int(state["high"])
+        self._calm = int(state["calm"])
+        self.count = int(state["count"])
+        self.moving_average = state["moving_average"]
+        self.drift = state["drift"]
+        self._drift_cond.load_state_dict(state["drift_condition"])
+        self._abs_cond.load_state_dict(state["absolute_condition"])
+
+
+class SeedDriftBaseline:
+    """The seed's ``_check_mean_gain_drift``, literally: a benchmark baseline only.
+
+    Raw points in a deque of 10; after 3 values, an alert when the current gain is
+    above 1.3, else when it is more than 10% above the oldest point in the deque. It
+    has no lifecycle: it returns an event on every check where its condition holds,
+    as the seed printed one. A NaN gain is silently appended, as in the seed.
+    """
+
+    source = "seed_baseline"
+
+    def __init__(
+        self,
+        drift_threshold: float = 0.1,
+        absolute_threshold: float = 1.3,
+        maxlen: int = 10,
+        *,
+        gradient_clip: float | None = None,
+    ) -> None:
+        self.drift_threshold = drift_threshold
+        self.absolute_threshold = absolute_threshold
+        self.gradient_clip = gradient_clip
+        self._history: deque[float] = deque(maxlen=maxlen)
+
+    def update(self, mean_gain: float, step: int, lr: float | None = None) -> list[Event]:
+        current = float(mean_gain)
+        self._history.append(current)
+        if len(self._history) < 3:
+            return []
+        suggestions = ["Reduce LR by 0.5x"]
+        if self.gradient_clip is not None:
+            clip = self.gradient_clip
+            suggestions.append(f"Increase gradient_clip: {clip} → {clip * 0.7:.2f}")
+        if current > self.absolute_threshold:
+            return [Event(
+                "mean_gain_absolute", ALERT,
+                f"Mean gain {current:.3f} exceeds absolute threshold {self.absolute_threshold}",
+                step, None, tuple(suggestions),
+                {"mean_gain": current, "threshold": self.absolute_threshold, "lr": lr},
+                self.source,
+            )]
+        oldest = self._history[0]
+        relative_increase = (current - oldest) / oldest
+        if relative_increase > self.drift_threshold:
+            return [Event(
+                "mean_gain_drift", ALERT,
+                f"Mean gain drift detected: {oldest:.3f} → {current:.3f} "
+                f"({100 * relative_increase:.1f}% increase over {len(self._history)} checks)",
+                step, None, tuple(suggestions),
+                {"from": oldest, "to": current, "relative_increase": relative_increase,
+                 "checks": len(self._history), "lr": lr},
+                self.source,
+            )]
+        return []
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self._history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._history = deque((float(x) for x in state["history"]), maxlen=self._history.maxlen)

@@ -1,0 +1,279 @@
+"""Gradient health detectors fed plain floats by the gradient monitor callback.
+
+Jumps of the global gradient norm, gradients that vanish (globally or in a block),
+and non-finite gradients. Each condition raises once, counts repeats, and emits an
+``info`` event when it clears.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from typing import Any
+
+from trainvitals.errors import check_range, check_type
+from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.signals.advice import reduce_lr, tighten_clip
+from trainvitals.signals.lifecycle import Condition
+
+__all__ = [
+    "GradNormJumpDetector",
+    "VanishingFlowDetector",
+    "NonFiniteGradCheck",
+    "nonfinite_gradient_event",
+]
+
+# Scale of a normal distribution's MAD: sigma ~ 1.4826 * MAD.
+_MAD_TO_SIGMA = 1.4826
+
+
+class GradNormJumpDetector:
+    """Alerts when the global grad norm jumps far above its recent level (one-sided).
+
+    The baseline is the median of log(grad_norm) over the trailing ``window`` points,
+    excluding the current one, so a spike cannot hide itself. A point fires when
+    ``log(g) - median > max(log(factor), z_max * sigma)`` with sigma = 1.4826 * MAD of
+    the same logs and ``z_max = 5``: the factor rule (g > factor x median) decides on
+    quiet series, and the MAD term raises the bar only on series whose ordinary
+    noise already spans a factor of ``factor``. Silent until ``min_history`` points.
+    Non-finite and non-positive norms are skipped (other checks own those).
+    """
+
+    source = "grad_norm_jump"
+    z_max = 5.0
+
+    def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5) -> None:
+        check_range("grad_norm_jump_factor", factor, 1.0, lo_open=True)
+        check_type("grad_norm_jump_window", window, int)
+        check_range("grad_norm_jump_window", window, 3)
+        check_type("grad_norm_jump_min_history", min_history, int)
+        check_range("grad_norm_jump_min_history", min_history, 3, window)
+        self.factor = float(factor)
+        self.window = window
+        self.min_history = min_history
+        self._logs: deque[float] = deque(maxlen=window)
+        self._cond = Condition("grad_norm_jump", source=self.source)
+
+    def update(
+        self,
+        grad_norm: float,
+        step: int,
+        *,
+        lr: float | None = None,
+        gradient_clip: float | None = None,
+    ) -> list[Event]:
+        """Feed one monitored step's global grad norm (before clipping)."""
+        g = float(grad_norm)
+        if not math.isfinite(g) or g <= 0:
+            return []
+        x = math.log(g)
+        events: list[Event] = []
+        if len(self._logs) >= self.min_history:
+            med = statistics.median(self._logs)
+            mad = statistics.median(abs(v - med) for v in self._logs)
+            bar = max(math.log(self.factor), self.z_max * _MAD_TO_SIGMA * mad)
+            base = math.exp(med)
+            ratio = g / base
+            values = {"grad_norm": g, "baseline": base, "ratio": ratio, "factor": self.factor}
+            if x - med > bar:
+                events = self._cond.observe(
+                    True,
+                    severity=ALERT,
+                    message=(
+                        f"Gradient norm jumped to {g:.3g} at step {step}: "
+                        f"{ratio:.1f}x its recent median {base:.3g}"
+                    ),
+                    step=step,
+                    suggestions=(
+                        f"Check the batch at step {step} for extreme values",
+                        reduce_lr(lr),
+                        tighten_clip(gradient_clip),
+                    ),
+                    values=values,
+                )
+            else:
+                events = self._cond.observe(
+                    False,
+                    step=step,
+                    values=values,
+                    clear_message=(
+                        f"Gradient norm back to {g:.3g} at step {step} "
+                        f"({ratio:.1f}x its recent median)"
+                    ),
+                )
+        # Every point joins the baseline: the median shrugs off isolated spikes, and a
+        # lasting shift becomes the new normal once it fills half the window.
+        self._logs.append(x)
+        return events
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"logs": list(self._logs), "condition": self._cond.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._logs = deque((float(v) for v in state["logs"]), maxlen=self.window)
+        self._cond.load_state_dict(state["condition"])
+
+
+class VanishingFlowDetector:
+    """Warns when gradients stop flowing: the global grad norm below ``min_grad_norm``,
+    or a block's gain below ``min_gain``, for ``patience`` consecutive checks.
+
+    Names the blocks. A block missing from a check's ``gains`` has its count reset.
+    """
+
+    source = "vanishing_flow"
+
+    def __init__(self, min_gain: float = 0.05, min_grad_norm: float = 1e-8, patience: int = 3) -> None:
+        check_range("vanishing_min_gain", min_gain, 0.0, lo_open=True)
+        check_range("vanishing_min_grad_norm", min_grad_norm, 0.0, lo_open=True)
+        check_type("vanishing_patience", patience, int)
+        check_range("vanishing_patience", patience, 1)
+        self.min_gain = float(min_gain)
+        self.min_grad_norm = float(min_grad_norm)
+        self.patience = patience
+        self._norm_low = 0
+        self._block_low: dict[str, int] = {}
+        self._cond = Condition("vanishing_gradients", source=self.source)
+
+    def update(self, step: int, grad_norm: float, gains: dict[str, float] | None = None) -> list[Event]:
+        """Feed one monitored step's global grad norm and per-block gains."""
+        g = float(grad_norm)
+        # NaN compares False, so a non-finite value never counts as "low".
+        self._norm_low = self._norm_low + 1 if g < self.min_grad_norm else 0
+        gains = gains or {}
+        self._block_low = {
+            name: self._block_low.get(name, 0) + 1
+            for name, v in gains.items()
+            if float(v) < self.min_gain
+        }
+        blocks = sorted(n for n, c in self._block_low.items() if c >= self.patience)
+        norm_vanished = self._norm_low >= self.patience
+        values: dict[str, Any] = {"grad_norm": g, "blocks": blocks}
+        if blocks:
+            values["gains"] = {n: float(gains[n]) for n in blocks}
+        if not (norm_vanished or blocks):
+            return self._cond.observe(
+                False,
+                step=step,
+                values=values,
+                clear_message=f"Gradients flow again at step {step}",
+            )
+        parts = []
+        if norm_vanished:
+            parts.append(f"global gradient norm {g:.2e} below {self.min_grad_norm:.0e}")
+        if blocks:
+            shown = ", ".join(blocks[:5]) + (", ..." if len(blocks) > 5 else "")
+            parts.append(f"gain below {self.min_gain:g} in {shown}")
+        where = ", ".join(blocks) if blocks else "the model"
+        return self._cond.observe(
+            True,
+            severity=WARNING,
+            message=(
+                f"Vanishing gradients at step {step}: {'; '.join(parts)} "
+                f"for {self.patience}+ checks"
+            ),
+            step=step,
+            suggestions=(
+                f"Check that {where} is not frozen or cut from the loss (detach, no_grad)",
+                "If training in float16, check the loss scaler (gradients may underflow)",
+                "Check initialisation scale and normalisation (pre-LayerNorm, residuals)",
+            ),
+            values=values,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "norm_low": self._norm_low,
+            "block_low": dict(self._block_low),
+            "condition": self._cond.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._norm_low = int(state["norm_low"])
+        self._block_low = {str(k): int(v) for k, v in state["block_low"].items()}
+        self._cond.load_state_dict(state["condition"])
+
+
+def _nonfinite_message(step: int, bad_params: list[str], total: int, shown: int = 3) -> str:
+    names = ", ".join(bad_params[:shown]) + (", ..." if len(bad_params) > shown else "")
+    return f"Non-finite gradients at step {step} in {len(bad_params)} of {total} parameters: {names}"
+
+
+def _nonfinite_suggestions(lr: float | None, gradient_clip: float | None) -> tuple[str, ...]:
+    return (
+        reduce_lr(lr),
+        tighten_clip(gradient_clip),
+        "If training in float16, use bfloat16 or a dynamic loss scaler",
+    )
+
+
+def nonfinite_gradient_event(
+    step: int,
+    bad_params: list[str],
+    total: int,
+    *,
+    lr: float | None = None,
+    gradient_clip: float | None = None,
+) -> Event:
+    """One ``nonfinite_gradients`` alert naming the first few offending parameters.
+
+    Under an AMP GradScaler, inf gradients on a skipped step are expected: call this
+    only for gradients the optimizer is about to apply.
+    """
+    return Event(
+        "nonfinite_gradients",
+        ALERT,
+        _nonfinite_message(step, bad_params, total),
+        step,
+        None,
+        _nonfinite_suggestions(lr, gradient_clip),
+        {"bad_params": list(bad_params[:20]), "num_bad": len(bad_params), "total": total},
+        NonFiniteGradCheck.source,
+    )
+
+
+class NonFiniteGradCheck:
+    """Lifecycle around ``nonfinite_gradient_event``: one alert per run of bad steps,
+    repeats counted, an ``info`` event when the gradients are finite again."""
+
+    source = "nonfinite_gradients"
+
+    def __init__(self) -> None:
+        self._cond = Condition("nonfinite_gradients", source=self.source)
+        self.total_steps = 0  # steps with any non-finite gradient, whole run
+
+    def update(
+        self,
+        step: int,
+        bad_params: list[str],
+        total: int,
+        *,
+        lr: float | None = None,
+        gradient_clip: float | None = None,
+    ) -> list[Event]:
+        """Feed one step's list of parameters with non-finite gradients (may be empty)."""
+        if not bad_params:
+            run = self._cond.repeats + 1
+            return self._cond.observe(
+                False,
+                step=step,
+                values={"total": total},
+                clear_message=f"Gradients finite again at step {step} after {run} bad checks",
+            )
+        self.total_steps += 1
+        ev = nonfinite_gradient_event(step, bad_params, total, lr=lr, gradient_clip=gradient_clip)
+        return self._cond.observe(
+            True,
+            severity=ALERT,
+            message=ev.message,
+            step=step,
+            suggestions=ev.suggestions,
+            values=ev.values,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"condition": self._cond.state_dict(), "total_steps": self.total_steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._cond.load_state_dict(state["condition"])
+        self.total_steps = int(state["total_steps"])

@@ -1,0 +1,47 @@
+"""The one path metrics and events take out: `log(tag, value, step)` and `emit(event)`."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from trainvitals.events import Event
+
+__all__ = ["Sink", "SinkHub"]
+
+
+class Sink:
+    """Do-nothing sink; subclasses override what they render."""
+
+    def log(self, tag: str, value: float, step: int) -> None: ...
+    def emit(self, event: Event) -> None: ...
+    def text(self, line: str) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class SinkHub(Sink):
+    """Fans every call out to each sink, and remembers the events for the run report."""
+
+    def __init__(self, sinks: Iterable[Sink] = ()) -> None:
+        self.sinks = list(sinks)
+        self.events: list[Event] = []
+
+    def log(self, tag: str, value: float, step: int) -> None:
+        for s in self.sinks:
+            s.log(tag, value, step)
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+        for s in self.sinks:
+            s.emit(event)
+
+    def text(self, line: str) -> None:
+        for s in self.sinks:
+            s.text(line)
+
+    def flush(self) -> None:
+        for s in self.sinks:
+            s.flush()
+
+    def close(self) -> None:
+        for s in self.sinks:
+            s.close()

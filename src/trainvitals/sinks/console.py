@@ -1,0 +1,49 @@
+"""Console sink: progress bar and status lines via tqdm, events as readable blocks."""
+from __future__ import annotations
+
+import sys
+
+from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.sinks.base import Sink
+
+__all__ = ["ConsoleSink", "format_event"]
+
+_ICON = {ALERT: "🔴", WARNING: "⚠️ ", "info": "ℹ️ "}
+
+
+def format_event(event: Event) -> str:
+    head = f"  {_ICON.get(event.severity, '')} {event.severity.upper()} {event.kind}"
+    where = event.where()
+    lines = [f"{head} ({where}): {event.message}" if where else f"{head}: {event.message}"]
+    if event.suggestions:
+        lines.append("     Suggestions:")
+        lines += [f"       {i}. {s}" for i, s in enumerate(event.suggestions, 1)]
+    return "\n".join(lines)
+
+
+class ConsoleSink(Sink):
+    def __init__(self, progress_bar: bool = True, total: int | None = None, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self.bar = None
+        if progress_bar:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, leave=False, file=sys.stderr)
+
+    def text(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def emit(self, event: Event) -> None:
+        self.text(format_event(event))
+
+    def progress(self, n: int, **postfix: str) -> None:
+        if self.bar is not None:
+            self.bar.n = n
+            self.bar.set_postfix(postfix, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

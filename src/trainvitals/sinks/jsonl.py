@@ -1,0 +1,59 @@
+"""JSONL log in the run directory: one scalar or event per line."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from trainvitals.events import Event
+from trainvitals.sinks.base import Sink
+
+__all__ = ["JSONLSink"]
+
+
+def _num(v: float) -> float | str:
+    return v if math.isfinite(v) else str(v)
+
+
+class JSONLSink(Sink):
+    def __init__(self, path: str | Path, purge_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if purge_step is not None and self.path.exists():
+            _purge(self.path, purge_step)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def log(self, tag: str, value: float, step: int) -> None:
+        self._write({"type": "scalar", "tag": tag, "step": step, "value": _num(float(value)),
+                     "wall_time": time.time()})
+
+    def emit(self, event: Event) -> None:
+        self._write({"type": "event", **event.to_dict()})
+
+    def _write(self, record: dict) -> None:
+        self._f.write(json.dumps(record) + "\n")
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+
+def _purge(path: Path, purge_step: int) -> None:
+    """Drop records at or after `purge_step` (a resumed run rewrites them), atomically."""
+    kept = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                step = json.loads(line).get("step")
+            except json.JSONDecodeError:
+                continue  # a half-written last line from a crash
+            if step is None or step < purge_step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)

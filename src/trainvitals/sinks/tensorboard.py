@@ -1,0 +1,42 @@
+"""TensorBoard sink: scalars, events as text, and a layout that pairs loss with its EMA."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.utils.tensorboard import SummaryWriter
+
+from trainvitals.events import Event
+from trainvitals.sinks.base import Sink
+
+__all__ = ["TensorBoardSink", "LAYOUT"]
+
+# The seed recommends plotting step loss and its EMA on one graph.
+LAYOUT = {
+    "trainvitals": {
+        "loss and EMA": ["Multiline", ["train/step_loss", "train/step_loss_ema"]],
+        "train vs val (per epoch)": ["Multiline", ["train/epoch_loss", "val/loss"]],
+        "mean gain and moving average": ["Multiline", ["gradient_monitor/mean_gain",
+                                                       "gradient_monitor/mean_gain_ma"]],
+    }
+}
+
+
+class TensorBoardSink(Sink):
+    def __init__(self, logdir: str | Path, purge_step: int | None = None) -> None:
+        self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
+        if purge_step is None:
+            self.writer.add_custom_scalars(LAYOUT)
+
+    def log(self, tag: str, value: float, step: int) -> None:
+        self.writer.add_scalar(tag, value, step)
+
+    def emit(self, event: Event) -> None:
+        lines = [f"**{event.severity}** `{event.kind}` ({event.where()}): {event.message}"]
+        lines += [f"- {s}" for s in event.suggestions]
+        self.writer.add_text(f"events/{event.kind}", "\n".join(lines), event.step or 0)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,362 @@
+"""`Trainer`: the training loop, its logging path and its snapshots.
+
+Monitors are callbacks (see callbacks.py for where each hook fires). Step losses stay
+on the device and cross to the host once every `log_every` steps, then every step is
+logged with its own step number: the hot path never waits on the device.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from trainvitals.config import TrainerConfig
+from trainvitals.errors import ConfigError
+from trainvitals.events import Event
+from trainvitals.sinks.base import SinkHub
+from trainvitals.training import snapshot as snap
+from trainvitals.training.callbacks import StopReason, TrainerCallback
+from trainvitals.training.rng import rng_state, seed_everything, set_rng_state
+from trainvitals.training.schedule import lr_at
+
+__all__ = ["Trainer", "LanguageModelTrainer", "select_device"]
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r}: CUDA is not available here; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+class Trainer:
+    """Trains `model` with AdamW, warmup + cosine LR, clipping, accumulation and autocast.
+
+    `criterion(output, target)` computes the loss of a batch `(input, target)`; subclasses
+    may override `compute_loss(batch)` instead. Monitors from `config` (EMA loss, gradient
+    flow, post-epoch evaluation) are added unless `callbacks` already holds one of that class.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainerConfig,
+        *,
+        optimizer: torch.optim.Optimizer | None = None,
+        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        callbacks: Iterable[TrainerCallback] = (),
+        sinks: SinkHub | None = None,
+        model_config: Any = None,
+        run_info: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = select_device(config.device)
+        self.model = model.to(self.device)
+        self.criterion = criterion
+        self.optimizer = optimizer or self._default_optimizer()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
+        self.model_config = model_config
+        self.run_info = dict(run_info or {})
+        self.sinks = sinks or SinkHub()
+        self.global_step = 0  # optimizer steps done; step s is logged at s (1-based)
+        self.epoch = 0
+        self.batch_in_epoch = 0  # optimizer steps done in the current epoch
+        self.lr_scale = 1.0  # set by monitors that cut the LR (auto_adjust, on_gain_alert)
+        self.best_val: float | None = None
+        self.stop_reason: StopReason | None = None
+        self.stop_message = ""
+        self.status: dict[str, str] = {}  # extra fields for the console line ("EMA", "Gain")
+        self.total_steps: int | None = config.planned_steps
+        self.last_val_loss: float | None = None
+        self._pending: list[tuple[int, torch.Tensor, float]] = []
+        self._epoch_loss_sum = torch.zeros((), device=self.device)
+        self._epoch_loss_count = 0
+        from trainvitals.training.monitors import add_default_monitors
+        self.callbacks = add_default_monitors(list(callbacks), self)
+        keys = [cb.state_key for cb in self.callbacks]
+        dup = next((k for k in keys if keys.count(k) > 1), None)
+        if dup:
+            raise ConfigError(f"callbacks: two callbacks share state_key={dup!r}; give one a distinct state_key")
+
+    # --- public API ----------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def snapshot_dir(self) -> Path | None:
+        return Path(self.config.logdir) / "snapshots" if self.config.logdir else None
+
+    def log(self, tag: str, value: float, step: int | None = None) -> None:
+        self.sinks.log(tag, value, self.global_step if step is None else step)
+
+    def emit(self, events: Event | Iterable[Event]) -> None:
+        for e in [events] if isinstance(events, Event) else events:
+            self.sinks.emit(e)
+
+    def print(self, text: str) -> None:
+        self.sinks.text(text)
+
+    def request_stop(self, reason: StopReason, message: str = "") -> None:
+        if self.stop_reason is None:
+            self.stop_reason, self.stop_message = reason, message
+
+    def compute_loss(self, batch: Any) -> torch.Tensor:
+        inputs, target = batch
+        if self.criterion is None:
+            raise ConfigError("criterion: Trainer needs a criterion(output, target) or a compute_loss override")
+        return self.criterion(self.model(inputs), target)
+
+    def fit(self, train_data: Any, val_data: Any = None) -> StopReason:
+        """Train until the planned epochs / max_steps are done or a callback stops the run."""
+        cfg = self.config
+        if self.total_steps is None:
+            self.total_steps = cfg.epochs * self._steps_in_epoch(train_data) if cfg.epochs else cfg.max_steps
+            if cfg.max_steps:
+                self.total_steps = min(self.total_steps, cfg.max_steps) if cfg.epochs else cfg.max_steps
+        self._decay_steps = cfg.lr_decay_steps or self.total_steps
+        self._call("on_train_begin")
+        try:
+            while self.stop_reason is None:
+                if cfg.epochs and self.epoch >= cfg.epochs:
+                    break
+                if cfg.max_steps and self.global_step >= cfg.max_steps:
+                    break
+                if not self._train_epoch(train_data):
+                    break  # stopped mid-epoch: no validation of a partial epoch
+                self._end_epoch(val_data)
+            if self.stop_reason is None:
+                self.stop_reason = StopReason.COMPLETED
+        except KeyboardInterrupt:
+            self.stop_reason, self.stop_message = StopReason.INTERRUPTED, "interrupted by the user"
+            self._flush()
+        self._call("on_train_end")
+        if self.stop_reason is not StopReason.NONFINITE_LOSS and self.snapshot_dir is not None:
+            self.save_snapshot()  # the end state; an epoch-end snapshot may already be it
+        return self.stop_reason
+
+    def evaluate(self, val_data: Any) -> float | None:
+        """Mean loss over the validation batches (one host sync)."""
+        batches = val_data.validation() if hasattr(val_data, "validation") else val_data
+        was_training = self.model.training
+        self.model.eval()
+        total, n = torch.zeros((), device=self.device), 0
+        with torch.no_grad(), self._autocast():
+            for batch in batches:
+                total += self.compute_loss(self._to_device(batch)).float()
+                n += 1
+        self.model.train(was_training)
+        return float(total / n) if n else None
+
+    # --- the loop --------------------------------------------------------------------
+    def _train_epoch(self, train_data: Any) -> bool:
+        """Run the rest of the current epoch; True if it completed."""
+        cfg = self.config
+        self.model.train()
+        batches = self._epoch_batches(train_data)
+        per_epoch = self._steps_in_epoch(train_data)
+        while self.batch_in_epoch < per_epoch and self.stop_reason is None:
+            if cfg.max_steps and self.global_step >= cfg.max_steps:
+                break
+            micro = list(itertools.islice(batches, cfg.grad_accum_steps))
+            if len(micro) < cfg.grad_accum_steps:
+                break
+            self._train_step(micro)
+        self._flush()
+        return self.batch_in_epoch >= per_epoch
+
+    def _train_step(self, micro: list[Any]) -> None:
+        cfg = self.config
+        self._call("on_step_begin")
+        lr = lr_at(self.global_step, cfg.lr, cfg.warmup_steps, self._decay_steps, cfg.lr_schedule,
+                   cfg.min_lr_ratio) * self.lr_scale
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_multiplier", 1.0)
+        step_loss = torch.zeros((), device=self.device)
+        for batch in micro:
+            with self._autocast():
+                loss = self.compute_loss(self._to_device(batch)) / cfg.grad_accum_steps
+            self.scaler.scale(loss).backward()
+            step_loss += loss.detach().float()
+        self.scaler.unscale_(self.optimizer)  # hooks below see true gradients
+        self._call("on_backward_end")
+        # skip_step must know now whether to apply the step: the one per-step sync we allow
+        skip = cfg.on_nonfinite_loss == "skip_step" and not bool(torch.isfinite(step_loss))
+        if cfg.gradient_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.gradient_clip)
+        if not skip:
+            self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.batch_in_epoch += 1
+        self._pending.append((self.global_step, step_loss, lr))
+        if not skip:
+            self._epoch_loss_sum += step_loss
+            self._epoch_loss_count += 1
+        self._call("on_step_end")
+        if self.global_step % cfg.log_every == 0:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Move the pending step losses to the host in one transfer and log every step."""
+        if not self._pending:
+            return
+        steps = [s for s, _, _ in self._pending]
+        losses = torch.stack([l for _, l, _ in self._pending]).tolist()
+        for (step, _, lr), loss in zip(self._pending, losses):
+            self.sinks.log("train/step_loss", loss, step)
+            self.sinks.log("train/lr", lr, step)
+        self._pending.clear()
+        self._call("on_step_losses", steps, losses)
+        total = f"/{self.total_steps}" if self.total_steps else ""
+        fields = [f"Epoch {self.epoch}", f"Step {self.global_step}{total}", f"Loss: {losses[-1]:.4g}"]
+        fields += [f"{k}: {v}" for k, v in self.status.items()]
+        self.print(" | ".join(fields))
+        console = next((s for s in self.sinks.sinks if hasattr(s, "progress")), None)
+        if console is not None:
+            console.progress(self.global_step, loss=f"{losses[-1]:.4g}", **self.status)
+        self.sinks.flush()
+
+    def _end_epoch(self, val_data: Any) -> None:
+        self._flush()
+        epoch = self.epoch
+        train_loss = float(self._epoch_loss_sum / max(1, self._epoch_loss_count))
+        val_loss = self.evaluate(val_data) if val_data is not None else None
+        self.last_val_loss = val_loss
+        self.log("train/epoch_loss", train_loss)
+        if val_loss is not None:
+            self.log("val/loss", val_loss)
+        msg = f"Epoch {epoch} done | train loss {train_loss:.4f}"
+        self.print(msg + (f" | val loss {val_loss:.4f}" if val_loss is not None else ""))
+        self._call("on_validation_end", epoch, val_loss)
+        self._call("on_epoch_end", epoch, train_loss, val_loss)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        self._epoch_loss_sum.zero_()
+        self._epoch_loss_count = 0
+        is_best = val_loss is not None and math.isfinite(val_loss) and (
+            self.best_val is None or val_loss < self.best_val)
+        if is_best:
+            self.best_val = val_loss
+        if self.snapshot_dir is not None and math.isfinite(train_loss):
+            self.save_snapshot(best=is_best)
+        self.sinks.flush()
+
+    # --- snapshots -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"lr_scale": self.lr_scale, "decay_steps": getattr(self, "_decay_steps", 0)},
+            "grad_scaler": self.scaler.state_dict(),
+            "rng": rng_state(),
+            "progress": {
+                "global_step": self.global_step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "epoch_loss_sum": float(self._epoch_loss_sum), "epoch_loss_count": self._epoch_loss_count,
+                "best_val": self.best_val,
+            },
+            "trainer_config": asdict(self.config),
+            "model_config": asdict(self.model_config) if is_dataclass(self.model_config) else None,
+            "run_info": _plain(self.run_info),
+            "callbacks": {cb.state_key: cb.state_dict() for cb in self.callbacks},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scale = state["scheduler"]["lr_scale"]
+        if state["grad_scaler"]:
+            self.scaler.load_state_dict(state["grad_scaler"])
+        set_rng_state(state["rng"])
+        p = state["progress"]
+        self.global_step, self.epoch, self.batch_in_epoch = p["global_step"], p["epoch"], p["batch_in_epoch"]
+        self._epoch_loss_sum.fill_(p["epoch_loss_sum"])
+        self._epoch_loss_count = p["epoch_loss_count"]
+        self.best_val = p["best_val"]
+        saved = state.get("callbacks", {})
+        for cb in self.callbacks:
+            if cb.state_key in saved:
+                cb.load_state_dict(saved[cb.state_key])
+
+    def save_snapshot(self, path: str | Path | None = None, best: bool = False) -> Path:
+        """Write a snapshot atomically (default: snapshots/step_N.pt in the run directory)."""
+        state = self.state_dict()
+        if path is None:
+            if self.snapshot_dir is None:
+                raise ConfigError("logdir: set a run directory to save snapshots without a path")
+            path = self.snapshot_dir / f"step_{self.global_step:07d}.pt"
+            snap.atomic_save(state, path)
+            snap.prune(self.snapshot_dir, self.config.keep_snapshots)
+            if best:
+                snap.atomic_save(state, self.snapshot_dir / "best.pt")
+            return Path(path)
+        return snap.atomic_save(state, path)
+
+    def load_snapshot(self, path: str | Path) -> None:
+        state = snap.read_snapshot(path, map_location=self.device)
+        self.load_state_dict(state)
+
+    # --- helpers -------------------------------------------------------------------------
+    def _default_optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _steps_in_epoch(self, train_data: Any) -> int:
+        n = train_data.num_batches() if hasattr(train_data, "num_batches") else len(train_data)
+        n //= self.config.grad_accum_steps
+        return min(n, self.config.steps_per_epoch) if self.config.steps_per_epoch else n
+
+    def _epoch_batches(self, train_data: Any) -> Iterator[Any]:
+        it = iter(train_data.epoch(self.epoch) if hasattr(train_data, "epoch") else train_data)
+        # resuming mid-epoch: skip what this epoch already consumed
+        return itertools.islice(it, self.batch_in_epoch * self.config.grad_accum_steps, None)
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            return batch.to(self.device, non_blocking=True)
+        if isinstance(batch, (list, tuple)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    def close(self) -> None:
+        for cb in self.callbacks:
+            cb.close()
+        self.sinks.close()
+
+
+class LanguageModelTrainer(Trainer):
+    """Next-token prediction: batches are (tokens, next_tokens), the model returns logits."""
+
+    def compute_loss(self, batch: Any) -> torch.Tensor:
+        x, y = batch
+        logits = self.model(x)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool, type(None), list, tuple))}

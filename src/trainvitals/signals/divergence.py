@@ -42,8 +42,9 @@ class LossDivergenceDetector:
     loss_spike: the loss is more than ``spike_factor`` times the median of the previous
     ``window`` losses (the current one excluded) and more than 6 robust SDs above it.
     loss_divergence: the smoothed loss (the caller's ``ema``, else an internal EMA with
-    a lag of about window/2 steps) has stayed more than ``climb`` above its running
-    minimum for ``patience`` steps; it clears once back under half that climb.
+    a lag of about window/2 steps) has been more than ``climb`` above its running
+    minimum for ``patience`` steps, counted until it is back under half that climb
+    (which also clears the alert), so a loss wavering at the line still adds up.
     Both wait for ``min_history`` finite losses. Losses are assumed positive.
     """
 
@@ -95,9 +96,13 @@ class LossDivergenceDetector:
         base = median(self._recent)
         if base <= 0:
             return []
-        sd = _MAD_TO_SD * median(abs(v - base) for v in self._recent)
-        z = (x - base) / sd if sd > 0 else math.inf
-        firing = x > self.spike_factor * base and z > _SPIKE_Z
+        firing, z = False, 0.0
+        if x > self.spike_factor * base:  # the MAD only when needed: this runs every step
+            sd = _MAD_TO_SD * median(abs(v - base) for v in self._recent)
+            z = (x - base) / sd if sd > 0 else math.inf
+            firing = z > _SPIKE_Z
+        if firing == self._spike.active:  # nothing starts or clears: skip the wording
+            return self._spike.observe(True) if firing else []
         return self._spike.observe(
             firing, severity=ALERT, step=step,
             message=(f"Loss spike at step {step}: {x:.4g} is {x / base:.1f}x the median "
@@ -117,6 +122,8 @@ class LossDivergenceDetector:
             self._above = 0
         # Once raised, it holds until the loss is back under the hysteresis line.
         firing = self._above >= self.patience or (self._divergence.active and self._above > 0)
+        if firing == self._divergence.active:
+            return self._divergence.observe(True) if firing else []
         return self._divergence.observe(
             firing, severity=ALERT, step=step,
             message=(f"Loss divergence at step {step}: smoothed loss {smooth:.4g} has stayed "
@@ -184,6 +191,8 @@ class UnigramCollapseDetector:
         elif x < (1 - 2 * self.tolerance) * b:
             self._near = 0
         firing = self._near >= self.patience or (self._collapse.active and self._near > 0)
+        if firing == self._collapse.active:
+            return self._collapse.observe(True) if firing else []
         return self._collapse.observe(
             firing, severity=ALERT, step=step,
             message=(f"Unigram collapse at step {step}: smoothed loss {x:.4g} is back at the "

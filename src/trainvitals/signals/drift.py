@@ -97,8 +97,8 @@ class MeanGainDriftDetector:
         self.enabled = math.isfinite(self.drift_threshold)
 
         self._raw: deque[float] = deque(maxlen=window)
-        # window + 1 MAs: newest vs oldest spans `window` checks, and once full the two
-        # averages share no raw point, so the noise of one does not cancel the other's.
+        # window + 1 MAs: once full, the newest and the oldest average disjoint runs of
+        # `window` gains, so drift compares this window's level with the one before.
         self._mas: deque[float] = deque(maxlen=window + 1)
         self._rises = 0  # consecutive checks on which the MA went up
         self._high = 0  # consecutive checks with drift above half the threshold

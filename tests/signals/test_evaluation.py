@@ -282,3 +282,11 @@ def test_evaluator_and_policy_together_cut_the_lr_on_scenario_1():
 def test_policy_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         PlateauLRPolicy(**kwargs)
+
+
+def test_no_learning_waits_while_val_loss_is_still_falling_fast():
+    ev = EpochEvaluator(evaluation_epochs=(1, 2, 3), baseline_loss=3.26)
+    reports = [ev.update(e, t, v) for e, (t, v) in enumerate([(5.6, 5.3), (5.0, 4.9), (4.6, 4.5)])]
+    assert not [e for r in reports for e in r.events if e.kind == "no_learning"]
+    stuck = ev.update(3, 4.5, 4.49)  # stalled far above the unigram entropy
+    assert [e.kind for e in stuck.events if e.severity == "alert"] == ["no_learning"]

@@ -149,7 +149,10 @@ class EpochEvaluator:
                 "Check the data: targets must be the inputs shifted by one token",
                 "Check that the parameters are updating (frozen_parameters events)"]
         values = {"val_loss": val, "baseline_loss": b}
-        firing = val >= _NO_LEARNING_FRAC * b
+        # Still falling fast (> 5%/epoch) is a run on its way down, not one that is stuck.
+        rate = _rate(self._history[-2][2], val) if len(self._history) >= 2 else None
+        falling = rate is not None and rate > _GOOD_RATE
+        firing = val >= _NO_LEARNING_FRAC * b and not falling
         events = self._no_learning.observe(
             firing, severity=ALERT, message=msg, epoch=epoch, suggestions=sugg, values=values,
             clear_message=f"no_learning cleared: val loss {val:.3f} is below the unigram "

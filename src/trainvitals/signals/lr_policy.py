@@ -13,6 +13,7 @@ from trainvitals.signals.evaluation import EpochReport, _event, _finite, _lr
 
 __all__ = ["Action", "PlateauLRPolicy"]
 
+
 @dataclass(frozen=True)
 class Action:
     """Something auto_adjust should do: "reduce_lr" (old_lr → new_lr) or "stop"."""

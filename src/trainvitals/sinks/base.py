@@ -29,10 +29,12 @@ class SinkHub(Sink):
         for s in self.sinks:
             s.log(tag, value, step)
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: Event, echo: bool = True) -> None:
+        """`echo=False`: the caller already printed it (e.g. inside a report block)."""
         self.events.append(event)
         for s in self.sinks:
-            s.emit(event)
+            if echo or not getattr(s, "echoes", False):
+                s.emit(event)
 
     def text(self, line: str) -> None:
         for s in self.sinks:

@@ -22,6 +22,8 @@ def format_event(event: Event) -> str:
 
 
 class ConsoleSink(Sink):
+    echoes = True  # prints events; SinkHub.emit(echo=False) skips it
+
     def __init__(self, progress_bar: bool = True, total: int | None = None, stream=None) -> None:
         self.stream = stream or sys.stdout
         self.bar = None

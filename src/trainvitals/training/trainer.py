@@ -23,7 +23,7 @@ from trainvitals.events import Event
 from trainvitals.sinks.base import SinkHub
 from trainvitals.training import snapshot as snap
 from trainvitals.training.callbacks import StopReason, TrainerCallback
-from trainvitals.training.rng import rng_state, seed_everything, set_rng_state
+from trainvitals.training.rng import rng_state, set_rng_state
 from trainvitals.training.schedule import lr_at
 
 __all__ = ["Trainer", "LanguageModelTrainer", "select_device"]
@@ -98,9 +98,9 @@ class Trainer:
     def log(self, tag: str, value: float, step: int | None = None) -> None:
         self.sinks.log(tag, value, self.global_step if step is None else step)
 
-    def emit(self, events: Event | Iterable[Event]) -> None:
+    def emit(self, events: Event | Iterable[Event], echo: bool = True) -> None:
         for e in [events] if isinstance(events, Event) else events:
-            self.sinks.emit(e)
+            self.sinks.emit(e, echo)
 
     def print(self, text: str) -> None:
         self.sinks.text(text)

@@ -48,3 +48,15 @@ def test_sample_prints_a_continuation(run):
     out = run_cli("sample", "--snapshot", str(logdir / "snapshots" / "best.pt"), "--prompt", "The ",
                   "--max-new-tokens", "40").stdout
     assert out.startswith("The ") and len(out.rstrip("\n")) >= 20
+
+
+def test_analyze_replays_the_same_ema_as_the_live_run(run):
+    """One implementation of each detector: the offline EMA equals the logged live one."""
+    import json
+    logdir, _ = run
+    out = json.loads(run_cli("analyze", str(logdir), "--json").stdout)
+    live = tb_scalars(logdir)["train/step_loss_ema"]
+    offline = out["series"]["train/step_loss_ema"]
+    assert [s for s, _ in offline] == [s for s, _ in live]
+    for (_, a), (_, b) in zip(offline, live):
+        assert math.isclose(a, b, rel_tol=1e-6)  # TB stores float32

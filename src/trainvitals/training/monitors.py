@@ -20,7 +20,8 @@ def add_default_monitors(callbacks: list[TrainerCallback], trainer: "Trainer") -
     have = {type(cb) for cb in callbacks}
     out: list[TrainerCallback] = []
     if LossMonitorCallback not in have:
-        out.append(LossMonitorCallback(cfg.enable_ema_loss, cfg.ema_alpha, cfg.ema_init, cfg.on_nonfinite_loss))
+        out.append(LossMonitorCallback(cfg.enable_ema_loss, cfg.ema_alpha, cfg.ema_init, cfg.on_nonfinite_loss,
+                                       trainer.run_info.get("unigram_entropy")))
     for factory in _optional_monitors():
         cb = factory(trainer)
         if cb is not None and type(cb) not in have:

@@ -1,0 +1,303 @@
+"""Read a run's logs into scalar series: TensorBoard event files, trainvitals JSONL, CSV.
+
+Damage inside a log (a truncated event file, a bad JSON line, a cell that is not a
+number) is kept out of the series and described in `RunLog.problems`; only a path that
+cannot be a log at all raises `ConfigError`.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from trainvitals.analyze.tfrecord import EventFileScalars, read_event_file
+from trainvitals.errors import ConfigError
+
+__all__ = ["EXPECTED", "RunLog", "is_event_file", "read_run", "read_runs"]
+
+Series = dict[str, list[tuple[int, float]]]
+
+EXPECTED = "expected a TensorBoard log directory, an events.out.tfevents file, a .jsonl or a .csv"
+_MAX_LINE_PROBLEMS = 10  # per file; the rest are counted in one more line
+
+
+@dataclass
+class RunLog:
+    """One run: tag -> [(step, value)] sorted by step, the events its JSONL holds, and
+    one line per thing that could not be read. `index` says what the steps count."""
+    name: str
+    series: Series = field(default_factory=dict)
+    events: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    index: str = "step"  # "step" | "epoch" (an epoch CSV)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing was read: no scalar and no event."""
+        return not self.events and not any(self.series.values())
+
+
+def is_event_file(path: Path) -> bool:
+    return path.is_file() and "tfevents" in path.name
+
+
+def _event_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_event_file(p))
+
+
+def read_run(path: str | Path, *, check_crc: bool = False) -> RunLog:
+    """Read one run: a directory of event files (merged), one event file, a .jsonl or a .csv.
+
+    A directory with no event files but exactly one .jsonl reads that file. The JSONL
+    beside event files (trainvitals writes both) gives the run's events.
+    `check_crc` also verifies each event record's data checksum (slower).
+    """
+    path = Path(path)
+    try:
+        return _read_run(path, check_crc)
+    except OSError as e:  # unreadable directory or file: the user's to fix
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e}); {EXPECTED}") from None
+
+
+def _read_run(path: Path, check_crc: bool) -> RunLog:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such file or directory; {EXPECTED}")
+    if path.is_dir():
+        files = _event_files(path)
+        jsonls = sorted(path.glob("*.jsonl"))
+        name = path.resolve().name
+        if files:
+            run = _read_event_files(name, files, check_crc)
+            for j in jsonls:
+                events, problems = _jsonl_events(j)
+                run.events += events
+                run.problems += problems
+            return run
+        if len(jsonls) == 1:
+            return _read_jsonl(jsonls[0], name)
+        runs = _run_dirs(path)
+        hint = f" (it holds {len(runs)} runs in subdirectories: use read_runs)" if runs else ""
+        raise ConfigError(f"{path}: no event files or single .jsonl in this directory{hint}; "
+                          f"{EXPECTED}")
+    if is_event_file(path):
+        return _read_event_files(path.resolve().parent.name, [path], check_crc)
+    if path.suffix.lower() == ".jsonl":
+        return _read_jsonl(path, path.stem)
+    if path.suffix.lower() == ".csv":
+        return _read_csv(path)
+    raise ConfigError(f"{path}: not a log this reads; {EXPECTED}")
+
+
+def read_runs(path: str | Path, *, check_crc: bool = False) -> dict[str, RunLog]:
+    """One RunLog per run under `path`, keyed by name.
+
+    A directory holding no event files itself but subdirectories that do (at any
+    depth) gives one run per such subdirectory, keyed by its relative path, sorted;
+    anything else is one run, read by `read_run`.
+    """
+    path = Path(path)
+    try:
+        runs = _run_dirs(path) if path.is_dir() and not _event_files(path) else {}
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror or e}); {EXPECTED}") from None
+    if runs:
+        return {key: _renamed(read_run(d, check_crc=check_crc), key) for key, d in runs.items()}
+    run = read_run(path, check_crc=check_crc)
+    return {run.name: run}
+
+
+def _renamed(run: RunLog, name: str) -> RunLog:
+    run.name = name
+    return run
+
+
+def _run_dirs(root: Path) -> dict[str, Path]:
+    found = {d.relative_to(root).as_posix(): d
+             for d in root.rglob("*") if d.is_dir() and _event_files(d)}
+    return dict(sorted(found.items()))
+
+
+def _read_event_files(name: str, files: list[Path], check_crc: bool) -> RunLog:
+    run = RunLog(name=name)
+    parts = []
+    for f in files:
+        try:
+            part = read_event_file(f, check_crc=check_crc)
+        except OSError as e:
+            run.problems.append(f"{f.name}: cannot read ({e.strerror or e})")
+            continue
+        parts.append(part)
+        run.problems += part.problems
+    run.series = _merge_event_files(parts)
+    return run
+
+
+def _merge_event_files(parts: list[EventFileScalars]) -> Series:
+    """Concatenate files in order; apply restarts (purge_step); keep the last value per step."""
+    names: dict[str, int] = {}
+    cols: list[tuple[np.ndarray, ...]] = []
+    purges, offset = [], 0
+    for p in parts:
+        remap = np.array([names.setdefault(t, len(names)) for t in p.tags] or [0], np.int64)
+        cols.append((remap[p.tag_id], p.step, p.value, p.seq + offset))
+        purges += [(s + offset, step) for s, step in p.purges]
+        offset += p.records
+    if not cols:
+        return {}
+    tag_id, step, value, seq = (np.concatenate(c) for c in zip(*cols))
+    keep = np.ones(len(seq), dtype=bool)
+    for at, first_step in purges:  # TensorBoard hides what a restarted run overwrote
+        keep &= ~((seq < at) & (step >= first_step))
+    tag_id, step, value = tag_id[keep], step[keep], value[keep]
+    if not len(tag_id):
+        return {}
+    order = np.argsort(tag_id, kind="stable")  # per tag, still in write order
+    tag_id, step, value = tag_id[order], step[order], value[order]
+    bounds = np.flatnonzero(np.diff(tag_id)) + 1
+    tags = list(names)
+    series = {}
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(tag_id)]):
+        s, v = step[lo:hi], value[lo:hi]
+        if np.any(s[1:] <= s[:-1]):
+            o = np.argsort(s, kind="stable")
+            s, v = s[o], v[o]
+            last = np.append(s[1:] != s[:-1], True)  # the last write of each step wins
+            s, v = s[last], v[last]
+        series[tags[int(tag_id[lo])]] = list(zip(s.tolist(), v.tolist()))
+    return dict(sorted(series.items()))
+
+
+def _number(x) -> float:
+    """A JSON number or one of the strings trainvitals writes for non-finite values."""
+    if isinstance(x, bool):
+        raise TypeError
+    if isinstance(x, str) and x.strip().lower() not in ("nan", "inf", "-inf", "+inf",
+                                                        "infinity", "-infinity"):
+        raise ValueError
+    return float(x)
+
+
+def _int_step(x) -> int:
+    if isinstance(x, bool):
+        raise TypeError
+    if isinstance(x, int):
+        return x
+    if isinstance(x, str) and x.strip().lstrip("+-").isdigit():
+        return int(x)
+    f = float(x)
+    if not math.isfinite(f) or f != int(f):
+        raise ValueError
+    return int(f)
+
+
+class _Problems:
+    """Per-file line problems, capped so a broken file does not flood the report."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.lines, self.more = name, [], 0
+
+    def add(self, line_no: int, why: str) -> None:
+        if len(self.lines) < _MAX_LINE_PROBLEMS:
+            self.lines.append(f"{self.name} line {line_no}: {why}")
+        else:
+            self.more += 1
+
+    def done(self) -> list[str]:
+        tail = [f"{self.name}: {self.more} more bad lines"] if self.more else []
+        return self.lines + tail
+
+
+def _sorted_series(points: dict[str, dict[int, float]]) -> Series:
+    return {tag: sorted(by_step.items()) for tag, by_step in sorted(points.items())}
+
+
+def _read_jsonl(path: Path, name: str) -> RunLog:
+    run = RunLog(name=name)
+    points: dict[str, dict[int, float]] = {}
+    problems = _Problems(path.name)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                problems.add(line_no, "not JSON")
+                continue
+            if not isinstance(rec, dict):
+                problems.add(line_no, "not a JSON object")
+            elif rec.get("type") == "scalar":
+                try:
+                    tag, step, value = rec["tag"], _int_step(rec["step"]), _number(rec["value"])
+                    if not isinstance(tag, str):
+                        raise TypeError
+                    points.setdefault(tag, {})[step] = value
+                except (KeyError, TypeError, ValueError):
+                    problems.add(line_no, "scalar needs a tag, an integer step and a number value")
+            elif rec.get("type") == "event":
+                if "kind" in rec:
+                    run.events.append({k: v for k, v in rec.items() if k != "type"})
+                else:
+                    problems.add(line_no, "event without a kind")
+    run.series = _sorted_series(points)
+    run.problems = problems.done()
+    return run
+
+
+def _jsonl_events(path: Path) -> tuple[list[dict], list[str]]:
+    """Only the events of a JSONL (its scalars duplicate the event files beside it)."""
+    events, problems = [], _Problems(path.name)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line_no, line in enumerate(f, 1):
+                if '"event"' not in line:  # skip parsing the (many) scalar lines
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    problems.add(line_no, "not JSON")
+                    continue
+                if isinstance(rec, dict) and rec.get("type") == "event" and "kind" in rec:
+                    events.append({k: v for k, v in rec.items() if k != "type"})
+    except OSError as e:
+        return [], [f"{path.name}: cannot read ({e.strerror or e})"]
+    return events, problems.done()
+
+
+def _read_csv(path: Path) -> RunLog:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        rows = csv.reader(f)
+        header = [h.strip() for h in next(rows, [])]
+        skip = 1 if len(header) > 1 and header[0] == "" else 0  # pandas' unnamed index column
+        index = header[skip].lower() if len(header) > skip else ""
+        if index not in ("step", "epoch"):
+            raise ConfigError(f"{path}: the CSV header must start with 'step' or 'epoch' "
+                              f"followed by tag names, got {','.join(header[:4])!r}; {EXPECTED}")
+        tags = header[skip + 1:]
+        run = RunLog(name=path.stem, index=index)
+        points: dict[str, dict[int, float]] = {t: {} for t in tags}
+        problems = _Problems(path.name)
+        for line_no, row in enumerate(rows, 2):
+            row = row[skip:]
+            if not any(c.strip() for c in row):
+                continue
+            try:
+                at = _int_step(row[0])
+            except ValueError:
+                problems.add(line_no, f"{index} {row[0]!r} is not an integer")
+                continue
+            for tag, cell in zip(tags, row[1:]):
+                cell = cell.strip()
+                if not cell:
+                    continue  # missing
+                try:
+                    points[tag][at] = float(cell)  # also parses nan, inf, -inf
+                except ValueError:
+                    problems.add(line_no, f"{tag} {cell!r} is not a number")
+    run.series = _sorted_series(points)
+    run.problems = problems.done()
+    return run

@@ -1,0 +1,55 @@
+"""Every detector that reads the step loss, composed once for the trainer and `analyze`.
+
+`LossSignals.update(loss, step)` folds the loss into the EMA and runs the non-finite,
+spike/divergence and (when the unigram entropy is known) collapse checks.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from trainvitals.events import Event
+from trainvitals.signals.divergence import LossDivergenceDetector, UnigramCollapseDetector
+from trainvitals.signals.ema import LossEMA
+from trainvitals.signals.nonfinite import NonFiniteLossCheck
+
+__all__ = ["LossSignals"]
+
+
+class LossSignals:
+    def __init__(self, ema_alpha: float = 0.99, ema_init: str = "debiased", enable_ema: bool = True,
+                 baseline_loss: float | None = None) -> None:
+        self.ema = LossEMA(ema_alpha, ema_init) if enable_ema else None
+        self.nonfinite = NonFiniteLossCheck()
+        self.divergence = LossDivergenceDetector()
+        self.collapse = UnigramCollapseDetector(baseline_loss) if baseline_loss else None
+        # the divergence and collapse checks need a smoothed loss even with the EMA tag off
+        self._smooth = self.ema or LossEMA(ema_alpha, ema_init)
+
+    def update(self, loss: float, step: int, epoch: int | None = None, lr: float | None = None,
+               gradient_clip: float | None = None) -> tuple[float | None, list[Event]]:
+        """Returns (the EMA to log, or None when off or not yet defined; the events)."""
+        events = self.nonfinite.update(loss, step, epoch, lr=lr, gradient_clip=gradient_clip)
+        if not math.isfinite(loss):
+            return None, events
+        smooth = self._smooth.update(loss)
+        events += self.divergence.update(loss, step, ema=smooth)
+        if self.collapse is not None and smooth is not None:
+            events += self.collapse.update(smooth, step)
+        return (smooth if self.ema is not None else None), events
+
+    @property
+    def value(self) -> float | None:
+        return self.ema.value if self.ema is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ema": self._smooth.state_dict(), "nonfinite": self.nonfinite.state_dict(),
+                "divergence": self.divergence.state_dict(),
+                "collapse": self.collapse.state_dict() if self.collapse else None}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._smooth.load_state_dict(state["ema"])
+        self.nonfinite.load_state_dict(state["nonfinite"])
+        self.divergence.load_state_dict(state["divergence"])
+        if self.collapse is not None and state.get("collapse"):
+            self.collapse.load_state_dict(state["collapse"])

@@ -33,7 +33,8 @@ def test_jsonl_and_tensorboard_agree(run):
     for tag in tb:
         assert [s for s, _ in js[tag]] == [s for s, _ in tb[tag]], tag
         for (_, a), (_, b) in zip(js[tag], tb[tag]):
-            assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12), tag  # TB stores float32
+            same = (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+            assert same, (tag, a, b)  # TB stores float32
 
 
 def test_console_and_summary(run):

@@ -1,0 +1,325 @@
+"""Per-block gradient gain and parameter-gradient health, measured on the device.
+
+Gain (DESIGN.md, departure 3): for a block with input x and output y,
+``gain = ||dL/dx|| / ||dL/dy||``, the factor by which the block scales the gradient
+flowing back through it (a block y = 2x has gain 2).
+
+How it is measured. ``attach()`` puts a forward pre-hook and a forward hook on each
+block. They register ``Tensor.register_hook`` on the block's input (before the block
+runs) and on its output (after it returns); in backward those tensor hooks store
+``vector_norm(grad)`` in fp32 as a 0-d device tensor. Nothing reaches the host until
+``GradientFlowStats.to_host()``.
+
+- In-place ops: a tensor hook registered before an in-place op receives the gradient
+  of the value the tensor had then, so a block that does ``x += f(x)`` on its input,
+  or ``relu_`` on its output, is measured at its real input and output.
+  ``register_full_backward_hook`` is not used: it wraps inputs in a view and fails
+  when the block modifies them in place.
+- A tensor with several consumers: autograd sums the contributions before a tensor
+  hook runs, so the hook sees the total gradient once. ||dL/dx|| is therefore the whole
+  gradient reaching the input, including paths that bypass the block if the model
+  reuses x outside it (not the case for GPT-style blocks that own their residual).
+  The output of block i that feeds block i+1 unchanged is measured once and shared.
+- A block called several times between ``attach()`` (or ``collect()``) and the next
+  ``collect()`` (weight sharing, gradient accumulation over micro-batches) gets one
+  gain per call; its reported gain is the geometric mean over calls, and
+  ``amplification`` multiplies every call's gain. If a backward runs twice over the
+  same graph, the last one wins.
+- A block whose input does not require grad, or whose gradients never arrived, has
+  gain NaN; means, maxima and products are taken over the measured blocks.
+- Forward calls during a backward (activation-checkpoint recomputation) are ignored.
+
+``nonfinite`` flags a parameter whose gradient 2-norm is NaN or inf: a NaN or inf in
+the gradient, or entries past ~1e19 whose squares overflow fp32, which
+``clip_grad_norm_(error_if_nonfinite=True)`` treats the same way.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from trainvitals.errors import ConfigError
+
+__all__ = ["GradientFlowProbe", "GradientFlowStats", "find_blocks"]
+
+_LISTS = (nn.ModuleList, nn.Sequential)
+# -1 outside a backward; a forward seen inside one is activation-checkpoint recomputation.
+_graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)
+
+
+def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's transformer blocks, named, in registration order.
+
+    Rule: every ``nn.ModuleList`` or ``nn.Sequential`` whose members are block-like -
+    at least one member, all of the same class, each with parameters and with child
+    modules of its own (so a list of bare ``nn.Linear`` heads is not a block list) - and
+    that does not lie inside a block already found. Block i of a list is named
+    "<parent path>.<i>", or "<i>" when the parent is the model itself
+    (``model.blocks`` -> "0".."5"; ``model.encoder.layers`` -> "encoder.0"). When one
+    parent holds several block lists, the list's own path is used instead
+    ("decoder.self_layers.0").
+    """
+    lists: list[tuple[str, nn.Module]] = []
+    for path, module in model.named_modules():
+        if any(found == "" or path.startswith(f"{found}.") for found, _ in lists):
+            continue
+        if isinstance(module, _LISTS) and _block_like(list(module)):
+            lists.append((path, module))
+    parents: dict[str, int] = {}
+    for path, _ in lists:
+        parent = path.rpartition(".")[0]
+        parents[parent] = parents.get(parent, 0) + 1
+    blocks = []
+    for path, container in lists:
+        parent = path.rpartition(".")[0]
+        prefix = path if parents[parent] > 1 else parent
+        for i, block in enumerate(container):
+            blocks.append((f"{prefix}.{i}" if prefix else str(i), block))
+    return blocks
+
+
+def _block_like(members: list[nn.Module]) -> bool:
+    if not members or len({type(m) for m in members}) != 1:
+        return False
+    return all(
+        next(m.parameters(), None) is not None and next(m.children(), None) is not None
+        for m in members
+    )
+
+
+def _first_float_tensor(obj: Any) -> torch.Tensor | None:
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.is_floating_point() else None
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (list, tuple)):
+        for item in obj:
+            found = _first_float_tensor(item)
+            if found is not None:
+                return found
+    return None
+
+
+@dataclass
+class GradientFlowStats:
+    """One step's gradient measurements, as device tensors (fp32)."""
+
+    gains: torch.Tensor  # (n_blocks,), NaN where a block was not measured
+    block_names: list[str]
+    mean_gain: torch.Tensor  # arithmetic mean over measured blocks (the seed's)
+    max_gain: torch.Tensor
+    amplification: torch.Tensor  # product of every measured call's gain
+    grad_norm: torch.Tensor  # global 2-norm of parameter grads, as clip_grad_norm_ returns
+    param_norms: torch.Tensor  # (n_params,), 2-norm of each parameter's grad
+    param_names: list[str] = field(default_factory=list)
+    nonfinite: torch.Tensor | None = None  # (n_params,) bool: grad norm is NaN or inf
+
+    def to_host(self) -> dict[str, Any]:
+        """Plain Python values, moved to the host in one transfer."""
+        device = self.grad_norm.device
+        parts = [
+            self.gains.to(device, torch.float32),
+            torch.stack([self.mean_gain, self.max_gain, self.amplification, self.grad_norm]),
+            self.param_norms.to(device, torch.float32),
+        ]
+        if self.nonfinite is not None:
+            parts.append(self.nonfinite.to(device, torch.float32))
+        values = torch.cat(parts).tolist()
+        n_blocks, n_params = len(self.block_names), len(self.param_names)
+        gains, values = values[:n_blocks], values[n_blocks:]
+        (mean_gain, max_gain, amplification, grad_norm), values = values[:4], values[4:]
+        norms, flags = values[:n_params], values[n_params:]
+        return {
+            "mean_gain": mean_gain,
+            "max_gain": max_gain,
+            "amplification": amplification,
+            "grad_norm": grad_norm,
+            "gains": dict(zip(self.block_names, gains)),
+            "nonfinite_params": [n for n, bad in zip(self.param_names, flags) if bad],
+            "param_grad_norms": dict(zip(self.param_names, norms)),
+        }
+
+
+class GradientFlowProbe:
+    """Per-block gradient gain plus global and per-parameter gradient norms.
+
+    Call ``attach()`` before the forward of a monitored step, ``collect()`` after the
+    backward and before gradient clipping (after ``GradScaler.unscale_``, or the
+    gradient norms carry the loss scale; gains do not), then ``detach()``. Without
+    ``attach()`` no hook exists and ``collect()`` still measures the parameter gradients.
+    """
+
+    def __init__(self, model: nn.Module,
+                 blocks: Sequence[tuple[str, nn.Module]] | None = None) -> None:
+        found = find_blocks(model) if blocks is None else list(blocks)
+        if blocks is None and not found:
+            raise ConfigError(
+                f"blocks=None: no list of blocks found in {type(model).__name__} (looked for "
+                "an nn.ModuleList or nn.Sequential of same-class modules with parameters); "
+                "pass blocks=[(name, module), ...], or blocks=[] to measure gradients only"
+            )
+        names = [name for name, _ in found]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ConfigError(f"blocks: names must be unique, repeated: {', '.join(duplicates)}")
+        self.model: nn.Module | None = model
+        self.block_names = names
+        self._blocks = [module for _, module in found]
+        self._module_handles: list[Any] = []
+        self._tensor_handles: list[Any] = []
+        self._reset()
+
+    @property
+    def attached(self) -> bool:
+        return bool(self._module_handles)
+
+    def attach(self) -> None:
+        """Hook every block for the next forward/backward; starts a fresh measurement."""
+        if self.model is None:
+            raise RuntimeError("GradientFlowProbe is closed")
+        self._reset()
+        if self.attached:
+            return
+        for index, block in enumerate(self._blocks):
+            self._module_handles.append(
+                block.register_forward_pre_hook(self._pre_hook(index), with_kwargs=True))
+            self._module_handles.append(block.register_forward_hook(self._post_hook(index)))
+
+    def detach(self) -> None:
+        """Remove every hook; what was measured so far stays for ``collect()``."""
+        for handle in self._module_handles + self._tensor_handles:
+            handle.remove()
+        self._module_handles, self._tensor_handles = [], []
+        self._last_out = None
+
+    def close(self) -> None:
+        """Detach and drop the model."""
+        self.detach()
+        self._reset()
+        self.model, self._blocks = None, []
+
+    @torch.no_grad()
+    def collect(self) -> GradientFlowStats:
+        """Gains of the calls since ``attach()`` / the last ``collect()``, and grad norms.
+
+        Ends the measurement window: the next forward starts a new one.
+        """
+        if self.model is None:
+            raise RuntimeError("GradientFlowProbe is closed")
+        names, params = [], []
+        for name, p in self.model.named_parameters():
+            if p.grad is not None:
+                names.append(name)
+                params.append(p)
+        device = params[0].grad.device if params else self._device()
+        if params:
+            norms = [n.to(device) for n in
+                     torch._foreach_norm([p.grad for p in params], 2, dtype=torch.float32)]
+            param_norms = torch.stack(norms)
+            grad_norm = torch.linalg.vector_norm(param_norms)
+            nonfinite = ~torch.isfinite(param_norms)
+        else:
+            param_norms = torch.zeros(0, device=device)
+            grad_norm = torch.zeros((), device=device)
+            nonfinite = torch.zeros(0, dtype=torch.bool, device=device)
+        gains, mean_gain, max_gain, amplification = self._gains(device)
+        for handle in self._tensor_handles:
+            handle.remove()
+        self._tensor_handles = []
+        self._reset()
+        return GradientFlowStats(gains, list(self.block_names), mean_gain, max_gain,
+                                 amplification, grad_norm, param_norms, names, nonfinite)
+
+    # -- internals -------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._norms: list[torch.Tensor | None] = []  # one slot per hooked tensor
+        self._calls: list[tuple[int, int | None, int | None]] = []  # block, x slot, y slot
+        self._pending: dict[int, int | None] = {}
+        self._last_out: tuple[weakref.ref, int, int] | None = None
+
+    def _device(self) -> torch.device:
+        p = next(self.model.parameters(), None) if self.model is not None else None
+        return p.device if p is not None else torch.device("cpu")
+
+    def _watch(self, tensor: torch.Tensor) -> int:
+        slot = len(self._norms)
+        self._norms.append(None)
+        norms = self._norms
+
+        def store(grad: torch.Tensor) -> None:
+            norms[slot] = torch.linalg.vector_norm(grad, dtype=torch.float32)
+
+        self._tensor_handles.append(tensor.register_hook(store))
+        return slot
+
+    def _pre_hook(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if _graph_task_id() != -1:
+                return  # recomputation inside a backward
+            x = _first_float_tensor(args)
+            if x is None:
+                x = _first_float_tensor(kwargs)
+            slot = None
+            if x is not None and x.requires_grad and torch.is_grad_enabled():
+                last = self._last_out
+                if last is not None and last[0]() is x and last[1] == x._version:
+                    slot = last[2]  # the previous block's output, unchanged: share it
+                else:
+                    slot = self._watch(x)
+            self._pending[index] = slot
+        return hook
+
+    def _post_hook(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if _graph_task_id() != -1 or index not in self._pending:
+                return
+            x_slot = self._pending.pop(index)
+            y = _first_float_tensor(output)
+            y_slot = None
+            if y is not None and y.requires_grad and torch.is_grad_enabled():
+                y_slot = self._watch(y)
+                self._last_out = (weakref.ref(y), y._version, y_slot)
+            if x_slot is not None or y_slot is not None:
+                self._calls.append((index, x_slot, y_slot))
+        return hook
+
+    def _gains(self, device: torch.device) -> tuple[torch.Tensor, ...]:
+        nan = torch.full((), math.nan, device=device)
+        per_block: list[list[int]] = [[] for _ in self._blocks]
+        xs, ys = [], []
+        for block, x_slot, y_slot in self._calls:
+            if x_slot is None or y_slot is None:
+                continue
+            gx, gy = self._norms[x_slot], self._norms[y_slot]
+            if gx is None or gy is None:
+                continue  # the backward did not reach this call
+            per_block[block].append(len(xs))
+            xs.append(gx.to(device))
+            ys.append(gy.to(device))
+        if not xs:
+            return torch.full((len(self._blocks),), math.nan, device=device), nan, nan, nan
+        ratios = torch.stack(xs) / torch.stack(ys)
+        measured = [i for i, calls in enumerate(per_block) if calls]
+        if all(len(calls) == 1 for calls in per_block) and \
+                [calls[0] for calls in per_block] == list(range(len(self._blocks))):
+            gains = ratios  # every block measured once, in block order
+            measured_gains = ratios
+        else:
+            values = []
+            for calls in per_block:
+                if not calls:
+                    values.append(nan)
+                elif len(calls) == 1:
+                    values.append(ratios[calls[0]])
+                else:  # geometric mean over the calls
+                    values.append(torch.stack([ratios[k] for k in calls]).log().mean().exp())
+            gains = torch.stack(values)
+            measured_gains = torch.stack([values[i] for i in measured])
+        return gains, measured_gains.mean(), measured_gains.max(), ratios.prod()

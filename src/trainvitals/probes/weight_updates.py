@@ -1,0 +1,370 @@
+"""Relative weight update ||dW|| / ||W|| per parameter, and parameters that did not move.
+
+How dW is obtained, without keeping a copy of the model:
+
+- ``torch.optim.SGD``, ``Adam`` and ``AdamW`` (exactly these classes, fp32/fp64 dense
+  parameters, float hyperparameters): dW is rebuilt after the step from what the step
+  left behind. SGD with momentum moved the weights by ``-lr * momentum_buffer``, so
+  ||dW|| = lr * ||buf|| with no temporary at all. Adam moved them by
+  ``-lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)`` (v = max_exp_avg_sq with
+  amsgrad), plus decoupled weight decay ``-lr * wd * W_old``, which is rewritten in
+  terms of the new weights: ``dW = (adam_term - lr * wd * W_new) / (1 - lr * wd)``;
+  SGD without momentum or with Nesterov is rebuilt the same way from the gradient.
+  The bias corrections use each parameter's own ``step`` (a parameter that missed
+  steps has a smaller one) in float64 as the optimizer does. Temporaries are made in
+  chunks of at most ``chunk_numel`` elements, so the extra memory is bounded whatever
+  the model size. This is the update the optimizer applied before it was rounded into
+  the stored weights: it equals W_new - W_old up to that rounding (about 1e-7 relative
+  per element in fp32, far below 1e-5 in the norm at usual learning rates).
+- Anything else (other optimizers, subclasses, bf16/fp16 weights, sparse or complex
+  parameters, tensor learning rates, an optimizer whose defaults hold a key this
+  module does not know): a transient copy of just those parameters, made inside
+  ``optimizer.step()`` via a step pre-hook (one ``torch._foreach_mul`` per step) and
+  freed after. For low-precision weights the copy is the honest measure: an update
+  smaller than half a bf16 ulp is rounded away, and the weight really does not move.
+- A parameter outside the optimizer, without a gradient, or in a group with lr 0 has
+  dW = 0 without any computation (for the three known optimizers).
+- If the optimizer did not step (``GradScaler`` skipped it after an inf), the result
+  says ``skipped``; a fused optimizer told ``found_inf`` counts no parameter frozen.
+  A fused SGD step handed still-scaled gradients by ``GradScaler`` is measured by copy
+  when its update depends on the gradient (no momentum, or Nesterov).
+
+``mode="copy"`` forces the copy for every parameter. All results stay on the device
+until ``WeightUpdateStats.to_host()``, which makes one transfer.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from trainvitals.errors import check_choice, check_range, check_type
+
+__all__ = ["WeightUpdateProbe", "WeightUpdateStats"]
+
+_SGD_KEYS = {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize",
+             "foreach", "differentiable", "fused"}
+_ADAM_KEYS = {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach",
+              "capturable", "differentiable", "fused", "decoupled_weight_decay"}
+_KNOWN = {torch.optim.SGD: _SGD_KEYS, torch.optim.Adam: _ADAM_KEYS,
+          torch.optim.AdamW: _ADAM_KEYS}
+
+
+@dataclass
+class WeightUpdateStats:
+    """One optimizer step's updates, as device tensors; ``param_names`` orders them."""
+
+    param_names: list[str]  # parameters with requires_grad=True
+    update_norms: torch.Tensor  # ||dW||
+    weight_norms: torch.Tensor  # ||W|| before the step
+    update_ratio: torch.Tensor  # ||dW|| / ||W||; 0 if dW = 0, NaN if W = 0 and dW != 0
+    update_ratio_mean: torch.Tensor  # over the parameters with a defined ratio
+    update_ratio_max: torch.Tensor
+    unchanged: torch.Tensor  # bool: dW exactly 0 in a step that happened
+    frozen_params: torch.Tensor  # count of `unchanged`
+    intentionally_frozen: list[str]  # requires_grad=False: listed, never alerted
+    skipped: bool = False  # the optimizer did not step
+
+    def to_host(self) -> dict[str, Any]:
+        """Plain Python values, moved to the host in one transfer."""
+        head = torch.stack([self.update_ratio_mean, self.update_ratio_max,
+                            self.frozen_params.to(torch.float32)])
+        values = torch.cat([head, self.update_ratio, self.unchanged.to(torch.float32)]).tolist()
+        n = len(self.param_names)
+        ratios, flags = values[3:3 + n], values[3 + n:]
+        return {
+            "update_ratio": dict(zip(self.param_names, ratios)),
+            "update_ratio_mean": values[0],
+            "update_ratio_max": values[1],
+            "frozen_params": int(values[2]),
+            "unchanged": [name for name, flag in zip(self.param_names, flags) if flag],
+            "intentionally_frozen": list(self.intentionally_frozen),
+            "skipped": self.skipped,
+        }
+
+
+@dataclass
+class _Snapshot:
+    names: list[str]
+    params: list[torch.Tensor]
+    frozen: list[str]
+    weight_norms: torch.Tensor
+    zero: list[int]  # dW = 0 by construction
+    rebuilt: dict[int, list[int]]  # param group index -> parameter indices
+    groups: dict[int, dict[str, Any]]  # hyperparameters at step time
+    copied: list[int]
+    copies: list[torch.Tensor]
+    found_inf: torch.Tensor | None
+
+
+class WeightUpdateProbe:
+    """Measure one optimizer step: call ``before_step()`` after backward, then
+    ``optimizer.step()``, then ``after_step()``, then ``collect()``."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
+                 mode: str = "auto", chunk_numel: int = 1 << 24) -> None:
+        check_type("optimizer", optimizer, torch.optim.Optimizer)
+        check_choice("mode", mode, ("auto", "copy"))
+        check_type("chunk_numel", chunk_numel, int)
+        check_range("chunk_numel", chunk_numel, 1)
+        self.model, self.optimizer = model, optimizer
+        self.mode, self.chunk_numel = mode, chunk_numel
+        self._handles: list[Any] = []
+        self._snapshot: _Snapshot | None = None
+        self._stepped = False
+        self._stats: WeightUpdateStats | None = None
+
+    def before_step(self) -> None:
+        """Arm for the next ``optimizer.step()`` (its step hooks do the measuring)."""
+        self._remove_hooks()
+        self._snapshot, self._stepped, self._stats = None, False, None
+        self._handles = [self.optimizer.register_step_pre_hook(self._on_pre_step),
+                         self.optimizer.register_step_post_hook(self._on_post_step)]
+
+    def after_step(self) -> None:
+        """Compute the step's updates (on the device) and disarm."""
+        if not self._handles:
+            raise RuntimeError("after_step() without before_step(): call before_step() "
+                               "before optimizer.step()")
+        self._remove_hooks()
+        snap, self._snapshot = self._snapshot, None
+        self._stats = self._measure(snap) if snap is not None and self._stepped \
+            else self._skipped()
+
+    def collect(self) -> WeightUpdateStats:
+        """The last measured step."""
+        if self._stats is None:
+            raise RuntimeError("collect() before a measured step: call before_step(), "
+                               "optimizer.step(), after_step() first")
+        return self._stats
+
+    def close(self) -> None:
+        """Remove the step hooks and drop the model and optimizer."""
+        self._remove_hooks()
+        self._snapshot = self._stats = None
+        self.model = self.optimizer = None  # type: ignore[assignment]
+
+    # -- step hooks ----------------------------------------------------------------
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _on_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._snapshot = self._take_snapshot()
+
+    def _on_post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._stepped = self._snapshot is not None
+
+    @torch.no_grad()
+    def _take_snapshot(self) -> _Snapshot:
+        names, params, frozen = self._parameters()
+        group_of = {id(p): g for g, group in enumerate(self.optimizer.param_groups)
+                    for p in group["params"]}
+        rebuildable = self.mode == "auto" and self._known_optimizer()
+        grad_scale = getattr(self.optimizer, "grad_scale", None)  # set by GradScaler, fused
+        zero, copied, rebuilt, groups = [], [], {}, {}
+        for i, p in enumerate(params):
+            g = group_of.get(id(p))
+            if g is None or p.grad is None:
+                zero.append(i)  # the optimizer skips it
+                continue
+            group = self.optimizer.param_groups[g]
+            if rebuildable and _rebuildable(group, p, grad_scale is not None):
+                if group["lr"] == 0:
+                    zero.append(i)
+                else:
+                    rebuilt.setdefault(g, []).append(i)
+                    groups.setdefault(g, {k: v for k, v in group.items() if k != "params"})
+            else:
+                copied.append(i)
+        device = params[0].device if params else torch.device("cpu")
+        weight_norms = _stack(torch._foreach_norm(params, 2, dtype=torch.float32), device)
+        copies = [params[i].detach() for i in copied]
+        copies = list(torch._foreach_mul(copies, 1.0)) if copies else []
+        return _Snapshot(names, params, frozen, weight_norms, zero, rebuilt, groups, copied,
+                         copies, getattr(self.optimizer, "found_inf", None))
+
+    def _parameters(self) -> tuple[list[str], list[torch.Tensor], list[str]]:
+        names, params, frozen = [], [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                names.append(name)
+                params.append(p)
+            else:
+                frozen.append(name)
+        return names, params, frozen
+
+    def _known_optimizer(self) -> bool:
+        keys = _KNOWN.get(type(self.optimizer))
+        return keys is not None and set(self.optimizer.defaults) <= keys
+
+    # -- measuring -----------------------------------------------------------------
+
+    @torch.no_grad()
+    def _measure(self, snap: _Snapshot) -> WeightUpdateStats:
+        device = snap.weight_norms.device
+        updates: list[torch.Tensor | None] = [None] * len(snap.params)
+        if snap.zero:
+            zero = torch.zeros((), device=device)
+            for i in snap.zero:
+                updates[i] = zero
+        for g, indices in snap.rebuilt.items():
+            rebuild = _adam_norms if "betas" in snap.groups[g] else _sgd_norms
+            norms = rebuild(self.optimizer, snap.groups[g], [snap.params[i] for i in indices],
+                            self.chunk_numel)
+            for i, norm in zip(indices, norms):
+                updates[i] = norm
+        if snap.copied:
+            torch._foreach_sub_(snap.copies, [snap.params[i].detach() for i in snap.copied])
+            for i, norm in zip(snap.copied, torch._foreach_norm(snap.copies, 2,
+                                                                 dtype=torch.float32)):
+                updates[i] = norm
+            snap.copies.clear()
+        update_norms = _stack(updates, device)
+        stepped = None
+        if snap.found_inf is not None:
+            stepped = snap.found_inf.to(device) == 0
+            update_norms = torch.where(stepped, update_norms, 0.0)
+        return _stats(snap, update_norms, stepped)
+
+    def _skipped(self) -> WeightUpdateStats:
+        names, params, frozen = self._parameters()
+        device = params[0].device if params else torch.device("cpu")
+        zeros = torch.zeros(len(params), device=device)
+        snap = _Snapshot(names, params, frozen, zeros, [], {}, {}, [], [], None)
+        no_step = torch.zeros((), dtype=torch.bool, device=device)
+        return _stats(snap, zeros, no_step, skipped=True)
+
+
+def _stats(snap: _Snapshot, dw: torch.Tensor, stepped: torch.Tensor | None,
+           skipped: bool = False) -> WeightUpdateStats:
+    w = snap.weight_norms
+    nan = torch.full((), math.nan, device=w.device)
+    ratio = torch.where(dw == 0, torch.zeros_like(dw), torch.where(w > 0, dw / w, nan))
+    defined = ~torch.isnan(ratio)
+    unchanged = dw == 0
+    if stepped is not None:
+        unchanged = unchanged & stepped
+    return WeightUpdateStats(
+        param_names=snap.names,
+        update_norms=dw,
+        weight_norms=w,
+        update_ratio=ratio,
+        update_ratio_mean=ratio.nanmean() if len(snap.names) else nan,
+        update_ratio_max=torch.where(defined, ratio, 0).max() if len(snap.names) else nan,
+        unchanged=unchanged,
+        frozen_params=unchanged.sum(),
+        intentionally_frozen=snap.frozen,
+        skipped=skipped,
+    )
+
+
+def _stack(norms: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    if not norms:
+        return torch.zeros(0, device=device)
+    return torch.stack([n if n.device == device else n.to(device) for n in norms])
+
+
+def _rebuildable(group: dict[str, Any], p: torch.Tensor, scaled_grads: bool) -> bool:
+    if p.dtype not in (torch.float32, torch.float64) or p.grad.is_sparse:
+        return False
+    sgd_uses_grad = "momentum" in group and (group["momentum"] == 0 or group["nesterov"])
+    if sgd_uses_grad and scaled_grads:
+        return False  # whether a fused kernel unscales .grad in place is not ours to know
+    scalars = [group["lr"], group["weight_decay"], *group.get("betas", ())]
+    if any(isinstance(v, torch.Tensor) for v in scalars):
+        return False
+    # dW is rebuilt through a division by 1 - lr * wd where the update involves W_old.
+    uses_old_w = group.get("decoupled_weight_decay", False) or sgd_uses_grad
+    lr, wd = group["lr"], group["weight_decay"]
+    return not (uses_old_w and wd and 1 - lr * wd == 0)
+
+
+def _chunks(params: list[torch.Tensor], chunk_numel: int) -> Iterator[list[torch.Tensor]]:
+    chunk, size = [], 0
+    for p in params:
+        if chunk and size + p.numel() > chunk_numel:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(p)
+        size += p.numel()
+    if chunk:
+        yield chunk
+
+
+def _bias_corrections(states: list[dict[str, Any]], h: dict[str, Any],
+                      params: list[torch.Tensor]) -> tuple[list[torch.Tensor], ...]:
+    """Per parameter: -lr * sqrt(1 - b2^t) / (1 - b1^t), and eps * sqrt(1 - b2^t)."""
+    steps = [s["step"] if isinstance(s["step"], torch.Tensor) else torch.tensor(float(s["step"]))
+             for s in states]
+    steps = torch.stack([t.to(steps[0].device) for t in steps])
+    if steps.device.type != "mps":  # the optimizer does this in float64 on the host
+        steps = steps.to(torch.float64)
+    beta1, beta2 = h["betas"]
+    root = (1 - torch.pow(beta2, steps)).sqrt_()
+    coef = root * (-h["lr"]) / (1 - torch.pow(beta1, steps))
+    both = torch.stack([coef, root * h["eps"]])
+    devices = {p.device for p in params}
+    if len(devices) == 1:  # one small host-to-device copy, so the foreach ops stay on device
+        both = both.to(devices.pop(), torch.float32)
+        return both[0].unbind(), both[1].unbind()
+    return ([c.to(p.device, torch.float32) for c, p in zip(both[0], params)],
+            [e.to(p.device, torch.float32) for e, p in zip(both[1], params)])
+
+
+def _adam_norms(optimizer: torch.optim.Optimizer, h: dict[str, Any], params: list[torch.Tensor],
+                chunk_numel: int) -> list[torch.Tensor]:
+    # dW = coef * m / (sqrt(v) + eps * root)  [- lr * wd * W_new, all / (1 - lr * wd)]
+    second = "max_exp_avg_sq" if h["amsgrad"] else "exp_avg_sq"
+    lr, wd = h["lr"], h["weight_decay"] if h.get("decoupled_weight_decay", False) else 0.0
+    norms: list[torch.Tensor] = []
+    for chunk in _chunks(params, chunk_numel):
+        states = [optimizer.state[p] for p in chunk]
+        coef, eps = _bias_corrections(states, h, chunk)
+        denom = torch._foreach_sqrt([s[second] for s in states])
+        torch._foreach_add_(denom, eps)
+        update = torch._foreach_div([s["exp_avg"] for s in states], denom)
+        del denom
+        torch._foreach_mul_(update, coef)
+        if wd:
+            torch._foreach_add_(update, [p.detach() for p in chunk], alpha=-lr * wd)
+        chunk_norms = torch._foreach_norm(update, 2, dtype=torch.float32)
+        if wd:
+            torch._foreach_div_(chunk_norms, abs(1 - lr * wd))
+        norms.extend(chunk_norms)
+        del update
+    return norms
+
+
+def _sgd_norms(optimizer: torch.optim.Optimizer, h: dict[str, Any], params: list[torch.Tensor],
+               chunk_numel: int) -> list[torch.Tensor]:
+    lr, momentum, wd = h["lr"], h["momentum"], h["weight_decay"]
+    if momentum != 0 and not h["nesterov"]:
+        bufs = [optimizer.state[p]["momentum_buffer"] for p in params]
+        norms = torch._foreach_norm(bufs, 2, dtype=torch.float32)
+        torch._foreach_mul_(norms, lr)
+        return list(norms)
+    if momentum == 0 and not wd:
+        norms = torch._foreach_norm([p.grad for p in params], 2, dtype=torch.float32)
+        torch._foreach_mul_(norms, lr)
+        return list(norms)
+    # dW = -lr * (g + momentum * buf + wd * W_new) / (1 - lr * wd), sign of g by `maximize`
+    norms = []
+    for chunk in _chunks(params, chunk_numel):
+        direction = torch._foreach_mul([p.grad for p in chunk], -1.0 if h["maximize"] else 1.0)
+        if momentum != 0:
+            bufs = [optimizer.state[p]["momentum_buffer"] for p in chunk]
+            torch._foreach_add_(direction, bufs, alpha=momentum)
+        if wd:
+            torch._foreach_add_(direction, [p.detach() for p in chunk], alpha=wd)
+        chunk_norms = torch._foreach_norm(direction, 2, dtype=torch.float32)
+        torch._foreach_mul_(chunk_norms, lr / abs(1 - lr * wd))
+        norms.extend(chunk_norms)
+        del direction
+    return norms

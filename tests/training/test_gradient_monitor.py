@@ -1,0 +1,106 @@
+"""The gradient monitor inside the trainer: tags, frozen parameters, no syncs, no leftover hooks."""
+import torch
+from test_loss_monitor import Memory
+
+from trainvitals.config import TrainerConfig
+from trainvitals.probes.sync_counter import count_host_syncs
+from trainvitals.sinks.base import SinkHub
+from trainvitals.tasks.lm.data import ByteCorpus, load_text
+from trainvitals.tasks.lm.model import GPT, GPTConfig
+from trainvitals.training.callbacks import TrainerCallback
+from trainvitals.training.gradient_monitor import GradientMonitorCallback
+from trainvitals.training.trainer import LanguageModelTrainer
+
+MODEL = GPTConfig(n_layers=2, d_model=32, n_heads=2, block_size=32)
+
+
+def trainer(optimizer_factory=None, callbacks=(), **cfg):
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    config = TrainerConfig(**{"max_steps": 12, "epochs": 0, "batch_size": 4, "warmup_steps": 0, "lr": 1e-2,
+                              "progress_bar": False, "gradient_monitor_interval": 2, "log_every": 4,
+                              "enable_post_epoch_evaluation": False, **cfg})
+    mem = Memory()
+    opt = optimizer_factory(model) if optimizer_factory else None
+    t = LanguageModelTrainer(model, config, optimizer=opt, callbacks=callbacks, sinks=SinkHub([mem]))
+    return t, mem
+
+
+def corpus():
+    return ByteCorpus(load_text()[:40_000], MODEL.block_size, 4)
+
+
+def test_tags_on_monitored_steps_including_the_first():
+    t, mem = trainer()
+    t.fit(corpus())
+    assert [s for s, _ in mem.scalars["gradient_monitor/mean_gain"]] == [1, 3, 5, 7, 9, 11]
+    for tag in ("gradient_monitor/gain/0", "gradient_monitor/gain/1", "gradient_monitor/grad_norm",
+                "weight_monitor/frozen_params", "weight_monitor/update_ratio/blocks.0.attn.qkv.weight"):
+        assert len(mem.scalars[tag]) == 6, tag
+    gains = [v for _, v in mem.scalars["gradient_monitor/gain/1"]]
+    assert all(0.1 < g < 10 for g in gains)
+
+
+def test_parameter_left_out_of_the_optimizer_is_reported_frozen():
+    def forgetful(model):  # block 1's MLP forgotten by mistake
+        skip = {id(p) for p in model.blocks[1].mlp.parameters()}
+        return torch.optim.AdamW([p for p in model.parameters() if id(p) not in skip], lr=1e-2)
+
+    t, mem = trainer(forgetful, frozen_patience=3)
+    t.model.pos_emb.weight.requires_grad_(False)  # intentional: listed, never alerted
+    t.fit(corpus())
+    frozen = [e for e in mem.events if e.kind == "frozen_parameters" and e.severity != "info"]
+    assert len(frozen) == 1 and frozen[0].step == 5  # third monitored step
+    assert set(frozen[0].values["params"]) == {"blocks.1.mlp.0.weight", "blocks.1.mlp.0.bias",
+                                               "blocks.1.mlp.2.weight", "blocks.1.mlp.2.bias"}
+    intentional = [e for e in mem.events if e.kind == "intentionally_frozen"]
+    assert len(intentional) == 1 and intentional[0].severity == "info"
+    assert "pos_emb.weight" in intentional[0].message
+    assert not any("pos_emb" in str(e.values.get("params")) for e in frozen)
+
+
+class SyncsPerStep(TrainerCallback):
+    state_key = "syncs"
+
+    def __init__(self):
+        self.counts = {}
+
+    def on_step_begin(self, trainer):
+        self._ctx = count_host_syncs().__enter__()
+
+    def on_step_end(self, trainer):
+        self._ctx.__exit__(None, None, None)
+        self.counts[trainer.global_step] = self._ctx.count
+
+
+def test_no_host_sync_on_steps_that_do_not_log():
+    probe = SyncsPerStep()
+    # SGD: torch's Adam reads its own CPU step counter with .item(), which is not ours to count
+    t, mem = trainer(lambda m: torch.optim.SGD(m.parameters(), lr=1e-2, momentum=0.9), callbacks=[probe],
+                     gradient_monitor_interval=3, log_every=5)
+    t.fit(corpus())
+    assert len(probe.counts) == 12
+    assert probe.counts == {s: 0 for s in range(1, 13)}, probe.counts  # monitored steps 1,4,7,10 included
+    assert [s for s, _ in mem.scalars["gradient_monitor/mean_gain"]] == [1, 4, 7, 10]
+
+
+def test_hooks_are_gone_when_disabled_and_after_training():
+    t, _ = trainer()
+    monitor = next(cb for cb in t.callbacks if isinstance(cb, GradientMonitorCallback))
+    t.fit(corpus())
+    blocks = list(t.model.blocks)
+    assert all(not b._forward_hooks and not b._forward_pre_hooks for b in blocks)
+    assert not t.optimizer._optimizer_step_pre_hooks and not t.optimizer._optimizer_step_post_hooks
+    monitor.on_train_begin(t)
+    monitor.on_step_begin(t)  # step 1 is monitored: hooks attached
+    assert any(b._forward_hooks for b in blocks)
+    monitor.disable()
+    assert all(not b._forward_hooks and not b._forward_pre_hooks for b in blocks)
+    assert not monitor.enabled
+
+
+def test_disabled_in_config_adds_no_monitor():
+    t, mem = trainer(enable_gradient_monitor=False)
+    assert not any(isinstance(cb, GradientMonitorCallback) for cb in t.callbacks)
+    t.fit(corpus())
+    assert not any(tag.startswith(("gradient_monitor/", "weight_monitor/")) for tag in mem.scalars)

@@ -44,6 +44,15 @@ def test_console_and_summary(run):
     assert "snapshots" in proc.stdout and (logdir / "snapshots" / "best.pt").is_file()
 
 
+def test_report_is_written_at_the_end(run):
+    logdir, proc = run
+    png, md = logdir / "report.png", logdir / "report.md"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    text = md.read_text()
+    assert "# Run report" in text and "optimizer steps: 60" in text and "## Events" in text
+    assert str(md) in proc.stdout
+
+
 def test_sample_prints_a_continuation(run):
     logdir, _ = run
     out = run_cli("sample", "--snapshot", str(logdir / "snapshots" / "best.pt"), "--prompt", "The ",

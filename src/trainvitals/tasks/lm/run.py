@@ -1,7 +1,6 @@
 """`trainvitals train-lm` and `trainvitals sample`: build, train, close."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import torch
@@ -64,10 +63,7 @@ def _model_facts(m: GPTConfig) -> dict[str, Any]:
 
 
 def _write_report(logdir: str):
-    try:
-        from trainvitals.report import write_report
-    except ImportError:
-        return None
+    from trainvitals.report import write_report
     return write_report(logdir)
 
 

@@ -18,6 +18,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     from trainvitals.cli_config import add_config_flags
     from trainvitals.tasks.lm.run import CONFIGS as LM_CONFIGS
+    from trainvitals.tasks.lm.run import LM_DEFAULTS
 
     p = _Parser(prog="trainvitals", description="Train transformers and watch their health.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -25,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     lm = sub.add_parser("train-lm", help="train a byte-level GPT on the embedded corpus or --data",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _train_flags(lm)
-    add_config_flags(lm, *LM_CONFIGS)
+    add_config_flags(lm, *LM_CONFIGS, overrides=LM_DEFAULTS)
 
     tr = sub.add_parser("train-translation", help="train an encoder-decoder on the embedded EN→FR corpus or --data")
     _train_flags(tr)

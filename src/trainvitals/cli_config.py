@@ -60,13 +60,17 @@ def _kind(f: dataclasses.Field) -> str:
     return "str"
 
 
-def add_config_flags(parser: argparse.ArgumentParser, *classes: type) -> None:
-    """One flag per field; defaults are SUPPRESSed so we can tell what the user gave."""
+def add_config_flags(parser: argparse.ArgumentParser, *classes: type, overrides: dict | None = None) -> None:
+    """One flag per field; defaults are SUPPRESSed so we can tell what the user gave.
+
+    `overrides` are a command's own defaults (e.g. train-lm's epochs), shown in --help."""
+    overrides = overrides or {}
     for cls in classes:
         group = parser.add_argument_group(cls.__name__)
         notes = _comments(cls)
         for f in dataclasses.fields(cls):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            default = overrides.get(f.name, default)
             flag = "--" + f.name.replace("_", "-")
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help_ = f"{notes.get(f.name, '')} (default: {shown!s})".strip()

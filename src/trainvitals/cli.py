@@ -30,11 +30,9 @@ def _parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train-translation", help="train an encoder-decoder on the embedded EN→FR corpus or --data")
     _train_flags(tr)
-    try:
-        from trainvitals.tasks.translation.run import CONFIGS as TR_CONFIGS
-        add_config_flags(tr, *TR_CONFIGS)
-    except ImportError:
-        pass
+    from trainvitals.tasks.translation.run import CONFIGS as TR_CONFIGS
+    from trainvitals.tasks.translation.run import TR_DEFAULTS
+    add_config_flags(tr, *TR_CONFIGS, overrides=TR_DEFAULTS)
 
     s = sub.add_parser("sample", help="print a continuation from a train-lm snapshot")
     s.add_argument("--snapshot", required=True, help="a snapshot file, e.g. RUNDIR/snapshots/best.pt")

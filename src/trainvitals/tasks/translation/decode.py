@@ -3,10 +3,16 @@ from __future__ import annotations
 
 import torch
 
-from trainvitals.tasks.translation.data import BOS_ID, EOS_ID, PAD_ID, TranslationData, decode
+from trainvitals.tasks.translation.data import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    TranslationData,
+    decode,
+)
 from trainvitals.tasks.translation.model import TranslationTransformer
 
-__all__ = ["greedy_decode", "token_accuracy", "evaluate", "decode_examples"]
+__all__ = ["decode_examples", "evaluate", "greedy_decode", "token_accuracy"]
 
 
 @torch.no_grad()

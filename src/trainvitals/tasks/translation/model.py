@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.tasks.translation.data import PAD_ID, VOCAB_SIZE

@@ -1,0 +1,88 @@
+"""`trainvitals train-translation`: an encoder-decoder on the built-in EN→FR corpus or --data."""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+
+from trainvitals.config import TrainerConfig
+from trainvitals.tasks.translation.data import Batch, TranslationData, TranslationDataConfig, load_translation_data
+from trainvitals.tasks.translation.decode import decode_examples, evaluate
+from trainvitals.tasks.translation.model import TranslationModelConfig, TranslationTransformer
+from trainvitals.training import snapshot as snap
+from trainvitals.training.rng import seed_everything
+from trainvitals.training.run import find_resume, new_logdir, open_sinks, resumed_config, summary
+from trainvitals.training.trainer import Trainer
+
+__all__ = ["CONFIGS", "TR_DEFAULTS", "TranslationTrainer", "EpochBatches", "train_translation"]
+
+CONFIGS = (TrainerConfig, TranslationModelConfig, TranslationDataConfig)
+
+# About 2 minutes on 2 CPU cores; validation token accuracy ~0.65 → ~0.87 over 4 epochs.
+TR_DEFAULTS = {"epochs": 4, "steps_per_epoch": 150, "batch_size": 32, "lr": 3e-3, "warmup_steps": 50,
+               "d_model": 64, "n_encoder_layers": 2, "n_decoder_layers": 2}
+
+
+class EpochBatches:
+    """The trainer's view of the corpus: batches of an epoch in an order drawn from (seed, epoch)."""
+
+    def __init__(self, data: TranslationData, batch_size: int, seed: int) -> None:
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+
+    def num_batches(self) -> int:
+        return self.data.num_train_batches(self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        return self.data.train_batches(self.batch_size, torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+
+class TranslationTrainer(Trainer):
+    """Teacher forcing; validation reports plain cross-entropy, token accuracy and examples."""
+
+    def compute_loss(self, batch: Any) -> torch.Tensor:
+        src, tgt_in, tgt_out = batch
+        return self.model.loss(src, tgt_in, tgt_out)
+
+    def evaluate(self, val_data: Any) -> float | None:
+        loss, accuracy = evaluate(self.model, val_data)
+        self.log("val/token_accuracy", accuracy)
+        lines = [f"  validation token accuracy {accuracy:.3f}; greedy translations:"]
+        lines += [f"    {s!r}\n      ref {r!r}\n      got {h[:100]!r}" for s, r, h in decode_examples(self.model, val_data)]
+        self.print("\n".join(lines))
+        return loss
+
+
+def train_translation(given: dict[str, Any], resume: str | None = None) -> int:
+    from trainvitals.cli_config import build_configs
+    if resume is not None:
+        path = find_resume(resume, given.get("logdir", ""))
+        saved = snap.read_snapshot(path)
+        cfg = resumed_config(saved["trainer_config"], given)
+        model_cfg = TranslationModelConfig(**saved["model_config"])
+        data_cfg = TranslationDataConfig(**saved["run_info"]["data_config"])
+        if "logdir" not in given:
+            cfg.logdir = str(path.parent.parent)
+    else:
+        cfg, model_cfg, data_cfg = build_configs({**TR_DEFAULTS, **given}, *CONFIGS)
+        cfg.logdir = cfg.logdir or new_logdir("translation")
+    seed_everything(cfg.seed)
+    data = load_translation_data(data_cfg)
+    model = TranslationTransformer(model_cfg)
+    run_info = {"task": "translation", "unigram_entropy": data.unigram_entropy(), "d_model": model_cfg.d_model,
+                "n_layers": model_cfg.n_encoder_layers + model_cfg.n_decoder_layers, "dropout": model_cfg.dropout,
+                "label_smoothing": model_cfg.label_smoothing, "data_config": dict(vars(data_cfg))}
+    purge = None if resume is None else saved["progress"]["global_step"] + 1
+    sinks = open_sinks(cfg.logdir, purge, cfg.progress_bar, None)
+    trainer = TranslationTrainer(model, cfg, sinks=sinks, model_config=model_cfg, run_info=run_info)
+    if resume is not None:
+        trainer.load_state_dict(saved)
+    trainer.print(f"train-translation: {data.describe()}; {sum(p.numel() for p in model.parameters()):,} "
+                  f"parameters on {trainer.device}; run directory {cfg.logdir}")
+    try:
+        reason = trainer.fit(EpochBatches(data, cfg.batch_size, cfg.seed), data)
+    finally:
+        trainer.close()
+    from trainvitals.report import write_report
+    report = write_report(cfg.logdir)
+    print(summary(cfg.logdir, reason.value, trainer.stop_message, report))
+    return 0 if reason.value in ("completed", "early_stopping") else 1

@@ -104,3 +104,28 @@ def test_disabled_in_config_adds_no_monitor():
     assert not any(isinstance(cb, GradientMonitorCallback) for cb in t.callbacks)
     t.fit(corpus())
     assert not any(tag.startswith(("gradient_monitor/", "weight_monitor/")) for tag in mem.scalars)
+
+
+def test_on_gain_alert_stop_and_reduce_lr():
+    from trainvitals.training.callbacks import StopReason
+    # a threshold just above 1 makes the first monitored step alert
+    t, mem = trainer(mean_gain_absolute_threshold=1.0001, on_gain_alert="stop")
+    assert t.fit(corpus()) is StopReason.GAIN_ALERT
+    assert t.global_step == 4  # alert seen at the first logging step, then the run stops
+    assert any(e.kind == "action" and "stopping" in e.message for e in mem.events)
+
+    t, mem = trainer(mean_gain_absolute_threshold=1.0001, on_gain_alert="reduce_lr",
+                     lr_schedule="constant", max_steps=8)
+    t.fit(corpus())
+    actions = [e for e in mem.events if e.kind == "action"]
+    assert len(actions) == 1 and "1.0e-02 → 5.0e-03" in actions[0].message
+    lrs = dict(mem.scalars["train/lr"])
+    assert lrs[4] == 1e-2 and lrs[5] == 5e-3
+
+
+def test_infinite_drift_threshold_is_the_off_switch_for_drift():
+    t, mem = trainer(mean_gain_drift_threshold=float("inf"), mean_gain_absolute_threshold=1.0001)
+    t.fit(corpus())
+    assert "gradient_monitor/mean_gain" in mem.scalars
+    assert "gradient_monitor/mean_gain_ma" not in mem.scalars
+    assert not [e for e in mem.events if e.kind.startswith("mean_gain")]

@@ -15,6 +15,9 @@ def format_event(event: Event) -> str:
     head = f"  {_ICON.get(event.severity, '')} {event.severity.upper()} {event.kind}"
     where = event.where()
     lines = [f"{head} ({where}): {event.message}" if where else f"{head}: {event.message}"]
+    lr = event.values.get("lr")
+    if isinstance(lr, float) and event.kind.startswith("mean_gain"):
+        lines.append(f"     Current LR: {lr:.1e}")  # the seed's warning block shows it
     if event.suggestions:
         lines.append("     Suggestions:")
         lines += [f"       {i}. {s}" for i, s in enumerate(event.suggestions, 1)]

@@ -12,7 +12,7 @@ start (so the logging flush and the host transfer of the measurements are counte
 Prints the median of the pair ratios for each. These machines drift a few percent
 between repeats, which pairing cancels; the median ignores the odd preempted step.
 
-    python benchmarks/overhead.py [--pairs 30] [--blocks 12] [--interval 10]
+    python benchmarks/overhead.py [--pairs 60] [--blocks 10] [--interval 10] [--threads 2]
 """
 from __future__ import annotations
 
@@ -74,8 +74,8 @@ def paired(on: list[float], off: list[float]) -> tuple[float, float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=30, help="pairs of single steps (interval 1)")
-    ap.add_argument("--blocks", type=int, default=12, help="pairs of N-step blocks (default interval)")
+    ap.add_argument("--pairs", type=int, default=60, help="pairs of single steps (interval 1)")
+    ap.add_argument("--blocks", type=int, default=10, help="pairs of N-step blocks (default interval)")
     ap.add_argument("--interval", type=int, default=TrainerConfig().gradient_monitor_interval)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -9,7 +9,6 @@ batches an uninterrupted run would.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator

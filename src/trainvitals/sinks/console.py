@@ -43,8 +43,10 @@ class ConsoleSink(Sink):
     def emit(self, event: Event) -> None:
         self.text(format_event(event))
 
-    def progress(self, n: int, **postfix: str) -> None:
+    def progress(self, n: int, total: int | None = None, **postfix: str) -> None:
         if self.bar is not None:
+            if total and self.bar.total != total:
+                self.bar.total = total
             self.bar.n = n
             self.bar.set_postfix(postfix, refresh=True)
 

@@ -223,7 +223,7 @@ class Trainer:
         self.print(" | ".join(fields))
         console = next((s for s in self.sinks.sinks if hasattr(s, "progress")), None)
         if console is not None:
-            console.progress(self.global_step, loss=f"{losses[-1]:.4g}", **self.status)
+            console.progress(self.global_step, self.total_steps, loss=f"{losses[-1]:.4g}", **self.status)
         self.sinks.flush()
 
     def _end_epoch(self, val_data: Any) -> None:

@@ -50,8 +50,8 @@ class TrainerConfig:
     gradient_monitor_interval: int = 3  # monitor step 1, then every N steps (the smallest N costing <= 1%)
     frozen_patience: int = 3  # monitored steps without change before frozen_parameters
     # --- Enhancement 2: mean gain drift ---------------------------------------------
-    mean_gain_drift_threshold: float = 0.1  # relative rise of the moving average; inf = off
-    mean_gain_absolute_threshold: Any = 1.3  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
+    mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
+    mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
     mean_gain_drift_window: int = 5  # checks the drift is measured over
     on_gain_alert: str = "warn"  # "warn" | "reduce_lr" | "stop"
     # --- Enhancement 3: post-epoch evaluation ---------------------------------------

@@ -13,6 +13,7 @@ from typing import Any
 from trainvitals.analyze.readers import read_run
 from trainvitals.analyze.replay import AnalyzeConfig, replay
 from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.signals.drift import auto_absolute_threshold
 
 __all__ = ["write_report", "add_report_parser"]
 
@@ -48,10 +49,13 @@ def _plot(series: dict[str, list[tuple[int, float]]], events: list[Event], path:
         ax.axhline(series["data/unigram_entropy"][-1][1], ls=":", color="gray", label="unigram entropy")
     ax.set_ylabel("loss (nats)")
     ax = axes[1]
-    _line(ax, series, "gradient_monitor/mean_gain", "mean gain", color="tab:purple", alpha=0.5, marker=".")
+    _line(ax, series, "gradient_monitor/mean_gain", "mean gain (blocks past the first)", color="tab:purple",
+          alpha=0.5, marker=".")
     _line(ax, series, "gradient_monitor/mean_gain_ma", "moving average", color="tab:purple", lw=2)
     _line(ax, series, "gradient_monitor/max_gain", "max block gain", color="tab:brown", alpha=0.5, lw=1)
-    ax.axhline(AnalyzeConfig().mean_gain_absolute_threshold, ls="--", color="tab:red", lw=1, label="threshold")
+    blocks = sum(t.startswith("gradient_monitor/gain/") for t in series)
+    if blocks:
+        ax.axhline(auto_absolute_threshold(blocks), ls="--", color="tab:red", lw=1, label="threshold (auto)")
     ax.set_ylabel("gradient gain")
     ax.set_yscale("log")
     ax = axes[2]

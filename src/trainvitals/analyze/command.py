@@ -36,8 +36,8 @@ def analyze(path: str, cfg: AnalyzeConfig, as_json: bool = False, out=None) -> i
     out = out or sys.stdout
     runs = read_runs(path)
     results = {name: replay(run, cfg) for name, run in runs.items()}
-    for name, run in runs.items():
-        for line in run.problems:
+    for a in results.values():
+        for line in a.problems:
             print(f"warning: {line}", file=sys.stderr)
     if as_json:
         payload = to_json(next(iter(results.values()))) if len(results) == 1 else {

@@ -20,8 +20,8 @@ __all__ = ["AnalyzeConfig", "Analysis", "replay"]
 class AnalyzeConfig:
     ema_alpha: float = 0.99  # EMA decay: weight on the old value
     ema_init: str = "debiased"  # "debiased" or "first"
-    mean_gain_drift_threshold: float = 0.1  # relative rise of the moving average; inf = off
-    mean_gain_absolute_threshold: Any = 1.3  # float > 1, or "auto" = 1.3 ** (12 / num_layers)
+    mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
+    mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / num_layers)
     mean_gain_drift_window: int = 5  # checks the drift is measured over
     num_layers: int = 0  # blocks in the model; 0 = count the gain/<block> tags in the log
     gradient_clip: float = 0.0  # the run's clip, for advice; 0 = unknown or off
@@ -81,20 +81,24 @@ def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
 def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, lr_at, out: Analysis) -> None:
     mean_gain = dict(run.series.get("gradient_monitor/mean_gain", []))
     grad_norm = dict(run.series.get("gradient_monitor/grad_norm", []))
+    max_gain = dict(run.series.get("gradient_monitor/max_gain", []))
     if not mean_gain and not grad_norm:
         return
     gain_tags = {t[len("gradient_monitor/gain/"):]: dict(v) for t, v in run.series.items()
                  if t.startswith("gradient_monitor/gain/")}
     num_layers = cfg.num_layers or len(gain_tags) or None
-    if cfg.mean_gain_absolute_threshold == "auto" and num_layers is None:
-        raise ConfigError("num_layers=0: --mean-gain-absolute-threshold auto needs --num-layers "
-                          "(the log has no gradient_monitor/gain/<block> tags to count)")
-    signals = GradientSignals(cfg.mean_gain_drift_threshold, cfg.mean_gain_absolute_threshold,
+    absolute = cfg.mean_gain_absolute_threshold
+    if absolute == "auto" and num_layers is None:
+        absolute = 1.3  # the seed's value, i.e. "auto" at 12 blocks
+        out.problems.append("num_layers unknown (no gradient_monitor/gain/<block> tags): mean gain "
+                            "threshold 'auto' taken as 1.3; pass --num-layers for the depth-scaled one")
+    signals = GradientSignals(cfg.mean_gain_drift_threshold, absolute,
                               cfg.mean_gain_drift_window, num_layers, gradient_clip=cfg.gradient_clip or None,
                               warmup_steps=cfg.warmup_steps or None)
     for step in sorted(set(mean_gain) | set(grad_norm)):
         gains = {b: v[step] for b, v in gain_tags.items() if step in v} or None
-        out.events += signals.update(step, mean_gain.get(step), grad_norm.get(step), gains, lr_at(step))
+        out.events += signals.update(step, mean_gain.get(step), grad_norm.get(step), gains, lr_at(step),
+                                     max_gain=max_gain.get(step))
         if step in mean_gain:
             for tag, value in (("gradient_monitor/mean_gain_ma", signals.moving_average),
                                ("gradient_monitor/mean_gain_drift", signals.mean_gain_drift)):

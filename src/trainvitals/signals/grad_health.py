@@ -43,17 +43,23 @@ class GradNormJumpDetector:
     # 6 rather than 5: a MAD from 20 points is itself noisy and often too small.
     z_max = 6.0
 
-    def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5) -> None:
+    def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5, *,
+                 kind: str = "grad_norm_jump", label: str = "Gradient norm", z_max: float | None = None) -> None:
+        # kind/label let the same rule watch another positive series (the largest block gain)
         check_range("grad_norm_jump_factor", factor, 1.0, lo_open=True)
         check_type("grad_norm_jump_window", window, int)
         check_range("grad_norm_jump_window", window, 3)
         check_type("grad_norm_jump_min_history", min_history, int)
-        check_range("grad_norm_jump_min_history", min_history, 3, window)
+        check_range("grad_norm_jump_min_history", min_history, 1, window)
         self.factor = float(factor)
         self.window = window
         self.min_history = min_history
         self._logs: deque[float] = deque(maxlen=window)
-        self._cond = Condition("grad_norm_jump", source=self.source)
+        self.label = label
+        if z_max is not None:  # 0: the factor rule alone (a smooth series, short history)
+            check_range("z_max", z_max, 0)
+            self.z_max = float(z_max)
+        self._cond = Condition(kind, source=kind)
 
     def update(
         self,
@@ -81,7 +87,7 @@ class GradNormJumpDetector:
                     True,
                     severity=ALERT,
                     message=(
-                        f"Gradient norm jumped to {g:.3g} at step {step}: "
+                        f"{self.label} jumped to {g:.3g} at step {step}: "
                         f"{ratio:.1f}x its recent median {base:.3g}"
                     ),
                     step=step,
@@ -98,7 +104,7 @@ class GradNormJumpDetector:
                     step=step,
                     values=values,
                     clear_message=(
-                        f"Gradient norm back to {g:.3g} at step {step} "
+                        f"{self.label} back to {g:.3g} at step {step} "
                         f"({ratio:.1f}x its recent median)"
                     ),
                 )

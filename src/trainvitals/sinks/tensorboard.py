@@ -16,7 +16,8 @@ LAYOUT = {
         "loss and EMA": ["Multiline", ["train/step_loss", "train/step_loss_ema"]],
         "train vs val (per epoch)": ["Multiline", ["train/epoch_loss", "val/loss"]],
         "mean gain and moving average": ["Multiline", ["gradient_monitor/mean_gain",
-                                                       "gradient_monitor/mean_gain_ma"]],
+                                                       "gradient_monitor/mean_gain_ma",
+                                                       "gradient_monitor/mean_gain_all"]],
     }
 }
 

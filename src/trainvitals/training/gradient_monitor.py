@@ -18,7 +18,7 @@ from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStat
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
 from trainvitals.signals.advice import fmt_lr
 from trainvitals.signals.frozen import FrozenParamsDetector
-from trainvitals.signals.gradient_signals import GradientSignals
+from trainvitals.signals.gradient_signals import GradientSignals, inner_mean_gain
 from trainvitals.training.callbacks import StopReason, TrainerCallback
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GradientMonitorCallback"]
 
-_GAIN_KINDS = ("mean_gain_absolute", "mean_gain_drift")
+_GAIN_KINDS = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump")
 
 
 class GradientMonitorCallback(TrainerCallback):
@@ -115,15 +115,18 @@ class GradientMonitorCallback(TrainerCallback):
     # --- reporting ---------------------------------------------------------------------
     def _report(self, trainer: "Trainer", step: int, g: dict[str, Any], w: dict[str, Any] | None) -> None:
         log = trainer.log
-        log("gradient_monitor/mean_gain", g["mean_gain"], step)
+        mean_gain = inner_mean_gain(g["gains"])
+        mean_gain = g["mean_gain"] if mean_gain is None else mean_gain
+        log("gradient_monitor/mean_gain", mean_gain, step)
+        log("gradient_monitor/mean_gain_all", g["mean_gain"], step)  # the seed's: every block
         log("gradient_monitor/max_gain", g["max_gain"], step)
         log("gradient_monitor/amplification", g["amplification"], step)
         log("gradient_monitor/grad_norm", g["grad_norm"], step)
         for block, gain in g["gains"].items():
             log(f"gradient_monitor/gain/{block}", gain, step)
         lr = trainer.lr
-        events = self.signals.update(step, g["mean_gain"], g["grad_norm"], g["gains"], lr,
-                                     g["nonfinite_params"], len(g["param_grad_norms"]))
+        events = self.signals.update(step, mean_gain, g["grad_norm"], g["gains"], lr,
+                                     g["nonfinite_params"], len(g["param_grad_norms"]), g["max_gain"])
         for tag, value in (("gradient_monitor/mean_gain_ma", self.signals.moving_average),
                            ("gradient_monitor/mean_gain_drift", self.signals.mean_gain_drift)):
             if value is not None:
@@ -137,7 +140,7 @@ class GradientMonitorCallback(TrainerCallback):
             events += self.frozen.update(step, w["unchanged"], len(w["update_ratio"]), w["intentionally_frozen"])
         events = [e if e.epoch is not None else replace(e, epoch=trainer.epoch) for e in events]
         trainer.emit(events)
-        trainer.status["Gain"] = f"{g['mean_gain']:.3f}"
+        trainer.status["Gain"] = f"{mean_gain:.3f}"
         self._act_on_gain_alerts(trainer, events, step)
 
     def _act_on_gain_alerts(self, trainer: "Trainer", events: list[Event], step: int) -> None:

@@ -1,0 +1,91 @@
+"""The runs of the detection benchmark: what each one trains and how it goes wrong.
+
+Every failure mode has two variants (different seeds and sizes): one in the half the
+defaults were tuned on (`tune`), one in the half the results table reports (`holdout`).
+Healthy runs are split the same way.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RunSpec", "SPECS", "FAILURE_MODES", "by_name"]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    mode: str  # "healthy" or a failure mode
+    split: str  # "tune" | "holdout"
+    seed: int
+    task: str = "lm"  # "lm" | "translation"
+    model: dict[str, Any] = field(default_factory=dict)  # model config overrides
+    trainer: dict[str, Any] = field(default_factory=dict)  # TrainerConfig overrides
+    fault: dict[str, Any] = field(default_factory=dict)  # see faults.py
+
+    @property
+    def healthy(self) -> bool:
+        return self.mode == "healthy"
+
+
+# small byte GPTs: each run well under a minute on 2 cores
+SMALL = {"n_layers": 4, "d_model": 64, "block_size": 64, "n_heads": 4}
+WIDE = {"n_layers": 4, "d_model": 96, "block_size": 64, "n_heads": 4}
+DEEP = {"n_layers": 6, "d_model": 64, "block_size": 64, "n_heads": 4}
+BASE = {"epochs": 3, "steps_per_epoch": 100, "batch_size": 16, "lr": 2e-3, "warmup_steps": 50}
+
+
+def _run(name: str, mode: str, split: str, seed: int, model: dict | None = None, task: str = "lm",
+         fault: dict | None = None, **trainer: Any) -> RunSpec:
+    return RunSpec(name, mode, split, seed, task, dict(model or SMALL), {**BASE, **trainer}, dict(fault or {}))
+
+
+_HEALTHY = [
+    _run("healthy-small-s1", "healthy", "tune", 1),
+    _run("healthy-wide-s2", "healthy", "tune", 2, WIDE, lr=1e-3),
+    _run("healthy-deep-s3", "healthy", "tune", 3, DEEP, lr=1.5e-3),
+    _run("healthy-2layer-lr3e-3-s5", "healthy", "tune", 5, {**SMALL, "n_layers": 2}, lr=3e-3),
+    _run("healthy-small-s11", "healthy", "holdout", 11),
+    _run("healthy-wide-s12", "healthy", "holdout", 12, WIDE, lr=1.5e-3),
+    _run("healthy-deep-s13", "healthy", "holdout", 13, DEEP, lr=1e-3),
+    _run("healthy-2layer-lr3e-3-s15", "healthy", "holdout", 15, {**SMALL, "n_layers": 2}, lr=3e-3),
+]
+
+# each failure mode twice: one variant per half
+_FAILING = [
+    # the warmup climbs to a peak LR the model cannot take: it learns, then collapses
+    _run("lr-too-high-s21", "lr_too_high", "tune", 21, lr=0.1, warmup_steps=250, epochs=4),
+    _run("lr-too-high-s31", "lr_too_high", "holdout", 31, WIDE, lr=0.06, warmup_steps=250, epochs=4),
+    _run("warmup-too-short-s22", "warmup_too_short", "tune", 22, lr=2e-2, warmup_steps=0),
+    _run("warmup-too-short-s32", "warmup_too_short", "holdout", 32, DEEP, lr=1.5e-2, warmup_steps=0),
+    _run("init-too-large-s23", "init_too_large", "tune", 23, {**SMALL, "init_std": 0.5}, lr=4e-3),
+    _run("init-too-large-s33", "init_too_large", "holdout", 33, {**WIDE, "init_std": 0.4}, lr=5e-3),
+    _run("no-layernorm-deep-s24", "no_layernorm", "tune", 24, {**DEEP, "n_layers": 8, "layer_norm": False},
+         lr=5e-3),
+    _run("no-layernorm-deep-s34", "no_layernorm", "holdout", 34, {**DEEP, "n_layers": 10, "layer_norm": False},
+         lr=4e-3),
+    _run("fp16-overflow-s25", "fp16_overflow", "tune", 25, fault={"loss_scale": 2.0 ** 12, "growth_every": 25}),
+    _run("fp16-overflow-s35", "fp16_overflow", "holdout", 35, WIDE,
+         fault={"loss_scale": 2.0 ** 10, "growth_every": 20}),
+    _run("bad-batch-s26", "bad_batch", "tune", 26, fault={"bad_step": 150}),
+    _run("bad-batch-s36", "bad_batch", "holdout", 36, DEEP, fault={"bad_step": 200}),
+    _run("layer-not-in-optimizer-s27", "frozen_layer", "tune", 27, fault={"leave_out_block": 2}),
+    _run("layer-not-in-optimizer-s37", "frozen_layer", "holdout", 37, DEEP, fault={"leave_out_block": 4}),
+    _run("label-noise-overfit-s28", "overfitting", "tune", 28, WIDE,
+         fault={"train_bytes": 12_000, "label_noise": 0.3}, epochs=25, steps_per_epoch=0, lr=3e-3),
+    _run("label-noise-overfit-s38", "overfitting", "holdout", 38, {**WIDE, "d_model": 128},
+         fault={"train_bytes": 10_000, "label_noise": 0.4}, epochs=25, steps_per_epoch=0, lr=3e-3),
+]
+
+SPECS: list[RunSpec] = _HEALTHY + _FAILING
+FAILURE_MODES = sorted({s.mode for s in _FAILING})
+
+
+def by_name(names: list[str] | None) -> list[RunSpec]:
+    if not names:
+        return list(SPECS)
+    known = {s.name: s for s in SPECS}
+    bad = [n for n in names if n not in known]
+    if bad:
+        raise SystemExit(f"unknown run(s): {', '.join(bad)}; known: {', '.join(known)}")
+    return [known[n] for n in names]

@@ -12,7 +12,6 @@ from trainvitals.config import TrainerConfig
 from trainvitals.sinks.base import SinkHub
 from trainvitals.sinks.jsonl import JSONLSink
 from trainvitals.sinks.tensorboard import TensorBoardSink
-from trainvitals.training.gradient_monitor import GradientMonitorCallback
 from trainvitals.training.rng import seed_everything
 
 from faults import CorruptBatch, LossScaleOverflow, NoisyLabels, optimizer_without_block
@@ -20,7 +19,7 @@ from scenarios import RunSpec
 
 __all__ = ["generate", "MONITOR_INTERVAL", "SPEC_FILE"]
 
-MONITOR_INTERVAL = 1  # gains at every step: the benchmark studies them densely
+MONITOR_INTERVAL = TrainerConfig().gradient_monitor_interval  # the shipped default
 SPEC_FILE = "spec.json"
 _VAL_BYTES = 40_000  # validation text: the tail of the corpus, enough for a stable val loss
 
@@ -67,9 +66,7 @@ def _build(spec: RunSpec, logdir: Path):
     else:
         data = ByteCorpus(text, mcfg.block_size, cfg.batch_size, _VAL_BYTES / len(text), spec.seed)
     model = GPT(mcfg)
-    callbacks = [GradientMonitorCallback(interval=MONITOR_INTERVAL, mean_gain_drift_threshold=cfg.mean_gain_drift_threshold,
-                                         mean_gain_absolute_threshold=cfg.mean_gain_absolute_threshold,
-                                         mean_gain_drift_window=cfg.mean_gain_drift_window)]
+    callbacks = []  # the trainer adds its default monitors from `cfg`
     optimizer = None
     if "loss_scale" in f:
         callbacks.append(LossScaleOverflow(f["loss_scale"], f["growth_every"]))

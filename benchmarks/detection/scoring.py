@@ -44,6 +44,7 @@ class Run:
     unchanged: dict[int, list[str]]  # step -> parameters whose update was exactly 0
     n_params: int
     info: dict[str, Any] = field(default_factory=dict)
+    live: list[Event] = field(default_factory=list)  # what the trainer emitted, with its defaults
 
     @property
     def healthy(self) -> bool:
@@ -53,7 +54,8 @@ class Run:
 def load_run(logdir: Path) -> Run:
     info = json.loads((logdir / "spec.json").read_text())
     spec = info["spec"]
-    s = read_run(logdir).series
+    log = read_run(logdir)
+    s = log.series
     blocks = sorted((t[len(_GAIN):] for t in s if t.startswith(_GAIN)), key=_block_key)
     per_block = [dict(s[_GAIN + b]) for b in blocks]
     steps = sorted(set().union(*per_block)) if per_block else []
@@ -69,7 +71,8 @@ def load_run(logdir: Path) -> Run:
     epochs = [(st, v, val.get(st)) for st, v in s.get("train/epoch_loss", [])]
     return Run(spec["name"], spec["mode"], spec["split"], len(blocks), info["unigram_entropy"],
                list(s.get("train/step_loss", [])), gains, dict(s.get("gradient_monitor/grad_norm", [])),
-               dict(s.get("train/lr", [])), epochs, unchanged, len(ratios), info)
+               dict(s.get("train/lr", [])), epochs, unchanged, len(ratios), info,
+               [Event.from_dict(d) for d in log.events])
 
 
 def _block_key(name: str) -> tuple:
@@ -210,6 +213,8 @@ def _monitored(step: int, p: dict) -> bool:
 
 # name -> (detector, counted as the trainer's own); the gain columns differ only in the signal
 DETECTORS: dict[str, tuple[Detector, bool]] = {
+    # every alert the trainer raised live with its default settings (the product as shipped)
+    "TRAINVITALS DEFAULTS (live, all detectors)": (lambda r, p: r.live, False),
     "nonfinite_loss": (lambda r, p: _loss_events(r, p, "nonfinite_loss"), True),
     "loss_spike": (lambda r, p: _loss_events(r, p, "loss_spike"), True),
     "loss_divergence": (lambda r, p: _loss_events(r, p, "loss_divergence"), True),

@@ -18,7 +18,7 @@ def score(runs: list[Run], p: dict) -> dict[str, dict]:
     firsts: dict[str, dict[str, int | None]] = {}
     for name, (fn, _) in DETECTORS.items():
         firsts[name] = {r.name: first_alert(fn(r, p)) for r in runs}
-    firsts["trainer (all its alerts)"] = {
+    firsts["union of the replayed columns marked own"] = {
         r.name: min((firsts[n][r.name] for n, (_, own) in DETECTORS.items()
                      if own and firsts[n][r.name] is not None), default=None) for r in runs}
     fails = {r.name: failure_step(r) for r in runs}
@@ -61,9 +61,9 @@ def build_report(root: Path, specs: list[RunSpec], split: str, p: dict | None = 
         lead = median_or_none(r["leads"])
         lines.append(f"| {name} | {_pct(r['caught'], r['failures'])} | "
                      f"{'-' if lead is None else f'{lead:.0f}'} | {_pct(r['fp'], r['healthy'])} |")
-    lines += ["", "| run | failure mode | failure step (rule) | first alert of the trainer | caught by |",
+    lines += ["", "| run | failure mode | failure step (rule) | first live alert (defaults) | caught by |",
               "|---|---|---|---|---|"]
-    overall = res["trainer (all its alerts)"]["first"]
+    overall = res["TRAINVITALS DEFAULTS (live, all detectors)"]["first"]
     for r in runs:
         f, why = fails[r.name]
         kind = _OWN_ROWS.get(r.mode)
@@ -74,7 +74,7 @@ def build_report(root: Path, specs: list[RunSpec], split: str, p: dict | None = 
             lines.append(f"| {r.name} | {r.mode} | - | {_s(overall[r.name])} | {shown} |")
             continue
         by = [n for n, v in res.items() if v["first"][r.name] is not None
-              and (r.healthy or (f is not None and v["first"][r.name] <= f)) and not n.startswith("trainer")]
+              and (r.healthy or (f is not None and v["first"][r.name] <= f)) and not n.startswith("union")]
         lines.append(f"| {r.name} | {r.mode} | {_s(f)}{f' ({why})' if why else ''} | {_s(overall[r.name])} | "
                      f"{', '.join(by) or '-'} |")
     return "\n".join(lines)

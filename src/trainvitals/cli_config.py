@@ -74,6 +74,7 @@ def add_config_flags(parser: argparse.ArgumentParser, *classes: type, overrides:
             flag = "--" + f.name.replace("_", "-")
             shown = ",".join(map(str, default)) if isinstance(default, list) else default
             help_ = f"{notes.get(f.name, '')} (default: {shown!s})".strip()
+            help_ = help_.replace("%", "%%")  # argparse %-formats help strings
             kind = _kind(f)
             if kind == "bool":
                 group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,

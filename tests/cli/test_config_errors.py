@@ -54,3 +54,8 @@ def test_help_lists_fields_with_defaults():
                  "--log-every", "--gradient-clip", "--n-layers", "--d-model", "--ema-alpha"):
         assert flag in out
     assert "(default: 0.99)" in out
+
+
+@pytest.mark.parametrize("command", ["train-translation", "analyze", "report", "calibrate", "sample"])
+def test_every_command_has_help(command):
+    assert "usage: trainvitals " + command in run_cli(command, "--help").stdout

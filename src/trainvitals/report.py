@@ -38,7 +38,7 @@ def _plot(series: dict[str, list[tuple[int, float]]], events: list[Event], path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True)
     ax = axes[0]
@@ -71,8 +71,9 @@ def _plot(series: dict[str, list[tuple[int, float]]], events: list[Event], path:
             if e.severity in _COLOR and e.step is not None:
                 a.axvline(e.step, color=_COLOR[e.severity], alpha=0.6, lw=1)
         if a.get_yscale() == "log":  # plain numbers, not 1.2x10^0
+            a.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             a.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
-            a.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+            a.yaxis.set_minor_formatter(NullFormatter())  # minor labels crowd each other
         if a.get_legend_handles_labels()[0]:
             a.legend(loc="upper right", fontsize=8)
         a.grid(alpha=0.3)

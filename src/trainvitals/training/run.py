@@ -14,7 +14,8 @@ from trainvitals.sinks.jsonl import JSONLSink
 from trainvitals.sinks.tensorboard import TensorBoardSink
 from trainvitals.training import snapshot as snap
 
-__all__ = ["new_logdir", "open_sinks", "find_resume", "RESUME_FLAGS", "resumed_config", "summary"]
+__all__ = ["new_logdir", "open_sinks", "find_resume", "RESUME_FLAGS", "resumed_config", "summary",
+           "RunStart", "start_run", "finish_run"]
 
 # flags that may change on --resume; the rest comes from the snapshot
 RESUME_FLAGS = {"epochs", "max_steps", "logdir", "progress_bar", "device", "log_every"}
@@ -57,6 +58,55 @@ def resumed_config(saved: dict[str, Any], given: dict[str, Any]) -> TrainerConfi
     values.update({k: v for k, v in given.items() if k in RESUME_FLAGS})
     known = {f.name for f in dataclasses.fields(TrainerConfig)}
     return TrainerConfig(**{k: v for k, v in values.items() if k in known})
+
+
+@dataclasses.dataclass
+class RunStart:
+    """Configs for a `train-*` command, fresh or from a snapshot (`saved`)."""
+    cfg: TrainerConfig
+    model_cfg: Any
+    data_cfg: Any
+    saved: dict[str, Any] | None = None
+
+    @property
+    def purge_step(self) -> int | None:
+        # a resumed run drops what was logged after its snapshot, so no step repeats
+        return None if self.saved is None else self.saved["progress"]["global_step"] + 1
+
+    def open_sinks(self) -> SinkHub:
+        return open_sinks(self.cfg.logdir, self.purge_step, self.cfg.progress_bar, None)
+
+
+def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tuple[type, type, type],
+              defaults: dict[str, Any]) -> RunStart:
+    """configs = (TrainerConfig, model config class, data config class). On resume the
+    model and data configs come from the snapshot (run_info["data_config"])."""
+    from trainvitals.cli_config import build_configs
+    _, model_cls, data_cls = configs
+    if resume is None:
+        cfg, model_cfg, data_cfg = build_configs({**defaults, **given}, *configs)
+        cfg.logdir = cfg.logdir or new_logdir(task)
+        return RunStart(cfg, model_cfg, data_cfg)
+    path = find_resume(resume, given.get("logdir", ""))
+    saved = snap.read_snapshot(path)
+    if saved.get("run_info", {}).get("task") != task:
+        raise ConfigError(f"resume: {str(path)!r} is not a {task} snapshot")
+    cfg = resumed_config(saved["trainer_config"], given)
+    if "logdir" not in given:
+        cfg.logdir = str(path.parent.parent)
+    return RunStart(cfg, model_cls(**saved["model_config"]), data_cls(**saved["run_info"]["data_config"]), saved)
+
+
+def finish_run(trainer: Any, train_data: Any, val_data: Any) -> int:
+    """Train, close, write the report, print where everything went; the exit code."""
+    from trainvitals.report import write_report
+    try:
+        reason = trainer.fit(train_data, val_data)
+    finally:
+        trainer.close()
+    report = write_report(trainer.config.logdir)
+    print(summary(trainer.config.logdir, reason.value, trainer.stop_message, report))
+    return 0 if reason.value in ("completed", "early_stopping") else 1
 
 
 def summary(logdir: str, reason: str, message: str = "", report: Path | None = None) -> str:

@@ -256,7 +256,7 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"lr_scale": self.lr_scale, "decay_steps": getattr(self, "_decay_steps", 0)},
+            "scheduler": {"lr_scale": self.lr_scale},  # the LR itself is a pure function of the step
             "grad_scaler": self.scaler.state_dict(),
             "rng": rng_state(),
             "progress": {
@@ -361,4 +361,5 @@ class LanguageModelTrainer(Trainer):
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if isinstance(v, (int, float, str, bool, type(None), list, tuple))}
+    return {k: v for k, v in d.items()
+            if isinstance(v, (int, float, str, bool, type(None), list, tuple, dict))}

@@ -1,6 +1,7 @@
 """`trainvitals train-lm` and `trainvitals sample`: build, train, close."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -11,7 +12,7 @@ from trainvitals.tasks.lm.data import ByteCorpus, LMDataConfig, describe, load_t
 from trainvitals.tasks.lm.model import GPT, GPTConfig
 from trainvitals.training import snapshot as snap
 from trainvitals.training.rng import seed_everything
-from trainvitals.training.run import find_resume, new_logdir, open_sinks, resumed_config, summary
+from trainvitals.training.run import finish_run, start_run
 from trainvitals.training.trainer import LanguageModelTrainer
 
 __all__ = ["CONFIGS", "train_lm", "sample"]
@@ -23,48 +24,24 @@ LM_DEFAULTS = {"epochs": 5, "steps_per_epoch": 100}
 
 
 def train_lm(given: dict[str, Any], resume: str | None = None) -> int:
-    from trainvitals.cli_config import build_configs
-    if resume is not None:
-        path = find_resume(resume, given.get("logdir", ""))
-        saved = snap.read_snapshot(path)
-        cfg = resumed_config(saved["trainer_config"], given)
-        model_cfg = GPTConfig(**saved["model_config"])
-        data_cfg = LMDataConfig(**{k: saved["run_info"][k] for k in ("data", "val_fraction")})
-        if "logdir" not in given:
-            cfg.logdir = str(path.parent.parent)
-    else:
-        cfg, model_cfg, data_cfg = build_configs({**LM_DEFAULTS, **given}, *CONFIGS)
-        cfg.logdir = cfg.logdir or new_logdir("lm")
+    run = start_run("lm", given, resume, CONFIGS, LM_DEFAULTS)
+    cfg, model_cfg, data_cfg = run.cfg, run.model_cfg, run.data_cfg
     seed_everything(cfg.seed)
     corpus = ByteCorpus(load_text(data_cfg.data), model_cfg.block_size, cfg.batch_size,
                         data_cfg.val_fraction, cfg.seed)
     model = GPT(model_cfg)
-    run_info = {"task": "lm", "data": data_cfg.data, "val_fraction": data_cfg.val_fraction,
+    run_info = {"task": "lm", "data_config": dataclasses.asdict(data_cfg),
                 "unigram_entropy": corpus.unigram_entropy, **_model_facts(model_cfg)}
-    # a resumed run drops what was logged after its snapshot, so no step repeats
-    purge = None if resume is None else saved["progress"]["global_step"] + 1
-    sinks = open_sinks(cfg.logdir, purge, cfg.progress_bar, None)
-    trainer = LanguageModelTrainer(model, cfg, sinks=sinks, model_config=model_cfg, run_info=run_info)
-    if resume is not None:
-        trainer.load_state_dict(saved)
+    trainer = LanguageModelTrainer(model, cfg, sinks=run.open_sinks(), model_config=model_cfg, run_info=run_info)
+    if run.saved is not None:
+        trainer.load_state_dict(run.saved)
     trainer.print(f"train-lm: {describe(corpus)}; {sum(p.numel() for p in model.parameters()):,} parameters "
                   f"on {trainer.device}; run directory {cfg.logdir}")
-    try:
-        reason = trainer.fit(corpus, corpus)
-    finally:
-        trainer.close()
-    report = _write_report(cfg.logdir)
-    print(summary(cfg.logdir, reason.value, trainer.stop_message, report))
-    return 0 if reason.value in ("completed", "early_stopping") else 1
+    return finish_run(trainer, corpus, corpus)
 
 
 def _model_facts(m: GPTConfig) -> dict[str, Any]:
     return {"n_layers": m.n_layers, "d_model": m.d_model, "dropout": m.dropout, "n_heads": m.n_heads}
-
-
-def _write_report(logdir: str):
-    from trainvitals.report import write_report
-    return write_report(logdir)
 
 
 def sample(snapshot_path: str, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8,

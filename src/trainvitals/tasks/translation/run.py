@@ -1,6 +1,7 @@
 """`trainvitals train-translation`: an encoder-decoder on the built-in EN→FR corpus or --data."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Iterator
 
 import torch
@@ -9,9 +10,8 @@ from trainvitals.config import TrainerConfig
 from trainvitals.tasks.translation.data import Batch, TranslationData, TranslationDataConfig, load_translation_data
 from trainvitals.tasks.translation.decode import decode_examples, evaluate
 from trainvitals.tasks.translation.model import TranslationModelConfig, TranslationTransformer
-from trainvitals.training import snapshot as snap
 from trainvitals.training.rng import seed_everything
-from trainvitals.training.run import find_resume, new_logdir, open_sinks, resumed_config, summary
+from trainvitals.training.run import finish_run, start_run
 from trainvitals.training.trainer import Trainer
 
 __all__ = ["CONFIGS", "TR_DEFAULTS", "TranslationTrainer", "EpochBatches", "train_translation"]
@@ -53,36 +53,17 @@ class TranslationTrainer(Trainer):
 
 
 def train_translation(given: dict[str, Any], resume: str | None = None) -> int:
-    from trainvitals.cli_config import build_configs
-    if resume is not None:
-        path = find_resume(resume, given.get("logdir", ""))
-        saved = snap.read_snapshot(path)
-        cfg = resumed_config(saved["trainer_config"], given)
-        model_cfg = TranslationModelConfig(**saved["model_config"])
-        data_cfg = TranslationDataConfig(**saved["run_info"]["data_config"])
-        if "logdir" not in given:
-            cfg.logdir = str(path.parent.parent)
-    else:
-        cfg, model_cfg, data_cfg = build_configs({**TR_DEFAULTS, **given}, *CONFIGS)
-        cfg.logdir = cfg.logdir or new_logdir("translation")
+    run = start_run("translation", given, resume, CONFIGS, TR_DEFAULTS)
+    cfg, model_cfg, data_cfg = run.cfg, run.model_cfg, run.data_cfg
     seed_everything(cfg.seed)
     data = load_translation_data(data_cfg)
     model = TranslationTransformer(model_cfg)
     run_info = {"task": "translation", "unigram_entropy": data.unigram_entropy(), "d_model": model_cfg.d_model,
                 "n_layers": model_cfg.n_encoder_layers + model_cfg.n_decoder_layers, "dropout": model_cfg.dropout,
-                "label_smoothing": model_cfg.label_smoothing, "data_config": dict(vars(data_cfg))}
-    purge = None if resume is None else saved["progress"]["global_step"] + 1
-    sinks = open_sinks(cfg.logdir, purge, cfg.progress_bar, None)
-    trainer = TranslationTrainer(model, cfg, sinks=sinks, model_config=model_cfg, run_info=run_info)
-    if resume is not None:
-        trainer.load_state_dict(saved)
+                "label_smoothing": model_cfg.label_smoothing, "data_config": dataclasses.asdict(data_cfg)}
+    trainer = TranslationTrainer(model, cfg, sinks=run.open_sinks(), model_config=model_cfg, run_info=run_info)
+    if run.saved is not None:
+        trainer.load_state_dict(run.saved)
     trainer.print(f"train-translation: {data.describe()}; {sum(p.numel() for p in model.parameters()):,} "
                   f"parameters on {trainer.device}; run directory {cfg.logdir}")
-    try:
-        reason = trainer.fit(EpochBatches(data, cfg.batch_size, cfg.seed), data)
-    finally:
-        trainer.close()
-    from trainvitals.report import write_report
-    report = write_report(cfg.logdir)
-    print(summary(cfg.logdir, reason.value, trainer.stop_message, report))
-    return 0 if reason.value in ("completed", "early_stopping") else 1
+    return finish_run(trainer, EpochBatches(data, cfg.batch_size, cfg.seed), data)

@@ -17,9 +17,8 @@ from trainvitals.training.rng import seed_everything
 from faults import CorruptBatch, LossScaleOverflow, NoisyLabels, optimizer_without_block
 from scenarios import RunSpec
 
-__all__ = ["generate", "MONITOR_INTERVAL", "SPEC_FILE"]
+__all__ = ["generate", "SPEC_FILE"]
 
-MONITOR_INTERVAL = TrainerConfig().gradient_monitor_interval  # the shipped default
 SPEC_FILE = "spec.json"
 _VAL_BYTES = 40_000  # validation text: the tail of the corpus, enough for a stable val loss
 
@@ -37,13 +36,13 @@ def generate(spec: RunSpec, root: Path, force: bool = False) -> Path:
     torch.set_num_threads(2)
     seed_everything(spec.seed)
     t0 = time.perf_counter()
-    trainer, data = _build(spec, logdir)
+    trainer, train, val, unigram_entropy = _build(spec, logdir)
     try:
-        reason = trainer.fit(data, data)
+        reason = trainer.fit(train, val)
     finally:
         trainer.close()
     info = {"spec": asdict(spec), "stop_reason": reason.value, "steps": trainer.global_step,
-            "seconds": round(time.perf_counter() - t0, 1), "unigram_entropy": data.unigram_entropy,
+            "seconds": round(time.perf_counter() - t0, 1), "unigram_entropy": unigram_entropy,
             "n_layers": spec.model.get("n_layers") or spec.model.get("n_encoder_layers")}
     done.write_text(json.dumps(info, indent=1))
     return logdir
@@ -62,7 +61,7 @@ def _build(spec: RunSpec, logdir: Path):
     f = spec.fault
     if "label_noise" in f:
         data = NoisyLabels(text, f["train_bytes"], 10_000, mcfg.block_size, cfg.batch_size,
-                           f["label_noise"], spec.seed)
+                           f["label_noise"], spec.seed, f.get("passes_per_epoch", 1))
     else:
         data = ByteCorpus(text, mcfg.block_size, cfg.batch_size, _VAL_BYTES / len(text), spec.seed)
     model = GPT(mcfg)
@@ -71,14 +70,14 @@ def _build(spec: RunSpec, logdir: Path):
     if "loss_scale" in f:
         callbacks.append(LossScaleOverflow(f["loss_scale"], f["growth_every"]))
     if "bad_step" in f:
-        callbacks.append(CorruptBatch(f["bad_step"], f.get("embedding_scale", 300.0), f.get("lr_multiplier", 30.0)))
+        callbacks.append(CorruptBatch(f["bad_step"], f.get("embedding_scale", 1e30)))
     if "leave_out_block" in f:
         optimizer = optimizer_without_block(model, f["leave_out_block"], cfg.lr, cfg.weight_decay,
                                             (cfg.adam_beta1, cfg.adam_beta2))
     run_info = {"task": "lm", "unigram_entropy": data.unigram_entropy, "n_layers": mcfg.n_layers}
     trainer = LanguageModelTrainer(model, cfg, optimizer=optimizer, callbacks=callbacks, sinks=_sinks(logdir),
                                    model_config=mcfg, run_info=run_info)
-    return trainer, data
+    return trainer, data, data, data.unigram_entropy
 
 
 def _config(spec: RunSpec, logdir: Path) -> TrainerConfig:

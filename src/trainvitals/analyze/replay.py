@@ -56,7 +56,10 @@ class Analysis:
     final: dict[str, float] = field(default_factory=dict)  # last value of the raw loss tags
 
 
-def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
+def replay(run: RunLog, cfg: AnalyzeConfig, loss_signals: LossSignals | None = None,
+           gradient_signals: GradientSignals | None = None) -> Analysis:
+    """Run `run`'s logged series through the detectors `cfg` describes; a prebuilt suite
+    (the detection benchmark's tuning passes ones with other thresholds) replaces one."""
     out = Analysis(run.name, problems=list(run.problems))
     out.final = {t: run.series[t][-1][1] for t in ("train/step_loss", "train/epoch_loss", "val/loss")
                  if run.series.get(t)}
@@ -66,19 +69,20 @@ def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
     losses = run.series.get("train/step_loss", [])
     if losses:
         out.steps = losses[-1][0]
-        signals = LossSignals(cfg.ema_alpha, cfg.ema_init, True, cfg.baseline_loss or None)
+        signals = loss_signals or LossSignals(cfg.ema_alpha, cfg.ema_init, True, cfg.baseline_loss or None)
         for step, loss in losses:
             ema, events = signals.update(loss, step, lr=lr_at(step), gradient_clip=cfg.gradient_clip or None)
             out.events += events
             if ema is not None:
                 out.series.setdefault("train/step_loss_ema", []).append((step, ema))
-    _replay_gradients(run, cfg, lr_at, out)
+    _replay_gradients(run, cfg, lr_at, out, gradient_signals)
     _replay_epochs(run, cfg, lr_at, out)
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
     return out
 
 
-def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, lr_at, out: Analysis) -> None:
+def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, lr_at, out: Analysis,
+                      signals: GradientSignals | None) -> None:
     mean_gain = dict(run.series.get("gradient_monitor/mean_gain", []))
     grad_norm = dict(run.series.get("gradient_monitor/grad_norm", []))
     max_gain = dict(run.series.get("gradient_monitor/max_gain", []))
@@ -86,15 +90,8 @@ def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, lr_at, out: Analysis) -> 
         return
     gain_tags = {t[len("gradient_monitor/gain/"):]: dict(v) for t, v in run.series.items()
                  if t.startswith("gradient_monitor/gain/")}
-    num_layers = cfg.num_layers or len(gain_tags) or None
-    absolute = cfg.mean_gain_absolute_threshold
-    if absolute == "auto" and num_layers is None:
-        absolute = 1.3  # the seed's value, i.e. "auto" at 12 blocks
-        out.problems.append("num_layers unknown (no gradient_monitor/gain/<block> tags): mean gain "
-                            "threshold 'auto' taken as 1.3; pass --num-layers for the depth-scaled one")
-    signals = GradientSignals(cfg.mean_gain_drift_threshold, absolute,
-                              cfg.mean_gain_drift_window, num_layers, gradient_clip=cfg.gradient_clip or None,
-                              warmup_steps=cfg.warmup_steps or None)
+    if signals is None:
+        signals = gradient_signals_for(cfg, len(gain_tags), out.problems)
     for step in sorted(set(mean_gain) | set(grad_norm)):
         gains = {b: v[step] for b, v in gain_tags.items() if step in v} or None
         out.events += signals.update(step, mean_gain.get(step), grad_norm.get(step), gains, lr_at(step),
@@ -104,6 +101,21 @@ def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, lr_at, out: Analysis) -> 
                                ("gradient_monitor/mean_gain_drift", signals.mean_gain_drift)):
                 if value is not None and math.isfinite(value):
                     out.series.setdefault(tag, []).append((step, value))
+
+
+def gradient_signals_for(cfg: AnalyzeConfig, logged_blocks: int, problems: list[str],
+                         **thresholds: Any) -> GradientSignals:
+    """The gradient detectors `cfg` describes, for a log with `logged_blocks` gain tags
+    (`thresholds`: GradientSignals' keyword thresholds, for the benchmark's tuning)."""
+    num_layers = cfg.num_layers or logged_blocks or None
+    absolute = cfg.mean_gain_absolute_threshold
+    if absolute == "auto" and num_layers is None:
+        absolute = 1.3  # the seed's value, i.e. "auto" at 12 blocks
+        problems.append("num_layers unknown (no gradient_monitor/gain/<block> tags): mean gain "
+                        "threshold 'auto' taken as 1.3; pass --num-layers for the depth-scaled one")
+    return GradientSignals(cfg.mean_gain_drift_threshold, absolute, cfg.mean_gain_drift_window, num_layers,
+                           gradient_clip=cfg.gradient_clip or None, warmup_steps=cfg.warmup_steps or None,
+                           **thresholds)
 
 
 def _replay_epochs(run: RunLog, cfg: AnalyzeConfig, lr_at, out: Analysis) -> None:

@@ -152,7 +152,11 @@ class EpochEvaluator:
         # Still falling fast (> 5%/epoch) is a run on its way down, not one that is stuck.
         rate = _rate(self._history[-2][2], val) if len(self._history) >= 2 else None
         falling = rate is not None and rate > _GOOD_RATE
-        firing = val >= _NO_LEARNING_FRAC * b and not falling
+        # A training loss well under the baseline means the model did learn: a val loss up
+        # at the baseline then is memorization (overfitting, diagnosed below), not no learning.
+        train = self._history[-1][1]
+        learned_train = train is not None and train < _NO_LEARNING_FRAC * b
+        firing = val >= _NO_LEARNING_FRAC * b and not falling and not learned_train
         events = self._no_learning.observe(
             firing, severity=ALERT, message=msg, epoch=epoch, suggestions=sugg, values=values,
             clear_message=f"no_learning cleared: val loss {val:.3f} is below the unigram "

@@ -39,16 +39,18 @@ def inner_mean_gain(gains: dict[str, float]) -> float | None:
 class GradientSignals:
     def __init__(self, drift_threshold: float = 0.1, absolute_threshold: float | str = 1.3, window: int = 5,
                  num_layers: int | None = None, *, gradient_clip: float | None = None,
-                 warmup_steps: int | None = None) -> None:
-        self.drift = MeanGainDriftDetector(drift_threshold, absolute_threshold, window, num_layers,
+                 warmup_steps: int | None = None, consecutive: int = 3, max_gain_jump_factor: float = 10.0,
+                 grad_norm_jump_factor: float = 10.0) -> None:
+        # the keyword thresholds were chosen by benchmarks/detection/tune.py (README)
+        self.drift = MeanGainDriftDetector(drift_threshold, absolute_threshold, window, num_layers, consecutive,
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps)
-        self.jump = GradNormJumpDetector()
+        self.jump = GradNormJumpDetector(grad_norm_jump_factor)
         # At a too-high LR the first block's gain leaps 30-250x within the first few checks
         # (3.3 -> 120 at lr 0.3, -> 525 at lr 1.0); in healthy runs it grows smoothly, ~2x in
         # 40 steps. So: the factor rule alone (no MAD guard, which a 2-point history makes
         # huge), from the second check on.
-        self.max_gain_jump = GradNormJumpDetector(min_history=1, kind="max_gain_jump", label="Largest block gain",
-                                                  z_max=0.0)
+        self.max_gain_jump = GradNormJumpDetector(max_gain_jump_factor, min_history=1, kind="max_gain_jump",
+                                                  label="Largest block gain", z_max=0.0)
         self.vanishing = VanishingFlowDetector()
         self.nonfinite = NonFiniteGradCheck()
         self.gradient_clip = gradient_clip

@@ -18,10 +18,12 @@ __all__ = ["LossSignals"]
 
 class LossSignals:
     def __init__(self, ema_alpha: float = 0.99, ema_init: str = "debiased", enable_ema: bool = True,
-                 baseline_loss: float | None = None) -> None:
+                 baseline_loss: float | None = None, *, spike_factor: float = 3.0, climb: float = 0.2,
+                 patience: int = 20) -> None:
+        # the keyword thresholds were chosen by benchmarks/detection/tune.py (README)
         self.ema = LossEMA(ema_alpha, ema_init) if enable_ema else None
         self.nonfinite = NonFiniteLossCheck()
-        self.divergence = LossDivergenceDetector()
+        self.divergence = LossDivergenceDetector(spike_factor, climb=climb, patience=patience)
         self.collapse = UnigramCollapseDetector(baseline_loss) if baseline_loss else None
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off
         self._smooth = self.ema or LossEMA(ema_alpha, ema_init)

@@ -6,6 +6,7 @@ the seed's literal algorithm, to the library's own drift classes.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -19,10 +20,11 @@ from trainvitals.events import ALERT, Event
 from trainvitals.signals.drift import MeanGainDriftDetector, SeedDriftBaseline
 from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.frozen import FrozenParamsDetector
+from trainvitals.signals.gradient_signals import GradientSignals
 from trainvitals.signals.loss_signals import LossSignals
 
 __all__ = ["Run", "load_run", "failure_step", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
-           "Score", "score", "frozen_events", "first_event"]
+           "Score", "score", "frozen_events", "first_event", "shipped_default"]
 
 _GAIN = "gradient_monitor/gain/"
 _RATIO = "weight_monitor/update_ratio/"
@@ -178,6 +180,14 @@ _CONFIG_KNOBS = {"drift_threshold": "mean_gain_drift_threshold", "window": "mean
                  "improvement_threshold": "improvement_threshold"}
 _LOSS_KNOBS = ("spike_factor", "climb", "patience")
 _GRADIENT_KNOBS = ("consecutive", "max_gain_jump_factor", "grad_norm_jump_factor")
+
+
+def shipped_default(knob: str) -> Any:
+    """The value a tuned knob has in the code as shipped."""
+    if knob in _CONFIG_KNOBS:
+        return getattr(AnalyzeConfig(), _CONFIG_KNOBS[knob])
+    cls = LossSignals if knob in _LOSS_KNOBS else GradientSignals
+    return inspect.signature(cls).parameters[knob].default
 
 
 def replay_suite(run: Run, knobs: dict[str, Any] | None = None) -> list[Event]:

@@ -55,3 +55,17 @@ def test_multi_run_directory_prints_one_row_per_run(tmp_path):
 def test_unreadable_path_is_one_line_exit_2(tmp_path):
     proc = run_cli("analyze", str(tmp_path / "nope"), check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_analyze_defaults_are_the_trainers():
+    # `analyze` must replay a run with the thresholds the trainer used live
+    import dataclasses
+
+    from trainvitals.analyze.replay import AnalyzeConfig
+    from trainvitals.config import TrainerConfig
+    trainer = TrainerConfig()
+    shared = [f.name for f in dataclasses.fields(AnalyzeConfig) if hasattr(trainer, f.name)
+              and f.name not in ("gradient_clip", "warmup_steps")]  # run facts, read from the run
+    assert len(shared) >= 8
+    for name in shared:
+        assert getattr(AnalyzeConfig(), name) == getattr(trainer, name), name

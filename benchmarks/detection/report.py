@@ -31,7 +31,7 @@ def build_report(root: Path, specs: list[RunSpec], split: str) -> str:
         lead = sc.median_lead
         lines.append(f"| {name} | {_pct(sc.caught, sc.failures)} | {'-' if lead is None else f'{lead:.0f}'} | "
                      f"{_pct(sc.fp, sc.healthy)} |")
-    lines += ["", "| run | task | fault | failure step (rule) | first flag, live | lead | flagged by (replay) |",
+    lines += ["", "| run | task | fault | failure step (rule) | first flag, live | lead | flagged by (replay); healthy: warnings |",
               "|---|---|---|---|---|---|---|"]
     for r in runs:
         f, why = fails[r.name]
@@ -39,6 +39,12 @@ def build_report(root: Path, specs: list[RunSpec], split: str) -> str:
         events = replay_suite(r)
         by = [f"{g.split(' (')[0]} {s}" for g, kinds in GROUPS.items()
               if (s := detection_step(events, r.mode, kinds)) is not None]
+        if r.healthy:  # not counted as false positives, but a user sees them
+            first_warning: dict[str, int] = {}
+            for e in sorted((e for e in r.live if e.severity == "warning" and e.step is not None),
+                            key=lambda e: e.step):
+                first_warning.setdefault(e.kind, e.step)
+            by = [f"warning `{k}` {s}" for k, s in first_warning.items()]
         if r.mode == "frozen_layer":
             fz = first_event(frozen_events(r), "frozen_parameters")
             by.append(f"`frozen_parameters` {fz}" if fz is not None else "no `frozen_parameters`")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scenarios import RunSpec
-from scoring import (COLUMNS, GROUPS, Run, detection_step, failure_step, first_event, frozen_events, load_run,
+from scoring import (COLUMNS, GROUPS, Run, detection_step, failure_step, first_event, load_run,
                      replay_suite, score)
 
 __all__ = ["build_report", "load_runs"]
@@ -46,7 +46,7 @@ def build_report(root: Path, specs: list[RunSpec], split: str) -> str:
                 first_warning.setdefault(e.kind, e.step)
             by = [f"warning `{k}` {s}" for k, s in first_warning.items()]
         if r.mode == "frozen_layer":
-            fz = first_event(frozen_events(r), "frozen_parameters")
+            fz = first_event(events, "frozen_parameters")
             by.append(f"`frozen_parameters` {fz}" if fz is not None else "no `frozen_parameters`")
         lead = "-" if f is None or at is None or at > f else str(f - at)
         failure = f"{f} ({why})" if f is not None else ("-" if r.healthy else "no failure by the rule")

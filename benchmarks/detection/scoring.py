@@ -19,15 +19,13 @@ from trainvitals.analyze.replay import AnalyzeConfig, gradient_signals_for, repl
 from trainvitals.events import ALERT, Event
 from trainvitals.signals.drift import MeanGainDriftDetector, SeedDriftBaseline
 from trainvitals.signals.ema import LossEMA
-from trainvitals.signals.frozen import FrozenParamsDetector
 from trainvitals.signals.gradient_signals import GradientSignals
 from trainvitals.signals.loss_signals import LossSignals
 
 __all__ = ["Run", "load_run", "failure_step", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
-           "Score", "score", "frozen_events", "first_event", "shipped_default"]
+           "Score", "score", "first_event", "shipped_default"]
 
 _GAIN = "gradient_monitor/gain/"
-_RATIO = "weight_monitor/update_ratio/"
 
 
 @dataclass
@@ -42,8 +40,6 @@ class Run:
     grad_norm: dict[int, float]
     lr: dict[int, float]
     epochs: list[tuple[int, float, float | None]]  # (step, train, val)
-    unchanged: dict[int, list[str]]  # step -> parameters whose update was exactly 0
-    n_params: int
     log: RunLog
     info: dict[str, Any] = field(default_factory=dict)
     live: list[Event] = field(default_factory=list)  # what the trainer emitted, with its defaults
@@ -62,18 +58,11 @@ def load_run(logdir: Path) -> Run:
     per_block = [dict(s[_GAIN + b]) for b in blocks]
     steps = sorted(set().union(*per_block)) if per_block else []
     gains = {st: [b.get(st, math.nan) for b in per_block] for st in steps}
-    ratios = {t[len(_RATIO):]: dict(v) for t, v in s.items() if t.startswith(_RATIO)}
-    unchanged: dict[int, list[str]] = {}
-    for name, pts in ratios.items():
-        for st, v in pts.items():
-            unchanged.setdefault(st, [])
-            if v == 0.0:
-                unchanged[st].append(name)
     val = dict(s.get("val/loss", []))
     epochs = [(st, v, val.get(st)) for st, v in s.get("train/epoch_loss", [])]
     return Run(spec["name"], spec["mode"], spec["split"], len(blocks), info["unigram_entropy"],
                list(s.get("train/step_loss", [])), gains, dict(s.get("gradient_monitor/grad_norm", [])),
-               dict(s.get("train/lr", [])), epochs, unchanged, len(ratios), log, info,
+               dict(s.get("train/lr", [])), epochs, log, info,
                [Event.from_dict(d) for d in log.events])
 
 
@@ -233,14 +222,6 @@ def _seed_events(run: Run, maxlen: int, absolute: float) -> list[Event]:
     out: list[Event] = []
     for step in sorted(run.gains):
         out += det.update(gain_signal(run.gains[step], "mean"), step)
-    return out
-
-
-def frozen_events(run: Run) -> list[Event]:
-    det = FrozenParamsDetector(3)
-    out: list[Event] = []
-    for step in sorted(run.unchanged):
-        out += det.update(step, run.unchanged[step], run.n_params)
     return out
 
 

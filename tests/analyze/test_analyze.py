@@ -69,3 +69,15 @@ def test_analyze_defaults_are_the_trainers():
     assert len(shared) >= 8
     for name in shared:
         assert getattr(AnalyzeConfig(), name) == getattr(trainer, name), name
+
+
+def test_replay_finds_a_parameter_that_never_moves():
+    # the weight monitor logs each parameter's update ratio; exactly 0 = not updated
+    from trainvitals.analyze.readers import RunLog
+    from trainvitals.analyze.replay import AnalyzeConfig, replay
+    steps = [1, 4, 7, 10]
+    log = RunLog("r", {"weight_monitor/update_ratio/blocks.2.w": [(s, 0.0) for s in steps],
+                       "weight_monitor/update_ratio/blocks.1.w": [(s, 1e-3) for s in steps]})
+    events = [e for e in replay(log, AnalyzeConfig()).events if e.kind == "frozen_parameters"]
+    assert [(e.step, e.severity) for e in events] == [(7, "warning")]  # 3 checks in a row
+    assert "blocks.2.w" in events[0].message and "blocks.1.w" not in events[0].message

@@ -10,10 +10,13 @@ from trainvitals.analyze.readers import RunLog
 from trainvitals.errors import ConfigError, check_choice, check_range
 from trainvitals.events import Event
 from trainvitals.signals.evaluation import EpochEvaluator, format_report
+from trainvitals.signals.frozen import FrozenParamsDetector
 from trainvitals.signals.gradient_signals import GradientSignals
 from trainvitals.signals.loss_signals import LossSignals
 
 __all__ = ["AnalyzeConfig", "Analysis", "replay"]
+
+_RATIO = "weight_monitor/update_ratio/"
 
 
 @dataclass
@@ -31,6 +34,7 @@ class AnalyzeConfig:
     improvement_threshold: float = 0.01
     gap_threshold: float = 0.3
     plateau_window: int = 3
+    frozen_patience: int = 3  # monitored steps without change before frozen_parameters
 
     def __post_init__(self) -> None:
         check_range("ema_alpha", self.ema_alpha, 0, 1, lo_open=True, hi_open=True)
@@ -38,6 +42,7 @@ class AnalyzeConfig:
         check_range("num_layers", self.num_layers, 0)
         check_range("gradient_clip", self.gradient_clip, 0)
         check_range("baseline_loss", self.baseline_loss, 0)
+        check_range("frozen_patience", self.frozen_patience, 1)
         if isinstance(self.evaluation_epochs, str):
             try:
                 self.evaluation_epochs = [int(x) for x in self.evaluation_epochs.split(",") if x.strip()]
@@ -76,6 +81,7 @@ def replay(run: RunLog, cfg: AnalyzeConfig, loss_signals: LossSignals | None = N
             if ema is not None:
                 out.series.setdefault("train/step_loss_ema", []).append((step, ema))
     _replay_gradients(run, cfg, lr_at, out, gradient_signals)
+    _replay_frozen(run, cfg, out)
     _replay_epochs(run, cfg, lr_at, out)
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
     return out
@@ -116,6 +122,17 @@ def gradient_signals_for(cfg: AnalyzeConfig, logged_blocks: int, problems: list[
     return GradientSignals(cfg.mean_gain_drift_threshold, absolute, cfg.mean_gain_drift_window, num_layers,
                            gradient_clip=cfg.gradient_clip or None, warmup_steps=cfg.warmup_steps or None,
                            **thresholds)
+
+
+def _replay_frozen(run: RunLog, cfg: AnalyzeConfig, out: Analysis) -> None:
+    """Parameters whose logged update ratio is exactly 0 (the weight monitor's tags)."""
+    ratios = {t[len(_RATIO):]: dict(v) for t, v in run.series.items() if t.startswith(_RATIO)}
+    if not ratios:
+        return
+    detector = FrozenParamsDetector(cfg.frozen_patience)
+    for step in sorted(set().union(*ratios.values())):
+        logged = {name: r[step] for name, r in ratios.items() if step in r}
+        out.events += detector.update(step, [n for n, r in logged.items() if r == 0.0], len(logged))
 
 
 def _replay_epochs(run: RunLog, cfg: AnalyzeConfig, lr_at, out: Analysis) -> None:

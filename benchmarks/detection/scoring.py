@@ -164,9 +164,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
 # where each tuned knob goes: AnalyzeConfig field, or a keyword of LossSignals / GradientSignals
 _CONFIG_KNOBS = {"drift_threshold": "mean_gain_drift_threshold", "window": "mean_gain_drift_window",
                  "absolute_threshold": "mean_gain_absolute_threshold", "gap_threshold": "gap_threshold",
-                 "improvement_threshold": "improvement_threshold"}
+                 "improvement_threshold": "improvement_threshold",
+                 "max_gain_jump_factor": "max_gain_jump_factor"}
 _LOSS_KNOBS = ("spike_factor", "climb", "patience")
-_GRADIENT_KNOBS = ("consecutive", "max_gain_jump_factor", "grad_norm_jump_factor")
+_GRADIENT_KNOBS = ("consecutive", "grad_norm_jump_factor")
 
 
 def shipped_default(knob: str) -> Any:

@@ -53,6 +53,7 @@ class TrainerConfig:
     mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
     mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
     mean_gain_drift_window: int = 5  # checks the drift is measured over
+    max_gain_jump_factor: float = 10.0  # alert when the largest block gain tops N x the median of its last 20 checks
     on_gain_alert: str = "warn"  # "warn" | "reduce_lr" | "stop"
     # --- Enhancement 3: post-epoch evaluation ---------------------------------------
     enable_post_epoch_evaluation: bool = True
@@ -95,6 +96,7 @@ class TrainerConfig:
             check_range("mean_gain_absolute_threshold", self.mean_gain_absolute_threshold, 1,
                         lo_open=True, allow_inf=True)
         check_range("mean_gain_drift_window", self.mean_gain_drift_window, 2)
+        check_range("max_gain_jump_factor", self.max_gain_jump_factor, 1, lo_open=True)
         check_choice("on_gain_alert", self.on_gain_alert, ("warn", "reduce_lr", "stop"))
         if isinstance(self.evaluation_epochs, str):  # "2,3" from a flag or TOML string
             self.evaluation_epochs = _parse_int_list("evaluation_epochs", self.evaluation_epochs)

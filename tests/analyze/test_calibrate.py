@@ -85,3 +85,27 @@ def test_quiet_threshold_finds_the_lowest_quiet_setting():
     assert math.isclose(quiet_threshold(lambda t: t < 2.5, 1.0, 100.0), 2.5, rel_tol=2e-3)
     assert quiet_threshold(lambda t: True, 1.0, 100.0) == 100.0
     assert quiet_threshold(lambda t: False, 1.0, 100.0) == 1.0
+
+
+def test_max_gain_jump_factor_is_proposed_from_runs_whose_block_gain_jumps(tmp_path, capsys):
+    # a model whose largest block gain doubles-and-a-half then 15x in one check while
+    # healthy: the default factor 10 alarms on it; the proposed factor keeps it quiet
+    from trainvitals.signals.gradient_signals import max_gain_jump_detector
+    paths = []
+    for k in range(3):
+        rnd = random.Random(k)
+        rows = [(10 * i + 1, 1.5 + rnd.uniform(-0.05, 0.05), 3.0 + 0.01 * i) for i in range(60)]
+        rows[30] = (rows[30][0], rows[30][1], 45.0)  # a 15x leap of the largest block gain
+        path = tmp_path / f"run{k}.csv"
+        path.write_text("step,gradient_monitor/mean_gain,gradient_monitor/max_gain\n"
+                        + "".join(f"{s},{m},{x}\n" for s, m, x in rows))
+        paths.append(str(path))
+    assert _cli(paths) == 0
+    cfg = config_from_dict(TrainerConfig, tomllib.loads(capsys.readouterr().out), "calibrate output")
+
+    def alarms(factor):
+        det = max_gain_jump_detector(factor)
+        return any(e.severity == "alert" for s, _, x in rows for e in det.update(x, s))
+    assert alarms(TrainerConfig().max_gain_jump_factor)
+    assert not alarms(cfg.max_gain_jump_factor)
+    assert 15 < cfg.max_gain_jump_factor < 18  # ~15x the median, plus the 10% margin

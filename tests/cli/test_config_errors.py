@@ -14,6 +14,7 @@ from trainvitals.tasks.lm.model import GPTConfig
     ({"precision": "fp8"}, r"precision='fp8': allowed values are 'fp32', 'bf16', 'fp16'"),
     ({"mean_gain_absolute_threshold": "big"}, r"mean_gain_absolute_threshold='big'"),
     ({"evaluation_epochs": [-1]}, r"evaluation_epochs"),
+    ({"max_gain_jump_factor": 1.0}, r"max_gain_jump_factor=1.0: allowed is 1 < max_gain_jump_factor"),
 ])
 def test_trainer_config_names_the_field(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -129,3 +129,11 @@ def test_infinite_drift_threshold_is_the_off_switch_for_drift():
     assert "gradient_monitor/mean_gain" in mem.scalars
     assert "gradient_monitor/mean_gain_ma" not in mem.scalars
     assert not [e for e in mem.events if e.kind.startswith("mean_gain")]
+
+
+def test_max_gain_jump_factor_from_the_config_reaches_the_live_check():
+    # any rise of the largest block gain over 1% of its median counts as a jump: it fires
+    t, mem = trainer(max_gain_jump_factor=1.01, max_steps=30)
+    t.fit(corpus())
+    jumps = [e for e in mem.events if e.kind == "max_gain_jump"]
+    assert jumps and all(e.values["factor"] == 1.01 for e in jumps)

@@ -1,7 +1,8 @@
 """`trainvitals calibrate LOGDIR...`: gain thresholds from a user's own known-good runs.
 
 For each run and each threshold, the replay finds the lowest setting at which that run
-raises no alert, using the very detector the trainer runs (`MeanGainDriftDetector`).
+raises no alert, using the very detectors the trainer runs (`MeanGainDriftDetector` on
+the mean gain, the `max_gain_jump` test on the largest block gain).
 The proposal is the setting that keeps all but `target_fpr` of the runs quiet, with a
 margin for runs not seen yet, printed as TOML for `--config`. With n runs the false
 positive rate can only be resolved to 1/n: below 1/target_fpr runs the proposal is the
@@ -19,11 +20,13 @@ from trainvitals.analyze.readers import RunLog, read_runs
 from trainvitals.errors import ConfigError, check_range
 from trainvitals.events import ALERT
 from trainvitals.signals.drift import MeanGainDriftDetector
+from trainvitals.signals.gradient_signals import max_gain_jump_detector
 
 __all__ = ["add_calibrate_parser", "calibrate", "Proposal", "quiet_threshold"]
 
 MARGIN = 1.1  # headroom over the quietest setting seen, for runs not seen yet
 _TAG = "gradient_monitor/mean_gain"
+_MAX_TAG = "gradient_monitor/max_gain"
 _OFF = 1e9  # a drift threshold no run reaches (inf would switch the whole detector off)
 
 
@@ -61,11 +64,19 @@ def _quantile_high(values: list[float], target_fpr: float) -> tuple[float, bool]
     return xs[n - 1 - allowed], allowed > 0
 
 
+def _jump_alerts(gains: list[tuple[int, float]], factor: float) -> bool:
+    det = max_gain_jump_detector(factor)
+    return any(e.severity == ALERT for step, g in gains for e in det.update(g, step))
+
+
+def _finite_series(runs: dict[str, RunLog], tag: str) -> dict[str, list[tuple[int, float]]]:
+    series = {name: [(s, v) for s, v in run.series.get(tag, []) if math.isfinite(v)] for name, run in runs.items()}
+    return {k: v for k, v in series.items() if v}
+
+
 def calibrate(runs: dict[str, RunLog], target_fpr: float = 0.05, window: int = 5) -> list[Proposal]:
     check_range("target_fpr", target_fpr, 0, 1, hi_open=True)
-    series = {name: [(s, v) for s, v in run.series.get(_TAG, []) if math.isfinite(v)]
-              for name, run in runs.items()}
-    series = {k: v for k, v in series.items() if v}
+    series = _finite_series(runs, _TAG)
     if not series:
         raise ConfigError(f"LOGDIR: no run holds {_TAG!r}; calibrate needs logs of runs trained with "
                           "the gradient monitor on")
@@ -77,9 +88,15 @@ def calibrate(runs: dict[str, RunLog], target_fpr: float = 0.05, window: int = 5
         lambda t, g=g: _alerts(g, "mean_gain_drift", drift_threshold=t, absolute_threshold=math.inf,
                                window=window), 1e-3, 1e3)
         for name, g in series.items()}
+    # logs from before the max_gain tag existed simply get no proposal for it
+    jump = {name: quiet_threshold(lambda f, g=g: _jump_alerts(g, f), 1.0 + 1e-6, 1e6)
+            for name, g in _finite_series(runs, _MAX_TAG).items()}
     out = []
     for field, per_run, floor in (("mean_gain_absolute_threshold", absolute, 1.0),
-                                  ("mean_gain_drift_threshold", drift, 0.0)):
+                                  ("mean_gain_drift_threshold", drift, 0.0),
+                                  ("max_gain_jump_factor", jump, 1.0)):
+        if not per_run:
+            continue
         value, resolved = _quantile_high(list(per_run.values()), target_fpr)
         value = floor + (value - floor) * MARGIN
         note = (f"lowest quiet setting per run: {min(per_run.values()):.3g} to {max(per_run.values()):.3g}; "

@@ -26,6 +26,7 @@ class AnalyzeConfig:
     mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
     mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / num_layers)
     mean_gain_drift_window: int = 5  # checks the drift is measured over
+    max_gain_jump_factor: float = 10.0  # alert when the largest block gain tops N x the median of its last 20 checks
     num_layers: int = 0  # blocks in the model; 0 = count the gain/<block> tags in the log
     gradient_clip: float = 0.0  # the run's clip, for advice; 0 = unknown or off
     warmup_steps: int = 0  # the run's warmup, for advice; 0 = unknown
@@ -40,6 +41,7 @@ class AnalyzeConfig:
         check_range("ema_alpha", self.ema_alpha, 0, 1, lo_open=True, hi_open=True)
         check_choice("ema_init", self.ema_init, ("debiased", "first"))
         check_range("num_layers", self.num_layers, 0)
+        check_range("max_gain_jump_factor", self.max_gain_jump_factor, 1, lo_open=True)
         check_range("gradient_clip", self.gradient_clip, 0)
         check_range("baseline_loss", self.baseline_loss, 0)
         check_range("frozen_patience", self.frozen_patience, 1)
@@ -121,7 +123,7 @@ def gradient_signals_for(cfg: AnalyzeConfig, logged_blocks: int, problems: list[
                         "threshold 'auto' taken as 1.3; pass --num-layers for the depth-scaled one")
     return GradientSignals(cfg.mean_gain_drift_threshold, absolute, cfg.mean_gain_drift_window, num_layers,
                            gradient_clip=cfg.gradient_clip or None, warmup_steps=cfg.warmup_steps or None,
-                           **thresholds)
+                           max_gain_jump_factor=cfg.max_gain_jump_factor, **thresholds)
 
 
 def _replay_frozen(run: RunLog, cfg: AnalyzeConfig, out: Analysis) -> None:

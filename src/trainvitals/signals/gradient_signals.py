@@ -20,7 +20,7 @@ from trainvitals.events import Event
 from trainvitals.signals.drift import MeanGainDriftDetector
 from trainvitals.signals.grad_health import GradNormJumpDetector, NonFiniteGradCheck, VanishingFlowDetector
 
-__all__ = ["GradientSignals", "inner_mean_gain", "first_block"]
+__all__ = ["GradientSignals", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
 
 
 def first_block(name: str) -> bool:
@@ -36,6 +36,14 @@ def inner_mean_gain(gains: dict[str, float]) -> float | None:
     return sum(inner) / len(inner) if inner else None
 
 
+def max_gain_jump_detector(factor: float = 10.0) -> GradNormJumpDetector:
+    """The jump test on the largest block gain. At a too-high LR the first block's gain
+    leaps 30-250x within the first few checks (3.3 -> 120 at lr 0.3, -> 525 at lr 1.0);
+    in healthy runs it grows smoothly, ~2x in 40 steps. So: the factor rule alone (no MAD
+    guard, which a 2-point history makes huge), from the second check on."""
+    return GradNormJumpDetector(factor, min_history=1, kind="max_gain_jump", label="Largest block gain", z_max=0.0)
+
+
 class GradientSignals:
     def __init__(self, drift_threshold: float = 0.1, absolute_threshold: float | str = 1.3, window: int = 5,
                  num_layers: int | None = None, *, gradient_clip: float | None = None,
@@ -45,12 +53,7 @@ class GradientSignals:
         self.drift = MeanGainDriftDetector(drift_threshold, absolute_threshold, window, num_layers, consecutive,
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps)
         self.jump = GradNormJumpDetector(grad_norm_jump_factor)
-        # At a too-high LR the first block's gain leaps 30-250x within the first few checks
-        # (3.3 -> 120 at lr 0.3, -> 525 at lr 1.0); in healthy runs it grows smoothly, ~2x in
-        # 40 steps. So: the factor rule alone (no MAD guard, which a 2-point history makes
-        # huge), from the second check on.
-        self.max_gain_jump = GradNormJumpDetector(max_gain_jump_factor, min_history=1, kind="max_gain_jump",
-                                                  label="Largest block gain", z_max=0.0)
+        self.max_gain_jump = max_gain_jump_detector(max_gain_jump_factor)
         self.vanishing = VanishingFlowDetector()
         self.nonfinite = NonFiniteGradCheck()
         self.gradient_clip = gradient_clip

@@ -38,12 +38,14 @@ class GradientMonitorCallback(TrainerCallback):
         mean_gain_absolute_threshold: float | str = 1.3,
         mean_gain_drift_window: int = 5,
         frozen_patience: int = 3,
+        max_gain_jump_factor: float = 10.0,
         on_gain_alert: str = "warn",
         weight_updates: bool = True,
     ) -> None:
         self.interval = interval
         self.blocks = blocks
         self.drift_args = (mean_gain_drift_threshold, mean_gain_absolute_threshold, mean_gain_drift_window)
+        self.max_gain_jump_factor = max_gain_jump_factor
         self.on_gain_alert = on_gain_alert
         self.weight_updates = weight_updates
         self.frozen = FrozenParamsDetector(frozen_patience)
@@ -60,7 +62,7 @@ class GradientMonitorCallback(TrainerCallback):
         if not c.enable_gradient_monitor:
             return None
         return cls(c.gradient_monitor_interval, None, c.mean_gain_drift_threshold, c.mean_gain_absolute_threshold,
-                   c.mean_gain_drift_window, c.frozen_patience, c.on_gain_alert)
+                   c.mean_gain_drift_window, c.frozen_patience, c.max_gain_jump_factor, c.on_gain_alert)
 
     @property
     def enabled(self) -> bool:
@@ -76,7 +78,8 @@ class GradientMonitorCallback(TrainerCallback):
         self.updates = WeightUpdateProbe(trainer.model, trainer.optimizer) if self.weight_updates else None
         cfg = trainer.config
         self.signals = GradientSignals(*self.drift_args, num_layers=max(1, len(self.flow.block_names)),
-                                       gradient_clip=cfg.gradient_clip or None, warmup_steps=cfg.warmup_steps)
+                                       gradient_clip=cfg.gradient_clip or None, warmup_steps=cfg.warmup_steps,
+                                       max_gain_jump_factor=self.max_gain_jump_factor)
         if self._saved_signals is not None:
             self.signals.load_state_dict(self._saved_signals)
 

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     print(_line("chosen", sc))
     print("holdout half (not used to choose):")
     print(_line("shipped defaults", _evaluate(holdout, {})))
-    print(_line("chosen", _evaluate(holdout, {k: v for k, v in knobs.items()})))
+    print(_line("chosen", _evaluate(holdout, knobs)))
     return 0
 
 

@@ -19,7 +19,7 @@ from trainvitals.analyze.replay import AnalyzeConfig, gradient_signals_for, repl
 from trainvitals.events import ALERT, Event
 from trainvitals.signals.drift import MeanGainDriftDetector, SeedDriftBaseline
 from trainvitals.signals.ema import LossEMA
-from trainvitals.signals.gradient_signals import GradientSignals
+from trainvitals.signals.gradient_signals import GradientSignals, first_block
 from trainvitals.signals.loss_signals import LossSignals
 
 __all__ = ["Run", "load_run", "failure_step", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
@@ -36,7 +36,6 @@ class Run:
     n_layers: int
     unigram_entropy: float
     losses: list[tuple[int, float]]
-    gains: dict[int, list[float]]  # step -> gains in block order
     lr: dict[int, float]
     epochs: list[tuple[int, float, float | None]]  # (step, train, val)
     log: RunLog
@@ -53,19 +52,12 @@ def load_run(logdir: Path) -> Run:
     spec = info["spec"]
     log = read_run(logdir)
     s = log.series
-    blocks = sorted((t[len(_GAIN):] for t in s if t.startswith(_GAIN)), key=_block_key)
-    per_block = [dict(s[_GAIN + b]) for b in blocks]
-    steps = sorted(set().union(*per_block)) if per_block else []
-    gains = {st: [b.get(st, math.nan) for b in per_block] for st in steps}
     val = dict(s.get("val/loss", []))
     epochs = [(st, v, val.get(st)) for st, v in s.get("train/epoch_loss", [])]
-    return Run(spec["name"], spec["mode"], spec["split"], len(blocks), info["unigram_entropy"],
-               list(s.get("train/step_loss", [])), gains, dict(s.get("train/lr", [])), epochs, log, info,
+    n_blocks = sum(t.startswith(_GAIN) for t in s)
+    return Run(spec["name"], spec["mode"], spec["split"], n_blocks, info["unigram_entropy"],
+               list(s.get("train/step_loss", [])), dict(s.get("train/lr", [])), epochs, log, info,
                [Event.from_dict(d) for d in log.events])
-
-
-def _block_key(name: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in name.split("."))
 
 
 # --- ground truth ------------------------------------------------------------------------
@@ -129,25 +121,25 @@ def _train_failure(run: Run) -> tuple[int | None, str]:
     return None, ""
 
 
-# --- signals fed to the gain detectors ------------------------------------------------------
-def gain_signal(gains: list[float], how: str) -> float:
-    """One number per monitored step from the block gains."""
-    g = [x for x in gains if math.isfinite(x)]
-    if len(g) != len(gains) or not g:
-        return math.nan
-    if how == "mean":  # the seed's: arithmetic mean over every block
-        return sum(g) / len(g)
-    if how == "mean_past_first":
-        rest = g[1:] or g
-        return sum(rest) / len(rest)
-    if how == "geomean_past_first":
-        rest = g[1:] or g
-        return math.exp(sum(math.log(x) for x in rest) / len(rest))
-    if how == "max":
-        return max(g)
-    if how == "amplification":
-        return math.prod(g)
-    raise ValueError(how)
+# --- signals fed to the comparison columns ----------------------------------------------------
+_LOGGED = {"mean": "gradient_monitor/mean_gain_all",  # the seed's: arithmetic mean over every block
+           "mean_past_first": "gradient_monitor/mean_gain",  # the product's (inner_mean_gain)
+           "max": "gradient_monitor/max_gain", "amplification": "gradient_monitor/amplification"}
+
+
+def gain_signal(run: Run, how: str) -> dict[int, float]:
+    """step -> one reading of the block gains: a logged tag, or the geometric mean of the
+    blocks past the first of each stack."""
+    if how in _LOGGED:
+        return dict(run.log.series.get(_LOGGED[how], []))
+    if how != "geomean_past_first":
+        raise ValueError(how)
+    tags = {t[len(_GAIN):]: dict(v) for t, v in run.log.series.items()
+            if t.startswith(_GAIN) and not first_block(t[len(_GAIN):])}
+    steps = sorted(set().union(*tags.values())) if tags else []
+    gains = {st: [pts[st] for pts in tags.values() if st in pts] for st in steps}
+    return {st: math.exp(sum(map(math.log, g)) / len(g)) if all(x > 0 and math.isfinite(x) for x in g) else math.nan
+            for st, g in gains.items()}
 
 
 # --- the product's detectors, replayed ----------------------------------------------------
@@ -211,16 +203,16 @@ def _drift_events(run: Run, how: str) -> list[Event]:
     q = _COMPARE.get(how, {})
     det = MeanGainDriftDetector(q.get("drift_threshold", 0.1), q.get("absolute_threshold", 1.3), 5, run.n_layers)
     out: list[Event] = []
-    for step in sorted(run.gains):
-        out += det.update(gain_signal(run.gains[step], how), step, run.lr.get(step))
+    for step, value in sorted(gain_signal(run, how).items()):
+        out += det.update(value, step, run.lr.get(step))
     return out
 
 
 def _seed_events(run: Run, maxlen: int, absolute: float) -> list[Event]:
     det = SeedDriftBaseline(0.1, absolute, maxlen)
     out: list[Event] = []
-    for step in sorted(run.gains):
-        out += det.update(gain_signal(run.gains[step], "mean"), step)
+    for step, value in sorted(gain_signal(run, "mean").items()):
+        out += det.update(value, step)
     return out
 
 

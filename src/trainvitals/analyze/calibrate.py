@@ -51,9 +51,9 @@ def quiet_threshold(alerts: Callable[[float], bool], lo: float, hi: float, rel_t
     return hi
 
 
-def _alerts(gains: list[tuple[int, float]], kind: str, **kwargs: Any) -> bool:
-    det = MeanGainDriftDetector(**kwargs)
-    return any(e.severity == ALERT and e.kind == kind for step, g in gains for e in det.update(g, step))
+def _alerts(detector: Any, gains: list[tuple[int, float]], kind: str) -> bool:
+    """Whether `detector`, fed the series, raises a `kind` alert."""
+    return any(e.severity == ALERT and e.kind == kind for step, g in gains for e in detector.update(g, step))
 
 
 def _quantile_high(values: list[float], target_fpr: float) -> tuple[float, bool]:
@@ -62,11 +62,6 @@ def _quantile_high(values: list[float], target_fpr: float) -> tuple[float, bool]
     n = len(xs)
     allowed = math.floor(target_fpr * n)  # runs that may alert
     return xs[n - 1 - allowed], allowed > 0
-
-
-def _jump_alerts(gains: list[tuple[int, float]], factor: float) -> bool:
-    det = max_gain_jump_detector(factor)
-    return any(e.severity == ALERT for step, g in gains for e in det.update(g, step))
 
 
 def _finite_series(runs: dict[str, RunLog], tag: str) -> dict[str, list[tuple[int, float]]]:
@@ -81,15 +76,13 @@ def calibrate(runs: dict[str, RunLog], target_fpr: float = 0.05, window: int = 5
         raise ConfigError(f"LOGDIR: no run holds {_TAG!r}; calibrate needs logs of runs trained with "
                           "the gradient monitor on")
     absolute = {name: quiet_threshold(
-        lambda t, g=g: _alerts(g, "mean_gain_absolute", drift_threshold=_OFF,
-                               absolute_threshold=t, window=window), 1.0 + 1e-6, 1e6)
+        lambda t, g=g: _alerts(MeanGainDriftDetector(_OFF, t, window), g, "mean_gain_absolute"), 1.0 + 1e-6, 1e6)
         for name, g in series.items()}
     drift = {name: quiet_threshold(
-        lambda t, g=g: _alerts(g, "mean_gain_drift", drift_threshold=t, absolute_threshold=math.inf,
-                               window=window), 1e-3, 1e3)
+        lambda t, g=g: _alerts(MeanGainDriftDetector(t, math.inf, window), g, "mean_gain_drift"), 1e-3, 1e3)
         for name, g in series.items()}
     # logs from before the max_gain tag existed simply get no proposal for it
-    jump = {name: quiet_threshold(lambda f, g=g: _jump_alerts(g, f), 1.0 + 1e-6, 1e6)
+    jump = {name: quiet_threshold(lambda f, g=g: _alerts(max_gain_jump_detector(f), g, "max_gain_jump"), 1.0 + 1e-6, 1e6)
             for name, g in _finite_series(runs, _MAX_TAG).items()}
     out = []
     for field, per_run, floor in (("mean_gain_absolute_threshold", absolute, 1.0),

@@ -31,7 +31,8 @@ def build_report(root: Path, specs: list[RunSpec], split: str) -> str:
         lead = sc.median_lead
         lines.append(f"| {name} | {_pct(sc.caught, sc.failures)} | {'-' if lead is None else f'{lead:.0f}'} | "
                      f"{_pct(sc.fp, sc.healthy)} |")
-    lines += ["", "| run | task | fault | failure step (rule) | first flag, live | lead | flagged by (replay); healthy: warnings |",
+    lines += ["", "| run | task | fault | failure step (rule) | first flag, live | lead "
+              "| flagged by (replay); healthy: warnings |",
               "|---|---|---|---|---|---|---|"]
     for r in runs:
         f, why = fails[r.name]

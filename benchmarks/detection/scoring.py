@@ -221,7 +221,8 @@ _DEFAULTS = "TRAINVITALS DEFAULTS"
 COLUMNS: dict[str, Column] = {
     f"{_DEFAULTS}, live (every alert the trainer raised)": lambda r: r.live,
     f"{_DEFAULTS}, replayed by `trainvitals analyze`": lambda r: replay_suite(r),
-    **{f"· {group}": (lambda r, k=kinds: [e for e in replay_suite(r) if e.kind in k]) for group, kinds in GROUPS.items()},
+    **{f"· {group}": (lambda r, k=kinds: [e for e in replay_suite(r) if e.kind in k])
+       for group, kinds in GROUPS.items()},
     "compare: seed drift rule on mean gain, all blocks": lambda r: _drift_events(r, "mean"),
     "compare: seed drift rule on mean gain past block 0": lambda r: _drift_events(r, "mean_past_first"),
     "compare: seed drift rule on geomean past block 0": lambda r: _drift_events(r, "geomean_past_first"),

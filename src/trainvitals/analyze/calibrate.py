@@ -82,7 +82,8 @@ def calibrate(runs: dict[str, RunLog], target_fpr: float = 0.05, window: int = 5
         lambda t, g=g: _alerts(MeanGainDriftDetector(t, math.inf, window), g, "mean_gain_drift"), 1e-3, 1e3)
         for name, g in series.items()}
     # logs from before the max_gain tag existed simply get no proposal for it
-    jump = {name: quiet_threshold(lambda f, g=g: _alerts(max_gain_jump_detector(f), g, "max_gain_jump"), 1.0 + 1e-6, 1e6)
+    jump = {name: quiet_threshold(lambda f, g=g: _alerts(max_gain_jump_detector(f), g, "max_gain_jump"),
+                                  1.0 + 1e-6, 1e6)
             for name, g in _finite_series(runs, _MAX_TAG).items()}
     out = []
     for field, per_run, floor in (("mean_gain_absolute_threshold", absolute, 1.0),

@@ -51,7 +51,7 @@ def generate(spec: RunSpec, root: Path, force: bool = False) -> Path:
 def _build(spec: RunSpec, logdir: Path):
     if spec.task == "translation":
         from translation_runs import build_translation
-        return build_translation(spec, logdir, _config(spec, logdir), _sinks(logdir))
+        return build_translation(spec, _config(spec, logdir), _sinks(logdir))
     from trainvitals.tasks.lm.data import ByteCorpus, load_text
     from trainvitals.tasks.lm.model import GPT, GPTConfig
     from trainvitals.training.trainer import LanguageModelTrainer
@@ -83,8 +83,6 @@ def _build(spec: RunSpec, logdir: Path):
 def _config(spec: RunSpec, logdir: Path) -> TrainerConfig:
     values = {"device": "cpu", "seed": spec.seed, "logdir": str(logdir), "progress_bar": False,
               "keep_snapshots": 1, "log_every": 10, "on_nonfinite_loss": "stop", **spec.trainer}
-    if values.get("steps_per_epoch") == 0:
-        values.pop("steps_per_epoch")
     epochs = values.get("epochs", 4)
     values.setdefault("evaluation_epochs", list(range(1, epochs)))
     return TrainerConfig(**values)

@@ -1,8 +1,6 @@
 """Benchmark runs of the translation task: the built-in EN→FR corpus, a small encoder-decoder."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from trainvitals.config import TrainerConfig
 from trainvitals.sinks.base import SinkHub
 from trainvitals.tasks.translation.data import TranslationDataConfig, load_translation_data
@@ -14,7 +12,7 @@ from scenarios import RunSpec
 __all__ = ["build_translation"]
 
 
-def build_translation(spec: RunSpec, logdir: Path, cfg: TrainerConfig, sinks: SinkHub):
+def build_translation(spec: RunSpec, cfg: TrainerConfig, sinks: SinkHub):
     """(trainer, train batches, validation data, unigram entropy of the targets)"""
     mcfg = TranslationModelConfig(**spec.model)
     data = load_translation_data(TranslationDataConfig(n_train=8_000, n_val=500, corpus_seed=spec.seed))

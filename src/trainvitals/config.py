@@ -47,7 +47,7 @@ class TrainerConfig:
     on_nonfinite_loss: str = "stop"  # "stop" | "skip_step" | "warn"
     # --- gradient flow and weight updates -------------------------------------------
     enable_gradient_monitor: bool = True
-    gradient_monitor_interval: int = 3  # monitor step 1, then every N steps (the smallest N costing <= 1%)
+    gradient_monitor_interval: int = 3  # monitor step 1, then every N steps (cost: README, "What monitoring costs")
     frozen_patience: int = 3  # monitored steps without change before frozen_parameters
     # --- Enhancement 2: mean gain drift ---------------------------------------------
     mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)

@@ -22,7 +22,7 @@ from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.gradient_signals import GradientSignals, first_block
 from trainvitals.signals.loss_signals import LossSignals
 
-__all__ = ["Run", "load_run", "failure_step", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
+__all__ = ["Run", "load_run", "failure_step", "loss_failure", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
            "Score", "score", "first_event", "shipped_default"]
 
 _GAIN = "gradient_monitor/gain/"
@@ -72,7 +72,7 @@ STALL_BAND, STALL_STEPS = 0.05, 100
 
 def failure_step(run: Run) -> tuple[int | None, str]:
     """The first step where the loss shows the failure, and which rule saw it."""
-    found = [f for f in (_train_failure(run), _val_failure(run)) if f[0] is not None]
+    found = [f for f in (loss_failure(run.losses, run.unigram_entropy), _val_failure(run)) if f[0] is not None]
     return min(found) if found else (None, "")
 
 
@@ -91,12 +91,13 @@ def _val_failure(run: Run) -> tuple[int | None, str]:
     return (since, "val loss +20% over its minimum") if since is not None else (None, "")
 
 
-def _train_failure(run: Run) -> tuple[int | None, str]:
+def loss_failure(losses: list[tuple[int, float]], unigram_entropy: float) -> tuple[int | None, str]:
+    """(step, rule) of the first failure the step losses show; (None, "") if none."""
     ema = LossEMA(0.99, "debiased")
     lo = math.inf
     above_since: int | None = None
     in_band_since: int | None = None
-    for step, loss in run.losses:
+    for step, loss in losses:
         if not math.isfinite(loss):
             return step, "non-finite loss"
         prev = ema.value
@@ -110,7 +111,7 @@ def _train_failure(run: Run) -> tuple[int | None, str]:
                 return above_since, "EMA +20% over its minimum"
         else:
             above_since = None
-        if abs(e - run.unigram_entropy) <= STALL_BAND * run.unigram_entropy:
+        if abs(e - unigram_entropy) <= STALL_BAND * unigram_entropy:
             in_band_since = step if in_band_since is None else in_band_since
             if step - in_band_since >= STALL_STEPS:
                 return in_band_since, "stall at the unigram entropy"

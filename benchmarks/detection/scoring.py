@@ -6,7 +6,6 @@ the seed's literal algorithm, to the library's own drift classes.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,12 +14,11 @@ from statistics import median
 from typing import Any, Callable
 
 from trainvitals.analyze.readers import RunLog, read_run
-from trainvitals.analyze.replay import AnalyzeConfig, gradient_signals_for, replay
+from trainvitals.analyze.replay import AnalyzeConfig, replay
 from trainvitals.events import ALERT, Event
 from trainvitals.signals.drift import MeanGainDriftDetector, SeedDriftBaseline
 from trainvitals.signals.ema import LossEMA
-from trainvitals.signals.gradient_signals import GradientSignals, first_block
-from trainvitals.signals.loss_signals import LossSignals
+from trainvitals.signals.gradient_signals import first_block
 
 __all__ = ["Run", "load_run", "failure_step", "loss_failure", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
            "Score", "score", "first_event", "shipped_default"]
@@ -154,36 +152,30 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "post-epoch evaluation": ("lr_too_high", "no_learning", "overfitting", "slow_improvement", "plateau",
                               "underfitting", "lr_too_low"),
 }
-# where each tuned knob goes: AnalyzeConfig field, or a keyword of LossSignals / GradientSignals
+# where each tuned knob goes: the config field (every threshold is a DetectorConfig field)
 _CONFIG_KNOBS = {"drift_threshold": "mean_gain_drift_threshold", "window": "mean_gain_drift_window",
                  "absolute_threshold": "mean_gain_absolute_threshold", "gap_threshold": "gap_threshold",
                  "improvement_threshold": "improvement_threshold",
-                 "max_gain_jump_factor": "max_gain_jump_factor"}
-_LOSS_KNOBS = ("spike_factor", "climb", "patience")
-_GRADIENT_KNOBS = ("consecutive", "grad_norm_jump_factor")
+                 "max_gain_jump_factor": "max_gain_jump_factor", "spike_factor": "spike_factor",
+                 "climb": "divergence_climb", "patience": "divergence_patience",
+                 "consecutive": "mean_gain_drift_consecutive", "grad_norm_jump_factor": "grad_norm_jump_factor"}
 
 
 def shipped_default(knob: str) -> Any:
     """The value a tuned knob has in the code as shipped."""
-    if knob in _CONFIG_KNOBS:
-        return getattr(AnalyzeConfig(), _CONFIG_KNOBS[knob])
-    cls = LossSignals if knob in _LOSS_KNOBS else GradientSignals
-    return inspect.signature(cls).parameters[knob].default
+    return getattr(AnalyzeConfig(), _CONFIG_KNOBS[knob])
 
 
 def replay_suite(run: Run, knobs: dict[str, Any] | None = None) -> list[Event]:
     """Every detector `trainvitals analyze` (and the trainer) runs, over this run's log;
     `knobs` overrides thresholds (tune.py), absent ones keep the shipped defaults."""
     knobs = dict(knobs or {})
+    unknown = sorted(set(knobs) - set(_CONFIG_KNOBS))
+    if unknown:
+        raise ValueError(f"unknown knobs: {unknown}")
     cfg = AnalyzeConfig(baseline_loss=run.unigram_entropy, evaluation_epochs=list(range(len(run.epochs))),
-                        **{_CONFIG_KNOBS[k]: knobs.pop(k) for k in list(knobs) if k in _CONFIG_KNOBS})
-    loss = LossSignals(cfg.ema_alpha, cfg.ema_init, True, cfg.baseline_loss,
-                       **{k: knobs.pop(k) for k in list(knobs) if k in _LOSS_KNOBS})
-    grad = gradient_signals_for(cfg, run.n_layers, [],
-                                **{k: knobs.pop(k) for k in list(knobs) if k in _GRADIENT_KNOBS})
-    if knobs:
-        raise ValueError(f"unknown knobs: {sorted(knobs)}")
-    return replay(run.log, cfg, loss, grad).events
+                        num_layers=run.n_layers, **{_CONFIG_KNOBS[k]: v for k, v in knobs.items()})
+    return replay(run.log, cfg).events
 
 
 def detection_step(events: list[Event], mode: str, kinds: tuple[str, ...] | None = None) -> int | None:

@@ -2,14 +2,18 @@
 from trainvitals.config import TrainerConfig
 from trainvitals.errors import ConfigError, SnapshotError
 from trainvitals.events import Event
-from trainvitals.training.callbacks import StopReason, TrainerCallback
-from trainvitals.training.evaluation import PostEpochEvaluationCallback
-from trainvitals.training.gradient_monitor import GradientMonitorCallback
-from trainvitals.training.loss_monitor import LossMonitorCallback
+from trainvitals.monitor.config import DetectorConfig, MonitorConfig
+from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
+from trainvitals.monitor.gradients import GradientMonitorCallback
+from trainvitals.monitor.loss import LossMonitorCallback
+from trainvitals.monitor.monitor import Monitor
+from trainvitals.monitor.outbox import StopReason
+from trainvitals.training.callbacks import LoopContext, TrainerCallback
 from trainvitals.training.trainer import LanguageModelTrainer, Trainer
 
 __all__ = [
-    "Trainer", "LanguageModelTrainer", "TrainerConfig", "TrainerCallback", "StopReason",
+    "Monitor", "MonitorConfig", "DetectorConfig",
+    "Trainer", "LanguageModelTrainer", "TrainerConfig", "TrainerCallback", "LoopContext", "StopReason",
     "GradientMonitorCallback", "PostEpochEvaluationCallback", "LossMonitorCallback",
     "Event", "ConfigError", "SnapshotError",
 ]

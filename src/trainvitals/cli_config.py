@@ -27,12 +27,16 @@ else:  # pragma: no cover
 
 
 def _comments(cls: type) -> dict[str, str]:
-    try:
-        src = inspect.getsource(cls)
-    except (OSError, TypeError):
-        return {}
-    return {m.group(1): m.group(2).strip()
-            for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.M)}
+    """The comment beside each field, in `cls` and the classes it inherits fields from."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            src = inspect.getsource(klass)
+        except (OSError, TypeError):
+            continue
+        out.update({m.group(1): m.group(2).strip()
+                    for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.M)})
+    return out
 
 
 def _parse(field: str, kind: str):

@@ -1,7 +1,8 @@
-"""The composed detector suites (LossSignals, GradientSignals) pass their thresholds on,
-and `analyze`'s replay runs a prebuilt suite when given one (the benchmark's tuning)."""
+"""The composed detector suites (LossSignals, GradientSignals) take every threshold from
+one `DetectorConfig`, and `analyze`'s replay passes the same config on (the benchmark's tuning)."""
 from trainvitals.analyze.readers import RunLog
 from trainvitals.analyze.replay import AnalyzeConfig, replay
+from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.gradient_signals import GradientSignals
 from trainvitals.signals.loss_signals import LossSignals
 
@@ -18,7 +19,7 @@ def _kinds(events):
 
 def test_loss_suite_spike_factor_reaches_the_detector():
     def run(**kw):
-        sig, out = LossSignals(**kw), []
+        sig, out = LossSignals(DetectorConfig(**kw)), []
         for step, loss in _losses():
             out += sig.update(loss, step)[1]
         return _kinds(out)
@@ -32,7 +33,7 @@ def _max_gains():
 
 def test_gradient_suite_max_gain_jump_factor_reaches_the_detector():
     def run(**kw):
-        sig, out = GradientSignals(num_layers=4, **kw), []
+        sig, out = GradientSignals(DetectorConfig(**kw), num_layers=4), []
         for step, g in _max_gains():
             out += sig.update(step, max_gain=g)
         return _kinds(out)
@@ -40,10 +41,9 @@ def test_gradient_suite_max_gain_jump_factor_reaches_the_detector():
     assert ("max_gain_jump", 31) in run(max_gain_jump_factor=5.0)
 
 
-def test_replay_uses_a_given_suite():
+def test_replay_takes_every_threshold_from_its_config():
     log = RunLog("r", {"train/step_loss": _losses(), "gradient_monitor/max_gain": _max_gains(),
                        "gradient_monitor/grad_norm": [(s, 1.0) for s, _ in _max_gains()]})
-    default = _kinds(replay(log, AnalyzeConfig()).events)
-    tuned = _kinds(replay(log, AnalyzeConfig(), LossSignals(spike_factor=2.0),
-                          GradientSignals(num_layers=4, max_gain_jump_factor=5.0)).events)
+    default = _kinds(replay(log, AnalyzeConfig(num_layers=4)).events)
+    tuned = _kinds(replay(log, AnalyzeConfig(num_layers=4, spike_factor=2.0, max_gain_jump_factor=5.0)).events)
     assert {("loss_spike", 61), ("max_gain_jump", 31)} <= tuned - default

@@ -16,7 +16,7 @@ class Recorder(TrainerCallback):
     def __getattribute__(self, name):
         if name in HOOKS:
             calls = object.__getattribute__(self, "calls")
-            return lambda trainer, *args: calls.append((name, trainer.global_step))
+            return lambda ctx, *args: calls.append((name, ctx.global_step))
         return object.__getattribute__(self, name)
 
 
@@ -29,8 +29,8 @@ def test_hooks_fire_in_loop_order():
     assert rec.calls == [
         ("on_train_begin", 0),
         ("on_step_begin", 0), ("on_backward_end", 0), ("on_step_end", 1),
-        ("on_step_begin", 1), ("on_backward_end", 1), ("on_step_end", 2), ("on_step_losses", 2),
-        ("on_step_begin", 2), ("on_backward_end", 2), ("on_step_end", 3), ("on_step_losses", 3),
+        ("on_step_begin", 1), ("on_backward_end", 1), ("on_step_end", 2),
+        ("on_step_begin", 2), ("on_backward_end", 2), ("on_step_end", 3),
         ("on_validation_end", 3), ("on_epoch_end", 3),
         ("on_train_end", 3),
     ]

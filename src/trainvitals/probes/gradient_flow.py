@@ -122,15 +122,22 @@ class GradientFlowStats:
 
     def to_host(self) -> dict[str, Any]:
         """Plain Python values, moved to the host in one transfer."""
+        return self.from_host(torch.cat(self.host_parts()).tolist())
+
+    def host_parts(self) -> list[torch.Tensor]:
+        """The 1-d fp32 tensors `from_host` reads back, in order (a caller may batch
+        several steps' parts into one transfer)."""
         device = self.grad_norm.device
         parts = [
             self.gains.to(device, torch.float32),
-            torch.stack([self.mean_gain, self.max_gain, self.amplification, self.grad_norm]),
+            torch.stack([self.mean_gain, self.max_gain, self.amplification, self.grad_norm]).float(),
             self.param_norms.to(device, torch.float32),
         ]
         if self.nonfinite is not None:
             parts.append(self.nonfinite.to(device, torch.float32))
-        values = torch.cat(parts).tolist()
+        return parts
+
+    def from_host(self, values: list[float]) -> dict[str, Any]:
         n_blocks, n_params = len(self.block_names), len(self.param_names)
         gains, values = values[:n_blocks], values[n_blocks:]
         (mean_gain, max_gain, amplification, grad_norm), values = values[:4], values[4:]

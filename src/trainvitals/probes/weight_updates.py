@@ -71,9 +71,15 @@ class WeightUpdateStats:
 
     def to_host(self) -> dict[str, Any]:
         """Plain Python values, moved to the host in one transfer."""
+        return self.from_host(torch.cat(self.host_parts()).tolist())
+
+    def host_parts(self) -> list[torch.Tensor]:
+        """The 1-d fp32 tensors `from_host` reads back, in order."""
         head = torch.stack([self.update_ratio_mean, self.update_ratio_max,
-                            self.frozen_params.to(torch.float32)])
-        values = torch.cat([head, self.update_ratio, self.unchanged.to(torch.float32)]).tolist()
+                            self.frozen_params.to(torch.float32)]).float()
+        return [head, self.update_ratio.float(), self.unchanged.to(torch.float32)]
+
+    def from_host(self, values: list[float]) -> dict[str, Any]:
         n = len(self.param_names)
         ratios, flags = values[3:3 + n], values[3 + n:]
         return {
@@ -119,11 +125,27 @@ class WeightUpdateProbe:
         self._stats: WeightUpdateStats | None = None
 
     def before_step(self) -> None:
-        """Arm for the next ``optimizer.step()`` (its step hooks do the measuring)."""
+        """Take what the measurement needs, now: after backward, before the update.
+
+        It works where the whole step runs inside ``optimizer.step(closure)`` (Lightning's
+        automatic optimization calls this from the closure, after backward), where a step
+        pre-hook would fire before backward. A step post-hook tells whether the step
+        happened (``GradScaler`` skips it after an inf)."""
         self._remove_hooks()
-        self._snapshot, self._stepped, self._stats = None, False, None
+        self._stepped, self._stats = False, None
+        self._snapshot = self._take_snapshot(scaled_grads=False)
         self._handles = [self.optimizer.register_step_pre_hook(self._on_pre_step),
                          self.optimizer.register_step_post_hook(self._on_post_step)]
+
+    @property
+    def measured(self) -> bool:
+        """A step was measured since the last ``before_step()``."""
+        return self._stats is not None
+
+    @property
+    def armed(self) -> bool:
+        """``before_step()`` was called and ``after_step()`` not yet."""
+        return bool(self._handles)
 
     def after_step(self) -> None:
         """Compute the step's updates (on the device) and disarm."""
@@ -156,18 +178,23 @@ class WeightUpdateProbe:
         self._handles = []
 
     def _on_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._snapshot = self._take_snapshot()
+        # A fused optimizer stepped by GradScaler gets still-scaled gradients (grad_scale is
+        # set only for the step): updates that depend on the gradient are copied instead.
+        # The weights have not moved yet, so the snapshot can be taken again.
+        if getattr(optimizer, "grad_scale", None) is not None:
+            self._snapshot = self._take_snapshot(scaled_grads=True)
 
     def _on_post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._stepped = self._snapshot is not None
+        self._stepped = True
+        if self._snapshot is not None:
+            self._snapshot.found_inf = getattr(optimizer, "found_inf", None)
 
     @torch.no_grad()
-    def _take_snapshot(self) -> _Snapshot:
+    def _take_snapshot(self, scaled_grads: bool) -> _Snapshot:
         names, params, frozen = self._parameters()
         group_of = {id(p): g for g, group in enumerate(self.optimizer.param_groups)
                     for p in group["params"]}
         rebuildable = self.mode == "auto" and self._known_optimizer()
-        grad_scale = getattr(self.optimizer, "grad_scale", None)  # set by GradScaler, fused
         zero, copied, rebuilt, groups = [], [], {}, {}
         for i, p in enumerate(params):
             g = group_of.get(id(p))
@@ -175,7 +202,7 @@ class WeightUpdateProbe:
                 zero.append(i)  # the optimizer skips it
                 continue
             group = self.optimizer.param_groups[g]
-            if rebuildable and _rebuildable(group, p, grad_scale is not None):
+            if rebuildable and _rebuildable(group, p, scaled_grads):
                 if group["lr"] == 0:
                     zero.append(i)
                 else:
@@ -187,8 +214,7 @@ class WeightUpdateProbe:
         weight_norms = _stack(torch._foreach_norm(params, 2, dtype=torch.float32), device)
         copies = [params[i].detach() for i in copied]
         copies = list(torch._foreach_mul(copies, 1.0)) if copies else []
-        return _Snapshot(names, params, frozen, weight_norms, zero, rebuilt, groups, copied,
-                         copies, getattr(self.optimizer, "found_inf", None))
+        return _Snapshot(names, params, frozen, weight_norms, zero, rebuilt, groups, copied, copies, None)
 
     def _parameters(self) -> tuple[list[str], list[torch.Tensor], list[str]]:
         names, params, frozen = [], [], []

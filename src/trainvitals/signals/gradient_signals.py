@@ -17,10 +17,11 @@ import math
 from typing import Any
 
 from trainvitals.events import Event
+from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.drift import MeanGainDriftDetector
 from trainvitals.signals.grad_health import GradNormJumpDetector, NonFiniteGradCheck, VanishingFlowDetector
 
-__all__ = ["GradientSignals", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
+__all__ = ["GradientSignals", "gain_aggregates", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
 
 
 def first_block(name: str) -> bool:
@@ -29,14 +30,27 @@ def first_block(name: str) -> bool:
 
 
 def inner_mean_gain(gains: dict[str, float]) -> float | None:
-    """Arithmetic mean of the finite gains of blocks past the first of each stack."""
-    inner = [g for name, g in gains.items() if not first_block(name) and math.isfinite(g)]
+    """Arithmetic mean of the measured gains (NaN = not measured) of blocks past the first
+    of each stack; an overflowed (inf) gain makes it inf, which the absolute check alerts on."""
+    inner = [g for name, g in gains.items() if not first_block(name) and not math.isnan(g)]
     if not inner:  # a one-block model: nothing else to average
-        inner = [g for g in gains.values() if math.isfinite(g)]
+        inner = [g for g in gains.values() if not math.isnan(g)]
     return sum(inner) / len(inner) if inner else None
 
 
-def max_gain_jump_detector(factor: float = 10.0) -> GradNormJumpDetector:
+def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
+    """Every aggregate of the per-block gains that is logged or watched, from the gains
+    alone, so a log written by any trainer is judged by the same numbers as a live run:
+    `mean_gain` (blocks past the first), `mean_gain_all` (the seed's), `max_gain`,
+    `amplification` (the product)."""
+    measured = [g for g in gains.values() if not math.isnan(g)]
+    if not measured:
+        return {"mean_gain": None, "mean_gain_all": None, "max_gain": None, "amplification": None}
+    return {"mean_gain": inner_mean_gain(gains), "mean_gain_all": sum(measured) / len(measured),
+            "max_gain": max(measured), "amplification": math.prod(measured)}
+
+
+def max_gain_jump_detector(factor: float) -> GradNormJumpDetector:
     """The jump test on the largest block gain. At a too-high LR the first block's gain
     leaps 10-200x within a few checks (3.3 -> 203 by step 7 at lr 1.0, -> 576 by step 13 at lr 0.3);
     in healthy runs it grows smoothly, ~2x in 40 steps. So: the factor rule alone (no MAD
@@ -45,15 +59,17 @@ def max_gain_jump_detector(factor: float = 10.0) -> GradNormJumpDetector:
 
 
 class GradientSignals:
-    def __init__(self, drift_threshold: float = 0.1, absolute_threshold: float | str = 1.3, window: int = 5,
-                 num_layers: int | None = None, *, gradient_clip: float | None = None,
-                 warmup_steps: int | None = None, consecutive: int = 3, max_gain_jump_factor: float = 10.0,
-                 grad_norm_jump_factor: float = 10.0) -> None:
-        # the keyword thresholds were chosen by benchmarks/detection/tune.py (README)
-        self.drift = MeanGainDriftDetector(drift_threshold, absolute_threshold, window, num_layers, consecutive,
+    """`config`'s thresholds (defaults: `DetectorConfig()`) for a model of `num_layers`
+    blocks; `gradient_clip` and `warmup_steps` are the run's, named in advice."""
+
+    def __init__(self, config: DetectorConfig | None = None, num_layers: int | None = None, *,
+                 gradient_clip: float | None = None, warmup_steps: int | None = None) -> None:
+        c = config if config is not None else DetectorConfig()
+        self.drift = MeanGainDriftDetector(c.mean_gain_drift_threshold, c.mean_gain_absolute_threshold,
+                                           c.mean_gain_drift_window, num_layers, c.mean_gain_drift_consecutive,
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps)
-        self.jump = GradNormJumpDetector(grad_norm_jump_factor)
-        self.max_gain_jump = max_gain_jump_detector(max_gain_jump_factor)
+        self.jump = GradNormJumpDetector(c.grad_norm_jump_factor)
+        self.max_gain_jump = max_gain_jump_detector(c.max_gain_jump_factor)
         self.vanishing = VanishingFlowDetector()
         self.nonfinite = NonFiniteGradCheck()
         self.gradient_clip = gradient_clip

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from trainvitals.events import Event
+from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.divergence import LossDivergenceDetector, UnigramCollapseDetector
 from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.nonfinite import NonFiniteLossCheck
@@ -17,16 +18,19 @@ __all__ = ["LossSignals"]
 
 
 class LossSignals:
-    def __init__(self, ema_alpha: float = 0.99, ema_init: str = "debiased", enable_ema: bool = True,
-                 baseline_loss: float | None = None, *, spike_factor: float = 3.0, climb: float = 0.2,
-                 patience: int = 20) -> None:
-        # the keyword thresholds were chosen by benchmarks/detection/tune.py (README)
-        self.ema = LossEMA(ema_alpha, ema_init) if enable_ema else None
+    """`config`'s thresholds (defaults: `DetectorConfig()`); `baseline_loss`, the unigram
+    entropy of the data when known, turns on the collapse check."""
+
+    def __init__(self, config: DetectorConfig | None = None, baseline_loss: float | None = None,
+                 enable_ema: bool = True) -> None:
+        c = config if config is not None else DetectorConfig()
+        self.ema = LossEMA(c.ema_alpha, c.ema_init) if enable_ema else None
         self.nonfinite = NonFiniteLossCheck()
-        self.divergence = LossDivergenceDetector(spike_factor, climb=climb, patience=patience)
+        self.divergence = LossDivergenceDetector(c.spike_factor, climb=c.divergence_climb,
+                                                 patience=c.divergence_patience)
         self.collapse = UnigramCollapseDetector(baseline_loss) if baseline_loss else None
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off
-        self._smooth = self.ema or LossEMA(ema_alpha, ema_init)
+        self._smooth = self.ema or LossEMA(c.ema_alpha, c.ema_init)
 
     def update(self, loss: float, step: int, epoch: int | None = None, lr: float | None = None,
                gradient_clip: float | None = None) -> tuple[float | None, list[Event]]:

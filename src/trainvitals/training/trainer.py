@@ -1,8 +1,9 @@
-"""`Trainer`: the training loop, its logging path and its snapshots.
+"""`Trainer`: the training loop, its snapshots, and a `Monitor` driven at the loop's points.
 
-Monitors are callbacks (see callbacks.py for where each hook fires). Step losses stay
-on the device and cross to the host once every `log_every` steps, then every step is
-logged with its own step number: the hot path never waits on the device.
+The monitor keeps step losses and measurements on the device and moves them to the
+host once every `log_every` steps, when every step is logged with its own step number:
+the hot path never waits on the device. User callbacks (callbacks.py says where each
+hook fires) get a small `LoopContext`, not the trainer.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import itertools
 import math
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn as nn
@@ -19,10 +20,10 @@ import torch.nn.functional as F
 
 from trainvitals.config import TrainerConfig
 from trainvitals.errors import ConfigError
-from trainvitals.events import Event
+from trainvitals.monitor.monitor import Monitor
 from trainvitals.sinks.base import SinkHub
 from trainvitals.training import snapshot as snap
-from trainvitals.training.callbacks import StopReason, TrainerCallback
+from trainvitals.training.callbacks import LoopContext, StopReason, TrainerCallback
 from trainvitals.training.rng import rng_state, set_rng_state
 from trainvitals.training.schedule import lr_at
 
@@ -41,8 +42,8 @@ class Trainer:
     """Trains `model` with AdamW, warmup + cosine LR, clipping, accumulation and autocast.
 
     `criterion(output, target)` computes the loss of a batch `(input, target)`; subclasses
-    may override `compute_loss(batch)` instead. Monitors from `config` (EMA loss, gradient
-    flow, post-epoch evaluation) are added unless `callbacks` already holds one of that class.
+    may override `compute_loss(batch)` instead. What is monitored follows `config` (its
+    `MonitorConfig` fields); `blocks` names the model's blocks when they cannot be found.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class Trainer:
         sinks: SinkHub | None = None,
         model_config: Any = None,
         run_info: dict[str, Any] | None = None,
+        blocks: Sequence[tuple[str, nn.Module]] | None = None,
     ) -> None:
         self.config = config
         self.device = select_device(config.device)
@@ -66,27 +68,40 @@ class Trainer:
         self.model_config = model_config
         self.run_info = dict(run_info or {})
         self.sinks = sinks or SinkHub()
-        self.global_step = 0  # optimizer steps done; step s is logged at s (1-based)
-        self.epoch = 0
+        facts = {"lr": config.lr, "weight_decay": config.weight_decay, "warmup_steps": config.warmup_steps,
+                 "scheduler": config.lr_schedule, "epochs": config.epochs,
+                 "gradient_clip": config.gradient_clip}
+        self.monitor = Monitor(self.model, self.optimizer, config, blocks=blocks, sinks=self.sinks,
+                               run_info={**facts, **self.run_info})
         self.batch_in_epoch = 0  # optimizer steps done in the current epoch
-        self.lr_scale = 1.0  # set by monitors that cut the LR (auto_adjust, on_gain_alert)
         self.best_val: float | None = None
-        self.stop_reason: StopReason | None = None
-        self.stop_message = ""
-        self.status: dict[str, str] = {}  # extra fields for the console line ("EMA", "Gain")
         self.total_steps: int | None = config.planned_steps
         self.last_val_loss: float | None = None
-        self._pending: list[tuple[int, torch.Tensor, float]] = []
-        self._epoch_loss_sum = torch.zeros((), device=self.device)
-        self._epoch_loss_count = 0
-        from trainvitals.training.monitors import add_default_monitors
-        self.callbacks = add_default_monitors(list(callbacks), self)
+        self.callbacks = list(callbacks)
+        self.ctx = LoopContext(self)
         keys = [cb.state_key for cb in self.callbacks]
         dup = next((k for k in keys if keys.count(k) > 1), None)
         if dup:
             raise ConfigError(f"callbacks: two callbacks share state_key={dup!r}; give one a distinct state_key")
 
     # --- public API ----------------------------------------------------------------
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps done; step s is logged at s (1-based)."""
+        return self.monitor.step
+
+    @property
+    def epoch(self) -> int:
+        return self.monitor.epoch
+
+    @property
+    def stop_reason(self) -> StopReason | None:
+        return self.monitor.stop_reason
+
+    @property
+    def stop_message(self) -> str:
+        return self.monitor.stop_message
+
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -95,19 +110,11 @@ class Trainer:
     def snapshot_dir(self) -> Path | None:
         return Path(self.config.logdir) / "snapshots" if self.config.logdir else None
 
-    def log(self, tag: str, value: float, step: int | None = None) -> None:
-        self.sinks.log(tag, value, self.global_step if step is None else step)
-
-    def emit(self, events: Event | Iterable[Event], echo: bool = True) -> None:
-        for e in [events] if isinstance(events, Event) else events:
-            self.sinks.emit(e, echo)
-
     def print(self, text: str) -> None:
         self.sinks.text(text)
 
     def request_stop(self, reason: StopReason, message: str = "") -> None:
-        if self.stop_reason is None:
-            self.stop_reason, self.stop_message = reason, message
+        self.monitor.request_stop(reason, message)
 
     def compute_loss(self, batch: Any) -> torch.Tensor:
         inputs, target = batch
@@ -133,12 +140,12 @@ class Trainer:
                 if not self._train_epoch(train_data):
                     break  # stopped mid-epoch: no validation of a partial epoch
                 self._end_epoch(val_data)
-            if self.stop_reason is None:
-                self.stop_reason = StopReason.COMPLETED
+            self.request_stop(StopReason.COMPLETED)  # a no-op if something stopped it already
         except KeyboardInterrupt:
-            self.stop_reason, self.stop_message = StopReason.INTERRUPTED, "interrupted by the user"
+            self.request_stop(StopReason.INTERRUPTED, "interrupted by the user")
             self._flush()
         self._call("on_train_end")
+        self.monitor.close()  # reports what is pending, removes every hook
         if self.stop_reason is not StopReason.NONFINITE_LOSS and self.snapshot_dir is not None:
             self.save_snapshot()  # the end state; an epoch-end snapshot may already be it
         return self.stop_reason
@@ -177,7 +184,7 @@ class Trainer:
         cfg = self.config
         self._call("on_step_begin")
         lr = lr_at(self.global_step, cfg.lr, cfg.warmup_steps, self._decay_steps, cfg.lr_schedule,
-                   cfg.min_lr_ratio) * self.lr_scale
+                   cfg.min_lr_ratio) * self.monitor.lr_scale
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_multiplier", 1.0)
         step_loss = torch.zeros((), device=self.device)
@@ -186,63 +193,54 @@ class Trainer:
                 loss = self.compute_loss(self._to_device(batch)) / cfg.grad_accum_steps
             self.scaler.scale(loss).backward()
             step_loss += loss.detach().float()
-        self.scaler.unscale_(self.optimizer)  # hooks below see true gradients
+        self.scaler.unscale_(self.optimizer)  # the monitor and hooks below see true gradients
+        self.monitor.after_backward()
         self._call("on_backward_end")
-        # skip_step must know now whether to apply the step: the one per-step sync we allow
-        skip = cfg.on_nonfinite_loss == "skip_step" and not bool(torch.isfinite(step_loss))
+        skip = self.monitor.skip_step(step_loss)  # a host sync, only under on_nonfinite_loss='skip_step'
         if cfg.gradient_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.gradient_clip)
         if not skip:
             self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.monitor.after_optimizer_step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.global_step += 1
         self.batch_in_epoch += 1
-        self._pending.append((self.global_step, step_loss, lr))
-        if not skip:
-            self._epoch_loss_sum += step_loss
-            self._epoch_loss_count += 1
-        self._call("on_step_end")
+        self.monitor.step_end(step_loss)  # a logging step moves everything to the host, once
         if self.global_step % cfg.log_every == 0:
-            self._flush()
+            self._console()
+        self._call("on_step_end")
 
     def _flush(self) -> None:
-        """Move the pending step losses to the host in one transfer and log every step."""
-        if not self._pending:
+        """Log what is pending (one host transfer) and print the console line."""
+        if self.monitor.pending:
+            self.monitor.flush()
+            self._console()
+
+    def _console(self) -> None:
+        loss = self.monitor.loss.last
+        if loss is None:
             return
-        steps = [s for s, _, _ in self._pending]
-        losses = torch.stack([l for _, l, _ in self._pending]).tolist()
-        for (step, _, lr), loss in zip(self._pending, losses):
-            self.sinks.log("train/step_loss", loss, step)
-            self.sinks.log("train/lr", lr, step)
-        self._pending.clear()
-        self._call("on_step_losses", steps, losses)
         total = f"/{self.total_steps}" if self.total_steps else ""
-        fields = [f"Epoch {self.epoch}", f"Step {self.global_step}{total}", f"Loss: {losses[-1]:.4g}"]
-        fields += [f"{k}: {v}" for k, v in self.status.items()]
+        fields = [f"Epoch {self.epoch}", f"Step {self.global_step}{total}", f"Loss: {loss:.4g}"]
+        fields += [f"{k}: {v}" for k, v in self.monitor.status.items()]
         self.print(" | ".join(fields))
         console = next((s for s in self.sinks.sinks if hasattr(s, "progress")), None)
         if console is not None:
-            console.progress(self.global_step, self.total_steps, loss=f"{losses[-1]:.4g}", **self.status)
+            console.progress(self.global_step, self.total_steps, loss=f"{loss:.4g}", **self.monitor.status)
         self.sinks.flush()
 
     def _end_epoch(self, val_data: Any) -> None:
-        self._flush()
+        self.monitor.flush()
         epoch = self.epoch
-        train_loss = float(self._epoch_loss_sum / max(1, self._epoch_loss_count))
+        train_loss = self.monitor.epoch_loss()
         val_loss = self.evaluate(val_data) if val_data is not None else None
         self.last_val_loss = val_loss
-        self.log("train/epoch_loss", train_loss)
-        if val_loss is not None:
-            self.log("val/loss", val_loss)
         msg = f"Epoch {epoch} done | train loss {train_loss:.4f}"
         self.print(msg + (f" | val loss {val_loss:.4f}" if val_loss is not None else ""))
         self._call("on_validation_end", epoch, val_loss)
+        self.monitor.end_epoch(val_loss, train_loss)
         self._call("on_epoch_end", epoch, train_loss, val_loss)
-        self.epoch += 1
         self.batch_in_epoch = 0
-        self._epoch_loss_sum.zero_()
-        self._epoch_loss_count = 0
         is_best = val_loss is not None and math.isfinite(val_loss) and (
             self.best_val is None or val_loss < self.best_val)
         if is_best:
@@ -256,12 +254,11 @@ class Trainer:
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"lr_scale": self.lr_scale},  # the LR itself is a pure function of the step
             "grad_scaler": self.scaler.state_dict(),
             "rng": rng_state(),
-            "progress": {
+            "monitor": self.monitor.state_dict(),  # step, epoch, LR scale, every detector
+            "progress": {  # global_step and epoch are the monitor's, repeated for readers of the file
                 "global_step": self.global_step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                "epoch_loss_sum": float(self._epoch_loss_sum), "epoch_loss_count": self._epoch_loss_count,
                 "best_val": self.best_val,
             },
             "trainer_config": asdict(self.config),
@@ -273,15 +270,12 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.lr_scale = state["scheduler"]["lr_scale"]
         if state["grad_scaler"]:
             self.scaler.load_state_dict(state["grad_scaler"])
         set_rng_state(state["rng"])
+        self.monitor.load_state_dict(state["monitor"])
         p = state["progress"]
-        self.global_step, self.epoch, self.batch_in_epoch = p["global_step"], p["epoch"], p["batch_in_epoch"]
-        self._epoch_loss_sum.fill_(p["epoch_loss_sum"])
-        self._epoch_loss_count = p["epoch_loss_count"]
-        self.best_val = p["best_val"]
+        self.batch_in_epoch, self.best_val = p["batch_in_epoch"], p["best_val"]
         saved = state.get("callbacks", {})
         for cb in self.callbacks:
             if cb.state_key in saved:
@@ -343,9 +337,10 @@ class Trainer:
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
-            getattr(cb, hook)(self, *args)
+            getattr(cb, hook)(self.ctx, *args)
 
     def close(self) -> None:
+        self.monitor.close()
         for cb in self.callbacks:
             cb.close()
         self.sinks.close()

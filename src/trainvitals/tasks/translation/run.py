@@ -45,7 +45,7 @@ class TranslationTrainer(Trainer):
 
     def evaluate(self, val_data: Any) -> float | None:
         loss, accuracy = evaluate(self.model, val_data)
-        self.log("val/token_accuracy", accuracy)
+        self.monitor.log("val/token_accuracy", accuracy, self.global_step)
         lines = [f"  validation token accuracy {accuracy:.3f}; greedy translations:"]
         lines += [f"    {s!r}\n      ref {r!r}\n      got {h[:100]!r}" for s, r, h in decode_examples(self.model, val_data)]
         self.print("\n".join(lines))

@@ -1,0 +1,117 @@
+"""`DetectorConfig` and `MonitorConfig`: every monitoring setting, declared once.
+
+`DetectorConfig` holds the detectors' thresholds: what `trainvitals analyze` replays
+and the live monitor runs. `MonitorConfig` adds what only a live run has (how often to
+measure, what to do on an alert). `TrainerConfig` and `AnalyzeConfig` inherit these
+fields, so `--ema-alpha` and TOML keys keep their names, and no other place declares
+a default: the signal suites, the `Monitor` and the framework callbacks all take one
+of these objects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from trainvitals.errors import ConfigError, check_choice, check_range, check_type
+
+__all__ = ["DetectorConfig", "MonitorConfig", "check_field_types", "parse_int_list"]
+
+
+@dataclass
+class DetectorConfig:
+    # --- Enhancement 1: the step loss -------------------------------------------------
+    ema_alpha: float = 0.99  # EMA decay: weight on the old value (DESIGN.md departure 1)
+    ema_init: str = "debiased"  # "debiased" (TensorBoard) or "first" (the seed's)
+    spike_factor: float = 3.0  # loss_spike: a loss above N x the median of the last 50
+    divergence_climb: float = 0.2  # loss_divergence: smoothed loss this fraction above its running minimum ...
+    divergence_patience: int = 20  # ... for this many steps
+    # --- Enhancement 2: gradient flow -------------------------------------------------
+    mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
+    mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
+    mean_gain_drift_window: int = 5  # checks the drift is measured over
+    mean_gain_drift_consecutive: int = 3  # rising checks in a row before a drift is raised
+    max_gain_jump_factor: float = 10.0  # alert when the largest block gain tops N x the median of its last 20 checks
+    grad_norm_jump_factor: float = 10.0  # alert when the grad norm tops N x the median of its last 20 checks
+    frozen_patience: int = 3  # monitored steps without change before frozen_parameters
+    # --- Enhancement 3: post-epoch evaluation -----------------------------------------
+    evaluation_epochs: list[int] = field(default_factory=lambda: [2, 3])  # epochs (0-based) with the full report
+    improvement_threshold: float = 0.01
+    gap_threshold: float = 0.3
+    plateau_window: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.evaluation_epochs, str):  # "2,3" from a flag or a TOML string
+            self.evaluation_epochs = parse_int_list("evaluation_epochs", self.evaluation_epochs)
+        check_field_types(self, DetectorConfig)
+        self.evaluation_epochs = list(self.evaluation_epochs)
+        for e in self.evaluation_epochs:
+            if isinstance(e, bool) or not isinstance(e, int) or e < 0:
+                raise ConfigError(f"evaluation_epochs={self.evaluation_epochs!r}: expected epoch numbers >= 0")
+        check_range("ema_alpha", self.ema_alpha, 0, 1, lo_open=True, hi_open=True)
+        check_choice("ema_init", self.ema_init, ("debiased", "first"))
+        check_range("spike_factor", self.spike_factor, 1, lo_open=True)
+        check_range("divergence_climb", self.divergence_climb, 0, lo_open=True)
+        check_range("divergence_patience", self.divergence_patience, 1)
+        check_range("mean_gain_drift_threshold", self.mean_gain_drift_threshold, 0, lo_open=True, allow_inf=True)
+        if isinstance(self.mean_gain_absolute_threshold, str):
+            check_choice("mean_gain_absolute_threshold", self.mean_gain_absolute_threshold, ("auto",))
+        else:
+            check_range("mean_gain_absolute_threshold", self.mean_gain_absolute_threshold, 1,
+                        lo_open=True, allow_inf=True)
+        check_range("mean_gain_drift_window", self.mean_gain_drift_window, 2)
+        check_range("mean_gain_drift_consecutive", self.mean_gain_drift_consecutive, 1)
+        check_range("max_gain_jump_factor", self.max_gain_jump_factor, 1, lo_open=True)
+        check_range("grad_norm_jump_factor", self.grad_norm_jump_factor, 1, lo_open=True)
+        check_range("frozen_patience", self.frozen_patience, 1)
+        check_range("improvement_threshold", self.improvement_threshold, 0, 1, lo_open=True, hi_open=True)
+        check_range("gap_threshold", self.gap_threshold, 0, lo_open=True)
+        check_range("plateau_window", self.plateau_window, 2)
+
+    def detector_settings(self) -> "DetectorConfig":
+        """Just the detector thresholds (for a host that holds a larger config)."""
+        return DetectorConfig(**{f.name: getattr(self, f.name) for f in fields(DetectorConfig)})
+
+
+@dataclass
+class MonitorConfig(DetectorConfig):
+    # --- what a live run measures, and when --------------------------------------------
+    log_every: int = 10  # host sync (and console line) every N steps; every step is still logged
+    enable_ema_loss: bool = True
+    on_nonfinite_loss: str = "stop"  # "stop" | "skip_step" | "warn"
+    enable_gradient_monitor: bool = True
+    gradient_monitor_interval: int = 3  # monitor step 1, then every N steps (cost: README, "What monitoring costs")
+    on_gain_alert: str = "warn"  # "warn" | "reduce_lr" | "stop"
+    enable_post_epoch_evaluation: bool = True
+    auto_adjust: bool = False  # cut LR on plateau and stop early (safe, logged actions)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_field_types(self, MonitorConfig)
+        check_range("log_every", self.log_every, 1)
+        check_range("gradient_monitor_interval", self.gradient_monitor_interval, 1)
+        check_choice("on_nonfinite_loss", self.on_nonfinite_loss, ("stop", "skip_step", "warn"))
+        check_choice("on_gain_alert", self.on_gain_alert, ("warn", "reduce_lr", "stop"))
+
+    def monitor_settings(self) -> "MonitorConfig":
+        """Just the monitoring settings (e.g. of a `TrainerConfig`)."""
+        return MonitorConfig(**{f.name: getattr(self, f.name) for f in fields(MonitorConfig)})
+
+
+_TYPES: dict[str, type | tuple[type, ...]] = {"bool": bool, "int": int, "float": (int, float), "str": str}
+
+
+def check_field_types(obj: Any, cls: type) -> None:
+    """The fields `cls` itself declares hold values of their annotated type (bool is not an
+    int, an int is a float); a wrong one is a ConfigError naming the field."""
+    own = cls.__dict__.get("__annotations__", {})
+    for f in fields(cls):
+        kind = _TYPES.get(str(f.type)) if f.name in own else None
+        if kind is not None:
+            check_type(f.name, getattr(obj, f.name), kind)
+
+
+def parse_int_list(field_name: str, text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{field_name}={text!r}: expected comma-separated integers, e.g. 2,3") from None

@@ -1,0 +1,110 @@
+"""`GradientMonitorCallback`: what the gradient and weight-update measurements mean.
+
+Fed one monitored step's host values at a time, by the `Monitor` (from its probes) and
+by `analyze` (from a log's tags). Gain aggregates are computed from the per-block gains
+by `gain_aggregates`, whoever measured them. Tags written:
+
+| tag | when |
+|---|---|
+| `gradient_monitor/mean_gain`, `mean_gain_all`, `max_gain`, `amplification`, `gain/<block>` | block gains known |
+| `gradient_monitor/grad_norm` | grad norm known |
+| `gradient_monitor/mean_gain_ma`, `gradient_monitor/mean_gain_drift` | drift detector |
+| `weight_monitor/update_ratio/<param>`, `update_ratio_mean`, `update_ratio_max`, `frozen_params` | a measured step |
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from trainvitals.events import ALERT, INFO, Event
+from trainvitals.monitor.config import MonitorConfig
+from trainvitals.monitor.outbox import Outbox, StopReason
+from trainvitals.signals.advice import fmt_lr
+from trainvitals.signals.frozen import FrozenParamsDetector
+from trainvitals.signals.gradient_signals import GradientSignals, gain_aggregates
+
+__all__ = ["GradientMonitorCallback", "GradientReading"]
+
+_GAIN_KINDS = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump")
+
+
+@dataclass
+class GradientReading:
+    """One monitored step, as plain floats. Any part may be missing from a log."""
+    gains: dict[str, float] = field(default_factory=dict)  # per block; NaN = not measured
+    grad_norm: float | None = None  # global, before clipping
+    mean_gain: float | None = None  # a logged aggregate, used only when `gains` is empty
+    max_gain: float | None = None  # likewise
+    nonfinite_params: list[str] | None = None  # parameters whose gradient norm is NaN or inf
+    total_params: int = 0
+    weights: dict[str, Any] | None = None  # WeightUpdateStats.to_host(), or the logged ratios
+
+
+class GradientMonitorCallback:
+    def __init__(self, config: MonitorConfig | None = None, num_layers: int | None = None, *,
+                 gradient_clip: float | None = None, warmup_steps: int | None = None) -> None:
+        self.config = config if config is not None else MonitorConfig()
+        self.signals = GradientSignals(self.config, num_layers, gradient_clip=gradient_clip,
+                                       warmup_steps=warmup_steps)
+        self.frozen = FrozenParamsDetector(self.config.frozen_patience)
+
+    def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
+               epoch: int | None = None, log_inputs: bool = True) -> None:
+        agg = gain_aggregates(r.gains)
+        mean_gain = agg["mean_gain"] if r.gains else r.mean_gain
+        max_gain = agg["max_gain"] if r.gains else r.max_gain
+        if log_inputs:
+            for tag, value in agg.items():
+                if value is not None:
+                    out.log(f"gradient_monitor/{tag}", value, step)
+            for block, gain in r.gains.items():
+                out.log(f"gradient_monitor/gain/{block}", gain, step)
+            if r.grad_norm is not None:
+                out.log("gradient_monitor/grad_norm", r.grad_norm, step)
+        events = self.signals.update(step, mean_gain, r.grad_norm, r.gains or None, lr, r.nonfinite_params,
+                                     r.total_params, max_gain)
+        if mean_gain is not None:
+            for tag, value in (("gradient_monitor/mean_gain_ma", self.signals.moving_average),
+                               ("gradient_monitor/mean_gain_drift", self.signals.mean_gain_drift)):
+                if value is not None:
+                    out.log(tag, value, step)
+        w = r.weights
+        if w is not None and not w.get("skipped"):
+            if log_inputs:
+                for name, ratio in w["update_ratio"].items():
+                    out.log(f"weight_monitor/update_ratio/{name}", ratio, step)
+                for tag in ("update_ratio_mean", "update_ratio_max", "frozen_params"):
+                    out.log(f"weight_monitor/{tag}", w[tag], step)
+            events += self.frozen.update(step, w["unchanged"], len(w["update_ratio"]),
+                                         w.get("intentionally_frozen"))
+        events = [e if e.epoch is not None or epoch is None else replace(e, epoch=epoch) for e in events]
+        out.emit(events)
+        if mean_gain is not None:
+            out.status["Gain"] = f"{mean_gain:.3f}"
+        self._act_on_gain_alerts(out, events, step, lr, epoch)
+
+    def _act_on_gain_alerts(self, out: Outbox, events: list[Event], step: int, lr: float | None,
+                            epoch: int | None) -> None:
+        policy = self.config.on_gain_alert
+        if policy == "warn" or not any(e.kind in _GAIN_KINDS and e.severity == ALERT for e in events):
+            return
+        if policy == "stop":
+            out.emit(Event("action", INFO, f"on_gain_alert='stop': stopping at step {step}", step, epoch,
+                           source="gradient_monitor"))
+            out.request_stop(StopReason.GAIN_ALERT, f"gradient gain alert at step {step}")
+            return
+        old = lr or 0.0
+        if out.scale_lr(0.5):
+            msg = f"on_gain_alert='reduce_lr': learning rate {fmt_lr(old)} → {fmt_lr(old * 0.5)} from the next step"
+        else:
+            msg = (f"on_gain_alert='reduce_lr': this training loop cannot have its learning rate changed by a "
+                   f"callback; set it yourself: {fmt_lr(old)} → {fmt_lr(old * 0.5)}")
+        out.emit(Event("action", INFO, msg, step, epoch, values={"old_lr": old, "new_lr": old * 0.5},
+                       source="gradient_monitor"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"signals": self.signals.state_dict(), "frozen": self.frozen.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.signals.load_state_dict(state["signals"])
+        self.frozen.load_state_dict(state["frozen"])

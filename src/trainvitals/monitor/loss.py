@@ -1,0 +1,51 @@
+"""`LossMonitorCallback`: the step loss, its EMA, and what a non-finite loss does.
+
+Fed host floats (one batch of steps per logging step) by the `Monitor`, and by
+`analyze` replaying a log. Writes `train/step_loss`, `train/lr` (live only: a replay
+already has them) and `train/step_loss_ema`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from trainvitals.monitor.config import MonitorConfig
+from trainvitals.monitor.outbox import Outbox, StopReason
+from trainvitals.signals.loss_signals import LossSignals
+
+__all__ = ["LossMonitorCallback"]
+
+
+class LossMonitorCallback:
+    def __init__(self, config: MonitorConfig | None = None, baseline_loss: float | None = None,
+                 gradient_clip: float | None = None) -> None:
+        self.config = config if config is not None else MonitorConfig()
+        self.signals = LossSignals(self.config, baseline_loss, self.config.enable_ema_loss)
+        self.gradient_clip = gradient_clip
+        self.last: float | None = None  # the latest step loss reported
+
+    def report(self, out: Outbox, steps: Sequence[int], losses: Sequence[float],
+               lrs: Sequence[float | None], epoch: int | None = None, log_inputs: bool = True) -> None:
+        for step, loss, lr in zip(steps, losses, lrs):
+            if log_inputs:
+                out.log("train/step_loss", loss, step)
+                if lr is not None:
+                    out.log("train/lr", lr, step)
+            ema, events = self.signals.update(loss, step, epoch, lr=lr, gradient_clip=self.gradient_clip)
+            out.emit(events)
+            if ema is not None:
+                out.log("train/step_loss_ema", ema, step)
+            if not math.isfinite(loss) and self.config.on_nonfinite_loss == "stop":
+                out.request_stop(StopReason.NONFINITE_LOSS,
+                                 f"non-finite loss {loss} at step {step} (on_nonfinite_loss='stop'); "
+                                 f"the last finite snapshot is kept")
+        if losses:
+            self.last = losses[-1]
+        if self.signals.value is not None:
+            out.status["EMA"] = f"{self.signals.value:.4g}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.signals.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.signals.load_state_dict(state)

@@ -1,0 +1,241 @@
+"""`Monitor`: the probes and detectors for one model and optimizer, for any training loop.
+
+A loop calls it at the points every loop has:
+
+    monitor = Monitor(model, optimizer, MonitorConfig())
+    for each optimizer step:
+        forward, backward (any number of micro-batches)
+        monitor.after_backward()          # gradients unscaled, not yet clipped
+        clip, optimizer.step()
+        monitor.after_optimizer_step()    # may be left out: step_end() does it
+        monitor.step_end(loss)            # the step's loss: a tensor stays on the device
+    after validation:
+        monitor.end_epoch(val_loss=...)   # the epoch's train loss is the mean of its steps
+
+Step 1, then every `gradient_monitor_interval` steps, is measured: the block hooks are
+attached when the previous step ends, so a host needs no call before the forward, and
+removed after that step's backward. Losses and measurements stay on the device until a
+logging step (every `log_every` steps, and at `flush()` / `end_epoch()`), when they
+cross to the host in one transfer and feed the detectors. Each call returns the events
+it raised; `events` holds all of them. Decisions are for the host to carry out:
+`stop_reason` (stop now), `lr_scale` (multiply the scheduled LR), `skip_step(loss)`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+
+from trainvitals.events import Event
+from trainvitals.monitor.config import MonitorConfig
+from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
+from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReading
+from trainvitals.monitor.loss import LossMonitorCallback
+from trainvitals.monitor.outbox import Outbox
+from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
+from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
+from trainvitals.sinks.base import SinkHub
+
+__all__ = ["Monitor"]
+
+
+class Monitor(Outbox):
+    """`run_info`: facts about the run that advice names (`lr` = the peak LR you set,
+    `gradient_clip`, `warmup_steps`, `weight_decay`, `unigram_entropy`, model sizes);
+    `lr` and `weight_decay` default to the optimizer's. `can_set_lr=False` for a host
+    that cannot apply `lr_scale` (its LR actions then say what to set instead)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                 config: MonitorConfig | None = None, *, blocks: Sequence[tuple[str, nn.Module]] | None = None,
+                 sinks: SinkHub | None = None, run_info: dict[str, Any] | None = None,
+                 can_set_lr: bool = True) -> None:
+        super().__init__(sinks, can_set_lr)
+        self.config = c = config if config is not None else MonitorConfig()
+        self.model, self.optimizer = model, optimizer
+        self.run_info = {**_optimizer_facts(optimizer), **(run_info or {})}
+        baseline = self.run_info.get("unigram_entropy")
+        clip = self.run_info.get("gradient_clip") or None
+        self.step = 0  # optimizer steps done; step s is logged at s (1-based)
+        self.epoch = 0
+        self.loss = LossMonitorCallback(c, baseline, clip)
+        self.flow = GradientFlowProbe(model, blocks) if c.enable_gradient_monitor else None
+        self.updates = WeightUpdateProbe(model, optimizer) \
+            if c.enable_gradient_monitor and optimizer is not None else None
+        self.gradients = GradientMonitorCallback(
+            c, max(1, len(self.flow.block_names)), gradient_clip=clip,
+            warmup_steps=self.run_info.get("warmup_steps")) if self.flow is not None else None
+        self.evaluation = PostEpochEvaluationCallback(c, baseline) if c.enable_post_epoch_evaluation else None
+        self._losses: list[tuple[int, Any, float | None]] = []  # (step, loss tensor or float, lr)
+        self._measured: list[tuple[int, GradientFlowStats, WeightUpdateStats | None]] = []
+        self._flow_now: GradientFlowStats | None = None
+        self._lr_now: float | None = None
+        self._epoch_loss = [0.0, 0]  # sum and count of the finite step losses this epoch
+        self._arm()
+
+    # --- the loop's points ----------------------------------------------------------------
+    def monitors(self, step: int) -> bool:
+        """Whether optimizer step `step` (1-based) is measured."""
+        return (step - 1) % self.config.gradient_monitor_interval == 0
+
+    def after_backward(self) -> None:
+        """The step's gradients are complete, unscaled and not yet clipped."""
+        self._lr_now = self.current_lr()
+        if self.flow is None or not self.flow.attached:
+            return
+        self._flow_now = self.flow.collect()
+        self.flow.detach()
+        if self.updates is not None:
+            self.updates.before_step()
+
+    def after_optimizer_step(self) -> None:
+        """The optimizer has stepped (or skipped the step)."""
+        if self.updates is not None and self.updates.armed:
+            self.updates.after_step()
+
+    def step_end(self, loss: torch.Tensor | float) -> list[Event]:
+        """The step is done; `loss` is its loss (the mean over its micro-batches, unscaled)."""
+        self.after_optimizer_step()
+        self.step += 1
+        lr = self._lr_now if self._lr_now is not None else self.current_lr()
+        self._losses.append((self.step, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), lr))
+        if self._flow_now is not None:
+            weights = self.updates.collect() if self.updates is not None and self.updates.measured else None
+            self._measured.append((self.step, self._flow_now, weights))
+        self._flow_now, self._lr_now = None, None
+        self._arm()
+        return self.flush() if self.step % self.config.log_every == 0 else []
+
+    def skip_step(self, loss: torch.Tensor | float) -> bool:
+        """With on_nonfinite_loss='skip_step': whether to leave this step's update out
+        (one host sync per step: the price of that policy, and only under it)."""
+        if self.config.on_nonfinite_loss != "skip_step":
+            return False
+        return not bool(torch.isfinite(torch.as_tensor(loss)))
+
+    def end_epoch(self, val_loss: float | None = None, train_loss: float | None = None) -> list[Event]:
+        """After validation: log the epoch's losses, run the post-epoch checks.
+        `train_loss` defaults to the mean of the epoch's finite step losses (NaN if none)."""
+        self.flush()
+        start = len(self.events)
+        if train_loss is None:
+            train_loss = self.epoch_loss()
+        self.log("train/epoch_loss", train_loss, self.step)
+        if val_loss is not None:
+            self.log("val/loss", val_loss, self.step)
+        if self.evaluation is not None:
+            peak = self.run_info.get("lr")
+            self.evaluation.report(self, self.epoch, self.step, train_loss, val_loss,
+                                   peak * self.lr_scale if peak else self.current_lr(), self.run_info)
+        self.epoch += 1
+        self._epoch_loss = [0.0, 0]
+        self.sinks.flush()
+        return self.events[start:]
+
+    def epoch_loss(self) -> float:
+        """Mean of this epoch's finite step losses reported so far (NaN if none: every step
+        was non-finite, so skipped or stopped)."""
+        total, count = self._epoch_loss
+        return total / count if count else math.nan
+
+    @property
+    def pending(self) -> bool:
+        """Steps not yet reported (they wait for the next logging step)."""
+        return bool(self._losses)
+
+    def flush(self) -> list[Event]:
+        """Move everything pending to the host in one transfer; run the detectors on it."""
+        if not self._losses and not self._measured:
+            return []
+        start = len(self.events)
+        losses, measured = self._losses, self._measured
+        self._losses, self._measured = [], []
+        parts = [[l] for _, l, _ in losses if isinstance(l, torch.Tensor)]
+        parts += [stats.host_parts() for _, f, w in measured for stats in ((f, w) if w else (f,))]
+        values = iter(_split(_to_host(p for group in parts for p in group), parts))
+        steps, floats, lrs = [], [], {}
+        for step, loss, lr in losses:
+            if isinstance(loss, torch.Tensor):
+                (loss,) = next(values)
+            steps.append(step)
+            floats.append(loss)
+            lrs[step] = lr
+            if math.isfinite(loss):
+                self._epoch_loss[0] += loss
+                self._epoch_loss[1] += 1
+        baseline = self.run_info.get("unigram_entropy")
+        if baseline and steps and steps[0] == 1:  # so `analyze` knows the collapse level too
+            self.log("data/unigram_entropy", baseline, 0)
+        self.loss.report(self, steps, floats, [lrs[s] for s in steps], self.epoch)
+        for step, flow, weights in measured:
+            g = flow.from_host(next(values))
+            w = weights.from_host(next(values)) if weights is not None else None
+            reading = GradientReading(g["gains"], g["grad_norm"], nonfinite_params=g["nonfinite_params"],
+                                      total_params=len(g["param_grad_norms"]), weights=w)
+            self.gradients.report(self, step, reading, lrs.get(step), self.epoch)
+        self.sinks.flush()
+        return self.events[start:]
+
+    # --- state -------------------------------------------------------------------------
+    def current_lr(self) -> float | None:
+        return self.optimizer.param_groups[0]["lr"] if self.optimizer is not None else None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue the detectors exactly (JSON-safe).
+        Pending measurements are reported first, so nothing measured is lost."""
+        self.flush()
+        parts = {"loss": self.loss, "gradients": self.gradients, "evaluation": self.evaluation}
+        return {"step": self.step, "epoch": self.epoch, "lr_scale": self.lr_scale,
+                "epoch_loss": list(self._epoch_loss),
+                **{k: p.state_dict() for k, p in parts.items() if p is not None}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.epoch, self.lr_scale = state["step"], state["epoch"], state["lr_scale"]
+        self._epoch_loss = list(state["epoch_loss"])
+        for key, part in (("loss", self.loss), ("gradients", self.gradients), ("evaluation", self.evaluation)):
+            if part is not None and state.get(key) is not None:
+                part.load_state_dict(state[key])
+        if self.flow is not None:  # the next step may not be the one armed for
+            self.flow.detach()
+            self._arm()
+
+    def close(self) -> None:
+        """Report what is pending and remove every hook; the monitor measures nothing after."""
+        self.flush()
+        if self.flow is not None:
+            self.flow.close()
+        if self.updates is not None:
+            self.updates.close()
+        self.flow = self.updates = None
+        self._flow_now = None
+
+    def _arm(self) -> None:
+        if self.flow is not None and self.monitors(self.step + 1) and not self.flow.attached:
+            self.flow.attach()
+
+
+def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    if optimizer is None or not optimizer.param_groups:
+        return {}
+    g = optimizer.param_groups[0]
+    lr = g.get("initial_lr", g.get("lr"))  # a torch scheduler keeps the configured LR there
+    return {k: float(v) for k, v in (("lr", lr), ("weight_decay", g.get("weight_decay")))
+            if isinstance(v, (int, float))}
+
+
+def _to_host(parts: Iterable[torch.Tensor]) -> list[float]:
+    parts = [p.reshape(-1) for p in parts]
+    if not parts:
+        return []
+    device = parts[0].device
+    return torch.cat([p.to(device, torch.float32) for p in parts]).tolist()
+
+
+def _split(values: list[float], groups: list[list[torch.Tensor]]) -> list[list[float]]:
+    out, pos = [], 0
+    for group in groups:
+        n = sum(p.numel() for p in group)
+        out.append(values[pos:pos + n])
+        pos += n
+    return out

@@ -23,6 +23,7 @@ it raised; `events` holds all of them. Decisions are for the host to carry out:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -37,6 +38,7 @@ from trainvitals.monitor.outbox import Outbox
 from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
 from trainvitals.sinks.base import SinkHub
+from trainvitals.sinks.console import ConsoleSink
 
 __all__ = ["Monitor"]
 
@@ -44,14 +46,15 @@ __all__ = ["Monitor"]
 class Monitor(Outbox):
     """`run_info`: facts about the run that advice names (`lr` = the peak LR you set,
     `gradient_clip`, `warmup_steps`, `weight_decay`, `unigram_entropy`, model sizes);
-    `lr` and `weight_decay` default to the optimizer's. `can_set_lr=False` for a host
-    that cannot apply `lr_scale` (its LR actions then say what to set instead)."""
+    `lr` and `weight_decay` default to the optimizer's. `sinks` default to the console.
+    `can_set_lr=False` for a host that cannot apply `lr_scale` (its LR actions then say
+    what to set instead)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  config: MonitorConfig | None = None, *, blocks: Sequence[tuple[str, nn.Module]] | None = None,
                  sinks: SinkHub | None = None, run_info: dict[str, Any] | None = None,
                  can_set_lr: bool = True) -> None:
-        super().__init__(sinks, can_set_lr)
+        super().__init__(sinks if sinks is not None else SinkHub([ConsoleSink(progress_bar=False)]), can_set_lr)
         self.config = c = config if config is not None else MonitorConfig()
         self.model, self.optimizer = model, optimizer
         self.run_info = {**_optimizer_facts(optimizer), **(run_info or {})}
@@ -79,13 +82,17 @@ class Monitor(Outbox):
         """Whether optimizer step `step` (1-based) is measured."""
         return (step - 1) % self.config.gradient_monitor_interval == 0
 
-    def after_backward(self) -> None:
-        """The step's gradients are complete, unscaled and not yet clipped."""
+    def after_backward(self, grad_scale: torch.Tensor | float | None = None) -> None:
+        """The step's gradients are complete and not yet clipped. If they still carry a
+        loss scale (fp16 before `GradScaler.unscale_`), pass it: norms are divided by it."""
         self._lr_now = self.current_lr()
         if self.flow is None or not self.flow.attached:
             return
-        self._flow_now = self.flow.collect()
+        stats = self.flow.collect()
         self.flow.detach()
+        if grad_scale is not None:  # gains are ratios, so the scale cancels in them
+            stats = replace(stats, grad_norm=stats.grad_norm / grad_scale, param_norms=stats.param_norms / grad_scale)
+        self._flow_now = stats
         if self.updates is not None:
             self.updates.before_step()
 

@@ -1,0 +1,1 @@
+"""Hosts for the `Monitor` inside other trainers: `transformers` and `lightning` (extras)."""

@@ -1,0 +1,173 @@
+"""`TrainvitalsCallback` for Hugging Face `transformers.Trainer`: one line to add.
+
+    trainer = Trainer(model=model, args=args, ..., callbacks=[TrainvitalsCallback()])
+
+Where each part comes from in HF's loop (transformers 5.x):
+
+| what | where |
+|---|---|
+| block gains | tensor hooks on the blocks' inputs and outputs during a monitored step's backward |
+| grad norms, non-finite gradients | at the end of the step's last backward, before HF clips (a queued autograd callback) |
+| weight updates | snapshot at that point, measured in `on_optimizer_step` from the real optimizer |
+| step loss | a forward hook reading `output.loss` of each training micro-batch |
+| validation loss | `metrics["eval_loss"]` in `on_evaluate` (or the epoch end when HF does not evaluate) |
+| stop | `control.should_training_stop` |
+
+HF cannot have its LR changed by a callback, so `reduce_lr` actions name the value to
+set instead. `on_nonfinite_loss="skip_step"` is not available here. Scalars and events
+go to the TensorBoard run HF writes (`TENSORBOARD_LOGGING_DIR`, else the newest
+`output_dir/runs/*`), events to the console too, from the main process only. Detector
+state is saved in `trainer_state.json` and restored with
+`restore_callback_states_from_checkpoint=True`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from trainvitals.errors import ConfigError
+from trainvitals.events import Event
+from trainvitals.integrations._common import StepLoss, as_config, config_dict
+from trainvitals.monitor.config import MonitorConfig
+from trainvitals.monitor.monitor import Monitor
+from trainvitals.sinks.base import SinkHub
+from trainvitals.sinks.console import ConsoleSink
+
+__all__ = ["TrainvitalsCallback"]
+
+
+class TrainvitalsCallback(TrainerCallback, ExportableState):
+    def __init__(self, config: MonitorConfig | dict[str, Any] | None = None, logdir: str | None = None,
+                 blocks: Any = None) -> None:
+        self.config = as_config(config)
+        if self.config.on_nonfinite_loss == "skip_step":
+            raise ConfigError("on_nonfinite_loss='skip_step': HF Trainer cannot skip a step from a callback; "
+                              "use 'stop' or 'warn'")
+        self.logdir, self.blocks = logdir, blocks
+        self.monitor: Monitor | None = None
+        self.saved_state: dict[str, Any] | None = None  # set by HF when it restores the callback
+        self._loss = StepLoss()
+        self._sum_losses = False
+        self._accum = 1  # HF's gradient_accumulation_steps
+        self._handles: list[Any] = []
+        self._queued = False
+        self._scaler = None
+        self._events: list[Event] = []
+
+    @property
+    def events(self) -> list[Event]:
+        """Every event raised so far, in order."""
+        return self.monitor.events if self.monitor is not None else self._events
+
+    # --- HF's hooks ----------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs) -> None:
+        real = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the real one
+        self._scaler = getattr(optimizer, "scaler", None)
+        sinks = SinkHub()
+        if state.is_world_process_zero:
+            from trainvitals.sinks.tensorboard import TensorBoardSink
+            sinks = SinkHub([TensorBoardSink(self.logdir or _hf_tensorboard_dir(args)),
+                             ConsoleSink(progress_bar=False)])
+        info = {"gradient_clip": args.max_grad_norm or None, "warmup_steps": args.warmup_steps or None,
+                "epochs": args.num_train_epochs}
+        self.monitor = Monitor(model, real, self.config, blocks=self.blocks, sinks=sinks,
+                               run_info={k: v for k, v in info.items() if v is not None}, can_set_lr=False)
+        if self.saved_state is not None:
+            self.monitor.load_state_dict(self.saved_state)
+        self._accum = args.gradient_accumulation_steps
+        self._handles = [model.register_forward_hook(self._capture_loss, with_kwargs=True)]
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        m = self.monitor
+        if m is not None and m.flow is not None and m.flow.attached:
+            # the step's last backward ends before HF clips: measure there (queued by a grad hook)
+            params = [p for p in m.model.parameters() if p.requires_grad]
+            self._handles += [p.register_post_accumulate_grad_hook(self._queue) for p in params]
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs) -> None:
+        if self.monitor is not None and not self._queued:
+            self._measure()  # records the step's LR; measures if the backward hook did not
+
+    def on_optimizer_step(self, args, state, control, **kwargs) -> None:
+        if self.monitor is not None:
+            self.monitor.after_optimizer_step()
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        if self.monitor is None:
+            return
+        self._remove_grad_hooks()
+        loss = self._loss.take(mean=not self._sum_losses)
+        self.monitor.step_end(loss if loss is not None else float("nan"))
+        if self.monitor.stop_reason is not None:
+            control.should_training_stop = True
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
+        if self.monitor is not None and metrics and "eval_loss" in metrics:
+            self.monitor.end_epoch(float(metrics["eval_loss"]))
+            if self.monitor.stop_reason is not None:
+                control.should_training_stop = True
+
+    def on_epoch_end(self, args, state, control, **kwargs) -> None:
+        if self.monitor is not None and str(args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+            self.monitor.end_epoch()
+
+    def on_train_end(self, args, state, control, **kwargs) -> None:
+        if self.monitor is not None:
+            self.saved_state = self.monitor.state_dict()
+            self.monitor.close()
+            self.monitor.sinks.close()
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    # --- ExportableState: what trainer_state.json keeps (JSON) ----------------------------
+    def state(self) -> dict[str, Any]:
+        saved = self.monitor.state_dict() if self.monitor is not None else self.saved_state
+        return {"args": {"config": config_dict(self.config), "logdir": self.logdir},
+                "attributes": {"saved_state": saved}}
+
+    # --- internals ------------------------------------------------------------------------
+    def _capture_loss(self, module, args, kwargs, output) -> None:
+        loss = getattr(output, "loss", None) if not isinstance(output, dict) else output.get("loss")
+        if module.training and torch.is_grad_enabled() and isinstance(loss, torch.Tensor):
+            self._loss.add(loss)
+            # with num_items_in_batch, each micro-batch's loss is already a share of the step's
+            self._sum_losses = kwargs.get("num_items_in_batch") is not None
+
+    def _queue(self, param: torch.Tensor) -> None:
+        # the last micro-batch's backward (a short last step of an epoch is measured in
+        # on_pre_optimizer_step instead, after HF's clipping)
+        if not self._queued and self._loss.count == self._accum:
+            self._queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._measure)
+
+    def _measure(self) -> None:
+        scaler = self._scaler  # fp16: HF unscales only when it clips, after this point
+        scale = getattr(scaler, "_scale", None) if scaler is not None and scaler.is_enabled() else None
+        self.monitor.after_backward(grad_scale=scale)
+
+    def _remove_grad_hooks(self) -> None:
+        keep = self._handles[:1]  # the loss hook
+        for h in self._handles[1:]:
+            h.remove()
+        self._handles, self._queued = keep, False
+
+
+def _hf_tensorboard_dir(args: Any) -> str:
+    """The run directory HF's TensorBoardCallback writes to (it picks it in on_train_begin,
+    which runs before ours): TENSORBOARD_LOGGING_DIR, else the newest output_dir/runs/*."""
+    env = os.getenv("TENSORBOARD_LOGGING_DIR")
+    if env:
+        return os.path.expanduser(env)
+    runs = Path(args.output_dir) / "runs"
+    found = sorted((p for p in runs.glob("*") if p.is_dir() and any(p.glob("events.out.tfevents*"))),
+                   key=lambda p: p.stat().st_mtime)
+    if found:
+        return str(found[-1])
+    from transformers.training_args import default_logdir
+    return os.path.join(args.output_dir, default_logdir())

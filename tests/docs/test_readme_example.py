@@ -1,4 +1,4 @@
-"""The README's own-loop example runs as written."""
+"""The README's own-loop example runs as written, on the Monitor."""
 import re
 from pathlib import Path
 
@@ -9,7 +9,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 def test_own_loop_example_runs(capsys):
     text = README.read_text()
-    section = text.split("## In your own training loop", 1)[1]
+    section = text.split("### In your own training loop", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     from trainvitals.tasks.lm.model import GPT, GPTConfig
     torch.manual_seed(0)
@@ -22,5 +22,8 @@ def test_own_loop_example_runs(capsys):
         "optimizer": torch.optim.AdamW(model.parameters(), lr=1e-3),
     }
     exec(compile(code, "README.md", "exec"), env)
-    assert env["step"] == 24 and env["ema"] is not None
-    assert env["stats"]["gains"].keys() == {str(i) for i in range(6)}
+    monitor = env["monitor"]
+    assert env["step"] == 24 and monitor.step == 24 and monitor.epoch == 1
+    assert monitor.loss.signals.value is not None  # the EMA saw every step
+    assert monitor.gradients.signals.drift.count == 8  # steps 1, 4, ..., 22 measured
+    assert env["events"] == monitor.events[-len(env["events"]):] if env["events"] else True

@@ -193,3 +193,10 @@ def test_a_real_hf_trainer_run(tmp_path):
     state = _json(tmp_path / "bad" / "checkpoint-30")  # HF saves it before the last evaluation
     assert [(e["kind"], e["step"]) for e in state["events"] if e["source"] != "evaluation"] == [
         (e["kind"], e["step"]) for e in bad["events"] if e["source"] != "evaluation"]
+
+
+def test_a_log_of_ours_that_ended_before_its_first_loss_is_not_told_to_map_tags(tmp_path):
+    with SummaryWriter(str(tmp_path / "r")) as w:
+        w.add_scalar("data/unigram_entropy", 3.26, 0)  # the trainer's first write
+    out = _json(tmp_path / "r")
+    assert out["events"] == [] and out["series"] == {}

@@ -83,14 +83,19 @@ def apply_roles(run: RunLog, tags: dict[str, str] | None = None) -> RunLog:
         if epoch_losses:
             series["train/epoch_loss"] = epoch_losses
     out = replace(run, series=dict(sorted(series.items())), problems=problems)
-    if any(run.series.values()) and not _usable(out):
-        raise ConfigError(_no_usable_tag(run))
+    if any(run.series.values()) and not _usable(out) and not any(map(_ours, out.series)):
+        raise ConfigError(_no_usable_tag(run))  # ours but too short (e.g. only train/lr): no error
     return out
 
 
 def _usable(run: RunLog) -> bool:
     return any(run.series.get(t) for t in _USABLE) or any(
         v for t, v in run.series.items() if t.startswith(_USABLE_PREFIXES))
+
+
+def _ours(tag: str) -> bool:
+    return tag in ROLES.values() or tag.startswith(("train/step_loss", "gradient_monitor/", "weight_monitor/",
+                                                     "evaluation/", "data/"))
 
 
 def _no_usable_tag(run: RunLog) -> str:

@@ -23,6 +23,8 @@ KINDS = (
     "loss_spike",
     "loss_divergence",
     "unigram_collapse",
+    "loss_above_init",
+    "early_loss_jump",
     "mean_gain_absolute",
     "mean_gain_drift",
     "nonfinite_gradients",
@@ -37,6 +39,7 @@ KINDS = (
     "lr_too_low",
     "lr_too_high",
     "no_learning",
+    "bad_batch",
     "action",
     "cleared",
 )

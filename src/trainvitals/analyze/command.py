@@ -10,6 +10,7 @@ from typing import Any
 
 from trainvitals.analyze.readers import read_runs
 from trainvitals.analyze.replay import AnalyzeConfig, Analysis, replay
+from trainvitals.analyze.roles import ROLES, apply_roles, parse_tags
 from trainvitals.events import ALERT, WARNING
 from trainvitals.sinks.console import format_event
 
@@ -21,20 +22,26 @@ def add_analyze_parsers(sub: Any) -> None:
     p = sub.add_parser("analyze", help="replay the detectors over the logs of a finished or crashed run")
     p.add_argument("path", help="a TensorBoard log directory (or a directory of runs), a .jsonl or a .csv")
     p.add_argument("--json", action="store_true", help='print {"events": [...], "series": {...}}')
+    p.add_argument("--tag", action="append", default=[], metavar="ROLE=TAG",
+                   help="read TAG as ROLE, for logs of other writers (repeatable; HF Trainer logs are "
+                        f"known); roles: {', '.join(ROLES)}")
     add_config_flags(p, AnalyzeConfig)
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     from trainvitals.cli_config import build_configs
-    given = {k: v for k, v in vars(args).items() if k not in ("command", "path", "json", "func")}
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "path", "json", "func", "tag")}
     (cfg,) = build_configs(given, AnalyzeConfig)
-    return analyze(args.path, cfg, as_json=args.json)
+    return analyze(args.path, cfg, as_json=args.json, tags=args.tag)
 
 
-def analyze(path: str, cfg: AnalyzeConfig, as_json: bool = False, out=None) -> int:
+def analyze(path: str, cfg: AnalyzeConfig, as_json: bool = False, out=None,
+            tags: list[str] | None = None) -> int:
+    """`tags`: ["ROLE=TAG", ...], other writers' names for the series (`analyze.roles`)."""
     out = out or sys.stdout
-    runs = read_runs(path)
+    roles = parse_tags(tags)
+    runs = {name: apply_roles(run, roles) for name, run in read_runs(path).items()}
     results = {name: replay(run, cfg) for name, run in runs.items()}
     for a in results.values():
         for line in a.problems:

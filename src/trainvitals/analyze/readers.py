@@ -1,4 +1,5 @@
-"""Read a run's logs into scalar series: TensorBoard event files, trainvitals JSONL, CSV.
+"""Read a run's logs into scalar series: TensorBoard event files, trainvitals JSONL, CSV,
+and the `trainer_state.json` an HF `Trainer` writes into each checkpoint.
 
 Damage inside a log (a truncated event file, a bad JSON line, a cell that is not a
 number) is kept out of the series and described in `RunLog.problems`; only a path that
@@ -17,11 +18,13 @@ import numpy as np
 from trainvitals.analyze.tfrecord import EventFileScalars, read_event_file
 from trainvitals.errors import ConfigError
 
-__all__ = ["EXPECTED", "RunLog", "is_event_file", "read_run", "read_runs"]
+__all__ = ["EXPECTED", "HF_STATE", "RunLog", "hf_tag", "is_event_file", "read_run", "read_runs"]
 
 Series = dict[str, list[tuple[int, float]]]
 
-EXPECTED = "expected a TensorBoard log directory, an events.out.tfevents file, a .jsonl or a .csv"
+EXPECTED = ("expected a TensorBoard log directory, an events.out.tfevents file, a .jsonl, a .csv, "
+            "or an HF trainer_state.json (or a checkpoint directory holding one)")
+HF_STATE = "trainer_state.json"
 _MAX_LINE_PROBLEMS = 10  # per file; the rest are counted in one more line
 
 
@@ -50,9 +53,12 @@ def _event_files(folder: Path) -> list[Path]:
 
 
 def read_run(path: str | Path, *, check_crc: bool = False) -> RunLog:
-    """Read one run: a directory of event files (merged), one event file, a .jsonl or a .csv.
+    """Read one run: a directory of event files (merged), one event file, a .jsonl, a .csv
+    or an HF `trainer_state.json`.
 
-    A directory with no event files but exactly one .jsonl reads that file. The JSONL
+    A directory with no event files but exactly one .jsonl reads that file; one with a
+    `trainer_state.json` (an HF checkpoint) reads that, and one whose `checkpoint-N/`
+    subdirectories hold them (an HF output directory) reads the latest. The JSONL
     beside event files (trainvitals writes both) gives the run's events.
     `check_crc` also verifies each event record's data checksum (slower).
     """
@@ -79,6 +85,9 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
             return run
         if len(jsonls) == 1:
             return _read_jsonl(jsonls[0], name)
+        state = _hf_state_in(path)
+        if state is not None:
+            return _read_hf_state(state, name)
         runs = _run_dirs(path)
         hint = f" (it holds {len(runs)} runs in subdirectories: use read_runs)" if runs else ""
         raise ConfigError(f"{path}: no event files or single .jsonl in this directory{hint}; "
@@ -89,6 +98,8 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
         return _read_jsonl(path, path.stem)
     if path.suffix.lower() == ".csv":
         return _read_csv(path)
+    if path.suffix.lower() == ".json":
+        return _read_hf_state(path, path.resolve().parent.name)
     raise ConfigError(f"{path}: not a log this reads; {EXPECTED}")
 
 
@@ -300,4 +311,53 @@ def _read_csv(path: Path) -> RunLog:
                     problems.add(line_no, f"{tag} {cell!r} is not a number")
     run.series = _sorted_series(points)
     run.problems = problems.done()
+    return run
+
+
+def _hf_state_in(folder: Path) -> Path | None:
+    """`folder/trainer_state.json`, else that of its latest `checkpoint-N/` (the one
+    with the largest N holds the longest history)."""
+    if (folder / HF_STATE).is_file():
+        return folder / HF_STATE
+    found = [(int(d.name[len("checkpoint-"):]), d / HF_STATE) for d in folder.glob("checkpoint-*")
+             if d.name[len("checkpoint-"):].isdigit() and (d / HF_STATE).is_file()]
+    return max(found)[1] if found else None
+
+
+def hf_tag(key: str) -> str:
+    """The TensorBoard tag HF's `TensorBoardCallback` writes for a `log_history` key
+    (its `rewrite_logs`): `eval_loss` -> `eval/loss`, `loss` -> `train/loss`."""
+    for prefix in ("eval", "test"):
+        if key.startswith(prefix + "_"):
+            return f"{prefix}/{key[len(prefix) + 1:]}"
+    return "train/" + key
+
+
+def _read_hf_state(path: Path, name: str) -> RunLog:
+    """An HF `trainer_state.json`: each `log_history` entry is one logging call at its
+    `step` (HF's global_step: optimizer steps, 1-based). Keys are renamed as HF's
+    TensorBoard callback names them, so a run reads the same from either file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            state = json.load(f)
+    except ValueError as e:
+        raise ConfigError(f"{path}: not JSON ({e}); {EXPECTED}") from None
+    history = state.get("log_history") if isinstance(state, dict) else None
+    if not isinstance(history, list):
+        raise ConfigError(f"{path}: no 'log_history' list, so not an HF trainer_state.json; {EXPECTED}")
+    run = RunLog(name=name)
+    points: dict[str, dict[int, float]] = {}
+    problems = _Problems(path.name)
+    for i, entry in enumerate(history):
+        try:
+            step = _int_step(entry["step"])
+        except (KeyError, TypeError, ValueError):
+            problems.add(i + 1, "log_history entry without an integer 'step'")
+            continue
+        for key, value in entry.items():
+            if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # strings, lists: not scalars
+            points.setdefault(hf_tag(key), {})[step] = float(value)
+    run.series = _sorted_series(points)
+    run.problems = [p.replace(" line ", " log_history entry ") for p in problems.done()]
     return run

@@ -5,6 +5,13 @@ returns an ``EpochReport``: the ``evaluation/*`` metrics (every epoch) and, on t
 configured evaluation epochs, a full diagnosis with concrete advice. Two checks run
 whatever ``evaluation_epochs`` says: the learning-rate check after epoch 1 and
 ``no_learning``. ``PlateauLRPolicy`` turns reports into LR cuts and early stops.
+
+Given the step an epoch ended at and the warmup, progress is judged by steps and LR
+phase rather than by epoch count (epochs may be far shorter than the warmup): while
+the LR still ramps up, nothing is said about slow progress (``lr_too_low``,
+``no_learning``, the diagnosis), only a rising loss; "still falling" compares the
+val loss with the one ``_PROGRESS_STEPS`` or more steps back, not one epoch back. Given the last finite step loss before a non-finite epoch, a loss that was
+healthy just before blames the batch (``bad_batch``), not the learning rate.
 """
 from __future__ import annotations
 
@@ -32,6 +39,14 @@ _HIGH_OF_BASELINE, _HIGH_DROP = 0.70, 0.25
 _LR_CUT = 0.5           # seed: "Reduce learning rate by 0.5x"
 _LR_CUT_HARD = 1 / 3    # a rising or collapsed loss needs a firmer cut (seed: 3e-4 -> 1e-4)
 _LR_RAISE = 3.0
+# With steps known, "still falling" is measured over at least this many steps (longer
+# epochs: over the previous one). Measured on 10-step epochs of our tiny LM: 20 steps
+# still calls a healthy run stuck; 30 does not, and finds a collapse at lr 0.3 by step
+# 60 (50: step 90; 100: step 140).
+_PROGRESS_STEPS = 30
+# A step loss at most this far above the previous epoch's mean is healthy (the
+# divergence check's climb): a non-finite loss right after it came from its batch.
+_HEALTHY_CLIMB = 0.2
 # Common widths, so that advice proposes a size people use (seed: 512 -> 768, 768 -> 512).
 _WIDTHS = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 _RULE = "=" * 70
@@ -71,27 +86,40 @@ class EpochEvaluator:
         self.gap_threshold = float(gap_threshold)
         self.plateau_window = plateau_window
         self.baseline_loss = baseline_loss
-        self._history: list[list[Any]] = []  # [epoch, train, val, lr]; None where unknown
+        self._history: list[list[Any]] = []  # [epoch, train, val, lr, step]; None where unknown
         self._no_learning = Condition("no_learning", _SOURCE)
 
     def update(self, epoch: int, train_loss: float, val_loss: float | None,
-               lr: float | None = None, run_info: dict | None = None) -> EpochReport:
-        """Record one epoch; return its metrics and (on evaluation epochs) findings."""
+               lr: float | None = None, run_info: dict | None = None, *, step: int | None = None,
+               warmup_steps: int | None = None, last_finite_loss: float | None = None) -> EpochReport:
+        """Record one epoch; return its metrics and (on evaluation epochs) findings.
+
+        Optional, for judging by steps (module doc): ``step``, the optimizer step the
+        epoch ended at; ``warmup_steps``, the run's linear warmup; ``last_finite_loss``,
+        for an epoch whose train loss is non-finite, the last finite step loss before
+        its first non-finite one. None leaves the epoch-count rules as they were.
+        """
         train, val = _finite(train_loss), _finite(val_loss)
         # An epoch seen again (resumed from an earlier snapshot) replaces what followed it.
         while self._history and self._history[-1][0] >= epoch:
             self._history.pop()
-        self._history.append([epoch, train, val, _finite(lr)])
+        self._history.append([epoch, train, val, _finite(lr), step])
         info = dict(run_info or {})
         if "lr" not in info and _finite(lr) is not None:
             info["lr"] = lr
+        if warmup_steps is not None:
+            info.setdefault("warmup_steps", warmup_steps)
+        warming = step is not None and bool(warmup_steps) and step <= warmup_steps
         evaluated = epoch in self.evaluation_epochs
         report = EpochReport(epoch, evaluated, metrics=self._metrics(),
                              train_loss=train, val_loss=val)
-        report.events += self._check_lr(epoch, train_loss, info)
-        report.events += self._check_no_learning(epoch, val, info, evaluated)
+        report.events += self._check_lr(epoch, train_loss, info, warming, _finite(last_finite_loss))
+        if not warming:  # a slow start at a ramping LR is what warmup does
+            report.events += self._check_no_learning(epoch, val, info, evaluated)
         if evaluated and val is None:
             report.reason = "no validation loss"
+        elif evaluated and warming:
+            report.reason = f"the learning rate is still warming up (step {step} of {warmup_steps})"
         elif evaluated:
             report.events += self._diagnose(info)
         return report
@@ -110,13 +138,16 @@ class EpochEvaluator:
         return all(abs(b - a) < _PLATEAU_TOL * a for a, b in zip(window, window[1:]))
 
     # --- checks that run whatever evaluation_epochs says -------------------------------
-    def _check_lr(self, epoch: int, raw_train: float, info: dict) -> list[Event]:
+    def _check_lr(self, epoch: int, raw_train: float, info: dict, warming: bool = False,
+                  last_finite: float | None = None) -> list[Event]:
         h = self._history
         if epoch != 1 or len(h) < 2 or h[-2][0] != 0 or h[-2][1] is None:
             return []
         t0, t1 = h[-2][1], _finite(raw_train)
         lr, warmup = _num(info, "lr"), _num(info, "warmup_steps")
         values = {"train_loss_0": t0, "train_loss_1": t1, "lr": lr}
+        if t1 is None and last_finite is not None and last_finite <= (1 + _HEALTHY_CLIMB) * t0:
+            return [_bad_batch_event(epoch, raw_train, last_finite, t0, values)]
         if t1 is None or t1 > t0:
             sugg = [_lr_change(lr, _LR_CUT_HARD),
                     f"Lengthen warmup: {warmup:.0f} → {2 * warmup:.0f} steps" if warmup
@@ -126,7 +157,7 @@ class EpochEvaluator:
             return [_event("lr_too_high", ALERT, f"Training loss rose in epoch 1: {t0:.3f} → "
                            f"{shown}: learning rate too high (instability)", epoch, sugg, values)]
         drop = _rate(t0, t1)
-        if drop is None or drop >= self.improvement_threshold:
+        if drop is None or drop >= self.improvement_threshold or warming:
             return []
         sugg = [_lr_change(lr, _LR_RAISE),
                 f"Shorten warmup: {warmup:.0f} → {warmup // 2:.0f} steps" if warmup
@@ -150,7 +181,7 @@ class EpochEvaluator:
                 "Check that the parameters are updating (frozen_parameters events)"]
         values = {"val_loss": val, "baseline_loss": b}
         # Still falling fast (> 5%/epoch) is a run on its way down, not one that is stuck.
-        rate = _rate(self._history[-2][2], val) if len(self._history) >= 2 else None
+        rate = _rate(self._earlier_val(), val)
         falling = rate is not None and rate > _GOOD_RATE
         # A training loss well under the baseline means the model did learn: a val loss up
         # at the baseline then is memorization (overfitting, diagnosed below), not no learning.
@@ -165,6 +196,21 @@ class EpochEvaluator:
             # A report on an evaluation epoch is a full diagnosis: restate the alert there.
             events = [_event("no_learning", ALERT, msg, epoch, sugg, values)]
         return events
+
+    def _earlier_val(self) -> float | None:
+        """The val loss to measure "still falling" from: the previous epoch's, or, when
+        steps are known, the latest one at least _PROGRESS_STEPS steps back (the
+        first one if the run is younger), so short epochs are not judged on a few steps."""
+        h = self._history
+        if len(h) < 2:
+            return None
+        step = h[-1][4]
+        if step is None or any(e[4] is None for e in h[:-1]):
+            return h[-2][2]
+        known = [e for e in h[:-1] if e[2] is not None]
+        back = [e for e in known if e[4] <= step - _PROGRESS_STEPS]
+        ref = back[-1] if back else (known[0] if known else None)
+        return ref[2] if ref is not None else None
 
     # --- the diagnosis of an evaluation epoch ------------------------------------------
     def _diagnose(self, info: dict) -> list[Event]:
@@ -270,7 +316,7 @@ class EpochEvaluator:
                 "no_learning": self._no_learning.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._history = [list(e) for e in state["history"]]
+        self._history = [(list(e) + [None])[:5] for e in state["history"]]  # older: no step
         self._no_learning.load_state_dict(state["no_learning"])
 
 
@@ -292,6 +338,17 @@ def format_report(report: EpochReport) -> str:
         lines.append("")
     lines += [f"ℹ️  {e.message}" for e in report.events if e.severity == INFO]
     return "\n".join(lines + [_RULE])
+
+
+def _bad_batch_event(epoch: int, raw_train: float, last: float, t0: float, values: dict) -> Event:
+    return _event("bad_batch", ALERT, f"Training loss became {raw_train} in epoch 1 right after a "
+                  f"healthy step loss {last:.3f} (epoch 0 mean: {t0:.3f}): one bad batch, not the "
+                  "learning rate", epoch,
+                  ["Check the data of the step that went non-finite (the nonfinite_loss event names "
+                   "it): extreme values, empty or corrupt sequences, wrong token ids",
+                   "Resume from the last finite snapshot, skipping that batch",
+                   "Set on_nonfinite_loss = \"skip_step\" so such a step is not applied"],
+                  {**values, "last_finite_loss": last})
 
 
 def _event(kind: str, severity: str, message: str, epoch: int, suggestions, values) -> Event:

@@ -11,6 +11,7 @@ from typing import Any
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.divergence import LossDivergenceDetector, UnigramCollapseDetector
+from trainvitals.signals.early_loss import EarlyLossDetector
 from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.nonfinite import NonFiniteLossCheck
 
@@ -29,6 +30,8 @@ class LossSignals:
         self.divergence = LossDivergenceDetector(c.spike_factor, climb=c.divergence_climb,
                                                  patience=c.divergence_patience)
         self.collapse = UnigramCollapseDetector(baseline_loss) if baseline_loss else None
+        # issue 13 (wt13): early-failure rules; values proposed for the config's one declaration
+        self.early = EarlyLossDetector(rise=0.5, jump=1.5, horizon=20)
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off
         self._smooth = self.ema or LossEMA(c.ema_alpha, c.ema_init)
 
@@ -38,6 +41,7 @@ class LossSignals:
         events = self.nonfinite.update(loss, step, epoch, lr=lr, gradient_clip=gradient_clip)
         if not math.isfinite(loss):
             return None, events
+        events += self.early.update(loss, step, lr=lr, gradient_clip=gradient_clip)  # issue 13 (wt13)
         smooth = self._smooth.update(loss)
         events += self.divergence.update(loss, step, ema=smooth)
         if self.collapse is not None and smooth is not None:
@@ -51,7 +55,8 @@ class LossSignals:
     def state_dict(self) -> dict[str, Any]:
         return {"ema": self._smooth.state_dict(), "nonfinite": self.nonfinite.state_dict(),
                 "divergence": self.divergence.state_dict(),
-                "collapse": self.collapse.state_dict() if self.collapse else None}
+                "collapse": self.collapse.state_dict() if self.collapse else None,
+                "early": self.early.state_dict()}  # issue 13 (wt13)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._smooth.load_state_dict(state["ema"])
@@ -59,3 +64,5 @@ class LossSignals:
         self.divergence.load_state_dict(state["divergence"])
         if self.collapse is not None and state.get("collapse"):
             self.collapse.load_state_dict(state["collapse"])
+        if state.get("early"):  # issue 13 (wt13); absent from snapshots written before it
+            self.early.load_state_dict(state["early"])

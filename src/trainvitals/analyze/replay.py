@@ -90,11 +90,12 @@ def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
     losses = run.series.get("train/step_loss", [])
     if losses:
         out.steps = losses[-1][0]
-        part = LossMonitorCallback(monitor_cfg, baseline, cfg.gradient_clip or None)
+        uniform = run.series["data/uniform_loss"][-1][1] if run.series.get("data/uniform_loss") else None
+        part = LossMonitorCallback(monitor_cfg, baseline, cfg.gradient_clip or None, uniform)
         steps = [s for s, _ in losses]
         part.report(box, steps, [v for _, v in losses], [lr_at(s) for s in steps], log_inputs=False)
     _replay_gradients(run, cfg, monitor_cfg, lr_at, box)
-    _replay_epochs(run, monitor_cfg, baseline, lr_at, box)
+    _replay_epochs(run, cfg, monitor_cfg, baseline, lr_at, box)
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
     return out
 
@@ -128,17 +129,26 @@ def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, monitor_cfg: MonitorConfi
         part.report(box, step, reading, lr_at(step), log_inputs=False)
 
 
-def _replay_epochs(run: RunLog, monitor_cfg: MonitorConfig, baseline: float | None, lr_at,
-                   box: _ReplayOutbox) -> None:
+def _replay_epochs(run: RunLog, cfg: AnalyzeConfig, monitor_cfg: MonitorConfig, baseline: float | None,
+                   lr_at, box: _ReplayOutbox) -> None:
     train = run.series.get("train/epoch_loss", [])
     val = dict(run.series.get("val/loss", []))
     if not train:
         return
     part = PostEpochEvaluationCallback(monitor_cfg, baseline)
+    info = {"warmup_steps": cfg.warmup_steps} if cfg.warmup_steps else {}
+    losses, start = run.series.get("train/step_loss", []), 0
     for i, (x, train_loss) in enumerate(train):
         # an epoch CSV counts epochs; a trainer log writes epoch values at the step they ended
         epoch, step = (x, None) if run.index == "epoch" else (i, x)
-        part.report(box, epoch, step, train_loss, val.get(x), lr_at(x) if step else None)
+        before_bad = None
+        if step is not None:  # as live: the last finite step loss before the epoch's first non-finite one
+            end = bisect.bisect_right([s for s, _ in losses], step)
+            bad = next((k for k in range(start, end) if not math.isfinite(losses[k][1])), None)
+            if bad is not None:
+                before_bad = next((v for _, v in reversed(losses[:bad]) if math.isfinite(v)), None)
+            start = end
+        part.report(box, epoch, step, train_loss, val.get(x), lr_at(x) if step else None, info, before_bad)
 
 
 def _step_lookup(points: list[tuple[int, float]]):

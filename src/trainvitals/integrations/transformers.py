@@ -22,6 +22,7 @@ state is saved in `trainer_state.json` and restored with
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -73,8 +74,10 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
             from trainvitals.sinks.tensorboard import TensorBoardSink
             sinks = SinkHub([TensorBoardSink(self.logdir or _hf_tensorboard_dir(args)),
                              ConsoleSink(progress_bar=False)])
-        info = {"gradient_clip": args.max_grad_norm or None, "warmup_steps": args.warmup_steps or None,
-                "epochs": args.num_train_epochs}
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        warmup = args.warmup_steps if args.warmup_steps >= 1 else None  # under 1 it is a ratio
+        info = {"gradient_clip": args.max_grad_norm or None, "warmup_steps": int(warmup) if warmup else None,
+                "epochs": args.num_train_epochs, "uniform_loss": math.log(vocab) if vocab else None}
         self.monitor = Monitor(model, real, self.config, blocks=self.blocks, sinks=sinks,
                                run_info={k: v for k, v in info.items() if v is not None}, can_set_lr=False)
         if self.saved_state is not None:

@@ -25,6 +25,9 @@ class DetectorConfig:
     spike_factor: float = 3.0  # loss_spike: a loss above N x the median of the last 50
     divergence_climb: float = 0.2  # loss_divergence: smoothed loss this fraction above its running minimum ...
     divergence_patience: int = 20  # ... for this many steps
+    early_loss_rise: float = 0.5  # loss_above_init: a loss this fraction above the loss at initialisation
+    early_loss_jump: float = 1.5  # early_loss_jump: in the first steps, a loss N x its lowest so far ...
+    early_loss_horizon: int = 20  # ... within this many steps (then the spike check has its history)
     # --- Enhancement 2: gradient flow -------------------------------------------------
     mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
     mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
@@ -52,6 +55,9 @@ class DetectorConfig:
         check_range("spike_factor", self.spike_factor, 1, lo_open=True)
         check_range("divergence_climb", self.divergence_climb, 0, lo_open=True)
         check_range("divergence_patience", self.divergence_patience, 1)
+        check_range("early_loss_rise", self.early_loss_rise, 0, lo_open=True)
+        check_range("early_loss_jump", self.early_loss_jump, 1, lo_open=True)
+        check_range("early_loss_horizon", self.early_loss_horizon, 2)
         check_range("mean_gain_drift_threshold", self.mean_gain_drift_threshold, 0, lo_open=True, allow_inf=True)
         if isinstance(self.mean_gain_absolute_threshold, str):
             check_choice("mean_gain_absolute_threshold", self.mean_gain_absolute_threshold, ("auto",))
@@ -81,6 +87,7 @@ class MonitorConfig(DetectorConfig):
     enable_gradient_monitor: bool = True
     gradient_monitor_interval: int = 3  # monitor step 1, then every N steps (cost: README, "What monitoring costs")
     on_gain_alert: str = "warn"  # "warn" | "reduce_lr" | "stop"
+    log_per_param: bool = False  # also one update-ratio tag per parameter (default: per block and group)
     enable_post_epoch_evaluation: bool = True
     auto_adjust: bool = False  # cut LR on plateau and stop early (safe, logged actions)
 

@@ -27,10 +27,13 @@ class PostEpochEvaluationCallback:
         self.policy = PlateauLRPolicy() if c.auto_adjust else None
 
     def report(self, out: Outbox, epoch: int, step: int | None, train_loss: float | None,
-               val_loss: float | None, lr: float | None, run_info: dict[str, Any] | None = None) -> None:
-        """`lr`: the LR to name in advice (the configured peak LR where known)."""
+               val_loss: float | None, lr: float | None, run_info: dict[str, Any] | None = None,
+               last_finite_loss: float | None = None) -> None:
+        """`lr`: the LR to name in advice (the configured peak LR where known);
+        `last_finite_loss`: in an epoch that turned non-finite, the step loss just before."""
         info = {**(run_info or {}), **({"lr": lr} if lr is not None else {})}
-        report = self.evaluator.update(epoch, train_loss, val_loss, lr=lr, run_info=info)
+        report = self.evaluator.update(epoch, train_loss, val_loss, lr=lr, run_info=info, step=step,
+                                       warmup_steps=info.get("warmup_steps"), last_finite_loss=last_finite_loss)
         for tag, value in report.metrics.items():  # an epoch-indexed log (a CSV) has no step
             out.log(f"evaluation/{tag}", value, epoch if step is None else step)
         events = [e if e.step is not None or step is None else replace(e, step=step) for e in report.events]

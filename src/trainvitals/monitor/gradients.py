@@ -7,12 +7,18 @@ by `gain_aggregates`, whoever measured them. Tags written:
 | tag | when |
 |---|---|
 | `gradient_monitor/mean_gain`, `mean_gain_all`, `max_gain`, `amplification`, `gain/<block>` | block gains known |
-| `gradient_monitor/grad_norm` | grad norm known |
+| `gradient_monitor/grad_norm`, `gradient_monitor/grad_norm/<group>` | grad norm known |
 | `gradient_monitor/mean_gain_ma`, `gradient_monitor/mean_gain_drift` | drift detector |
-| `weight_monitor/update_ratio/<param>`, `update_ratio_mean`, `update_ratio_max`, `frozen_params` | a measured step |
+| `weight_monitor/update_ratio/<group>`, `update_ratio_mean`, `update_ratio_max`, `frozen_params` | a measured step |
+| `weight_monitor/update_ratio/<param>` | with `log_per_param` |
+
+A group is a block (`"0"`, `"encoder.1"`) or, outside the blocks, the module that owns
+the parameter (`"tok_emb"`, `"head"`): a group's grad norm is the 2-norm of its
+parameters' gradients, its update ratio ||dW|| / ||W|| over all of its parameters.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,7 +29,7 @@ from trainvitals.signals.advice import fmt_lr
 from trainvitals.signals.frozen import FrozenParamsDetector
 from trainvitals.signals.gradient_signals import GradientSignals, gain_aggregates
 
-__all__ = ["GradientMonitorCallback", "GradientReading"]
+__all__ = ["GradientMonitorCallback", "GradientReading", "group_norms"]
 
 _GAIN_KINDS = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump")
 
@@ -37,7 +43,18 @@ class GradientReading:
     max_gain: float | None = None  # likewise
     nonfinite_params: list[str] | None = None  # parameters whose gradient norm is NaN or inf
     total_params: int = 0
+    param_grad_norms: dict[str, float] | None = None  # per parameter
     weights: dict[str, Any] | None = None  # WeightUpdateStats.to_host(), or the logged ratios
+    groups: dict[str, str] | None = None  # parameter -> its block or module, for per-group tags
+
+
+def group_norms(values: dict[str, float], groups: dict[str, str]) -> dict[str, float]:
+    """The 2-norm over each group of per-parameter 2-norms (ungrouped names are their own group)."""
+    sums: dict[str, float] = {}
+    for name, v in values.items():
+        g = groups.get(name, name)
+        sums[g] = sums.get(g, 0.0) + v * v
+    return {g: math.sqrt(v) for g, v in sums.items()}
 
 
 class GradientMonitorCallback:
@@ -61,6 +78,9 @@ class GradientMonitorCallback:
                 out.log(f"gradient_monitor/gain/{block}", gain, step)
             if r.grad_norm is not None:
                 out.log("gradient_monitor/grad_norm", r.grad_norm, step)
+            if r.param_grad_norms and r.groups:
+                for group, norm in group_norms(r.param_grad_norms, r.groups).items():
+                    out.log(f"gradient_monitor/grad_norm/{group}", norm, step)
         events = self.signals.update(step, mean_gain, r.grad_norm, r.gains or None, lr, r.nonfinite_params,
                                      r.total_params, max_gain)
         if mean_gain is not None:
@@ -71,7 +91,7 @@ class GradientMonitorCallback:
         w = r.weights
         if w is not None and not w.get("skipped"):
             if log_inputs:
-                for name, ratio in w["update_ratio"].items():
+                for name, ratio in self._ratios(w, r.groups).items():
                     out.log(f"weight_monitor/update_ratio/{name}", ratio, step)
                 for tag in ("update_ratio_mean", "update_ratio_max", "frozen_params"):
                     out.log(f"weight_monitor/{tag}", w[tag], step)
@@ -82,6 +102,14 @@ class GradientMonitorCallback:
         if mean_gain is not None:
             out.status["Gain"] = f"{mean_gain:.3f}"
         self._act_on_gain_alerts(out, events, step, lr, epoch)
+
+    def _ratios(self, w: dict[str, Any], groups: dict[str, str] | None) -> dict[str, float]:
+        """Update ratios per group, and per parameter with `log_per_param` (or no groups)."""
+        if not groups or "update_norms" not in w:
+            return w["update_ratio"]
+        dw, norm = group_norms(w["update_norms"], groups), group_norms(w["weight_norms"], groups)
+        out = {g: 0.0 if dw[g] == 0 else (dw[g] / norm[g] if norm[g] > 0 else math.nan) for g in dw}
+        return {**out, **w["update_ratio"]} if self.config.log_per_param else out
 
     def _act_on_gain_alerts(self, out: Outbox, events: list[Event], step: int, lr: float | None,
                             epoch: int | None) -> None:

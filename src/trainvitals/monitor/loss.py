@@ -18,9 +18,9 @@ __all__ = ["LossMonitorCallback"]
 
 class LossMonitorCallback:
     def __init__(self, config: MonitorConfig | None = None, baseline_loss: float | None = None,
-                 gradient_clip: float | None = None) -> None:
+                 gradient_clip: float | None = None, uniform_loss: float | None = None) -> None:
         self.config = config if config is not None else MonitorConfig()
-        self.signals = LossSignals(self.config, baseline_loss, self.config.enable_ema_loss)
+        self.signals = LossSignals(self.config, baseline_loss, self.config.enable_ema_loss, uniform_loss)
         self.gradient_clip = gradient_clip
         self.last: float | None = None  # the latest step loss reported
 

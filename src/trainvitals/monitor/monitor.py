@@ -44,8 +44,9 @@ __all__ = ["Monitor"]
 
 
 class Monitor(Outbox):
-    """`run_info`: facts about the run that advice names (`lr` = the peak LR you set,
-    `gradient_clip`, `warmup_steps`, `weight_decay`, `unigram_entropy`, model sizes);
+    """`run_info`: facts about the run that advice names or detectors compare with (`lr` =
+    the peak LR you set, `gradient_clip`, `warmup_steps`, `weight_decay`, `unigram_entropy`,
+    `uniform_loss` = ln of the vocabulary size, model sizes);
     `lr` and `weight_decay` default to the optimizer's. `sinks` default to the console.
     `can_set_lr=False` for a host that cannot apply `lr_scale` (its LR actions then say
     what to set instead)."""
@@ -62,7 +63,7 @@ class Monitor(Outbox):
         clip = self.run_info.get("gradient_clip") or None
         self.step = 0  # optimizer steps done; step s is logged at s (1-based)
         self.epoch = 0
-        self.loss = LossMonitorCallback(c, baseline, clip)
+        self.loss = LossMonitorCallback(c, baseline, clip, self.run_info.get("uniform_loss"))
         self.flow = GradientFlowProbe(model, blocks) if c.enable_gradient_monitor else None
         self.updates = WeightUpdateProbe(model, optimizer) \
             if c.enable_gradient_monitor and optimizer is not None else None
@@ -70,11 +71,15 @@ class Monitor(Outbox):
             c, max(1, len(self.flow.block_names)), gradient_clip=clip,
             warmup_steps=self.run_info.get("warmup_steps")) if self.flow is not None else None
         self.evaluation = PostEpochEvaluationCallback(c, baseline) if c.enable_post_epoch_evaluation else None
-        self._losses: list[tuple[int, Any, float | None]] = []  # (step, loss tensor or float, lr)
+        self.groups = _param_groups(model, self.flow.blocks if self.flow is not None else [])
+        self._losses: list[tuple[int, Any, float | None, bool]] = []  # (step, loss tensor or float, lr, skipped)
         self._measured: list[tuple[int, GradientFlowStats, WeightUpdateStats | None]] = []
         self._flow_now: GradientFlowStats | None = None
         self._lr_now: float | None = None
-        self._epoch_loss = [0.0, 0]  # sum and count of the finite step losses this epoch
+        self._epoch_loss = [0.0, 0]  # sum and count of the applied steps' losses this epoch
+        self._before_nonfinite: float | None = None  # the epoch's last finite loss before its first non-finite
+        self._last_finite: float | None = None
+        self._skipping = False  # skip_step() said this step is left out
         self._arm()
 
     # --- the loop's points ----------------------------------------------------------------
@@ -106,7 +111,9 @@ class Monitor(Outbox):
         self.after_optimizer_step()
         self.step += 1
         lr = self._lr_now if self._lr_now is not None else self.current_lr()
-        self._losses.append((self.step, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), lr))
+        self._losses.append((self.step, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), lr,
+                             self._skipping))
+        self._skipping = False
         if self._flow_now is not None:
             weights = self.updates.collect() if self.updates is not None and self.updates.measured else None
             self._measured.append((self.step, self._flow_now, weights))
@@ -119,11 +126,13 @@ class Monitor(Outbox):
         (one host sync per step: the price of that policy, and only under it)."""
         if self.config.on_nonfinite_loss != "skip_step":
             return False
-        return not bool(torch.isfinite(torch.as_tensor(loss)))
+        self._skipping = not bool(torch.isfinite(torch.as_tensor(loss)))
+        return self._skipping
 
     def end_epoch(self, val_loss: float | None = None, train_loss: float | None = None) -> list[Event]:
         """After validation: log the epoch's losses, run the post-epoch checks.
-        `train_loss` defaults to the mean of the epoch's finite step losses (NaN if none)."""
+        `train_loss` defaults to the mean loss of the epoch's applied steps (NaN if every
+        step was skipped, or an applied one was non-finite)."""
         self.flush()
         start = len(self.events)
         if train_loss is None:
@@ -134,15 +143,15 @@ class Monitor(Outbox):
         if self.evaluation is not None:
             peak = self.run_info.get("lr")
             self.evaluation.report(self, self.epoch, self.step, train_loss, val_loss,
-                                   peak * self.lr_scale if peak else self.current_lr(), self.run_info)
+                                   peak * self.lr_scale if peak else self.current_lr(), self.run_info,
+                                   self._before_nonfinite)
         self.epoch += 1
-        self._epoch_loss = [0.0, 0]
+        self._epoch_loss, self._before_nonfinite = [0.0, 0], None
         self.sinks.flush()
         return self.events[start:]
 
     def epoch_loss(self) -> float:
-        """Mean of this epoch's finite step losses reported so far (NaN if none: every step
-        was non-finite, so skipped or stopped)."""
+        """Mean loss of this epoch's applied steps reported so far (NaN if none)."""
         total, count = self._epoch_loss
         return total / count if count else math.nan
 
@@ -158,28 +167,34 @@ class Monitor(Outbox):
         start = len(self.events)
         losses, measured = self._losses, self._measured
         self._losses, self._measured = [], []
-        parts = [[l] for _, l, _ in losses if isinstance(l, torch.Tensor)]
+        parts = [[l] for _, l, _, _ in losses if isinstance(l, torch.Tensor)]
         parts += [stats.host_parts() for _, f, w in measured for stats in ((f, w) if w else (f,))]
         values = iter(_split(_to_host(p for group in parts for p in group), parts))
         steps, floats, lrs = [], [], {}
-        for step, loss, lr in losses:
+        for step, loss, lr, skipped in losses:
             if isinstance(loss, torch.Tensor):
                 (loss,) = next(values)
             steps.append(step)
             floats.append(loss)
             lrs[step] = lr
-            if math.isfinite(loss):
+            if not skipped:
                 self._epoch_loss[0] += loss
                 self._epoch_loss[1] += 1
-        baseline = self.run_info.get("unigram_entropy")
-        if baseline and steps and steps[0] == 1:  # so `analyze` knows the collapse level too
-            self.log("data/unigram_entropy", baseline, 0)
+            if math.isfinite(loss):
+                self._last_finite = loss
+            elif self._before_nonfinite is None:
+                self._before_nonfinite = self._last_finite
+        if steps and steps[0] == 1:  # so `analyze` knows the reference levels too
+            for tag in ("unigram_entropy", "uniform_loss"):
+                if self.run_info.get(tag):
+                    self.log(f"data/{tag}", self.run_info[tag], 0)
         self.loss.report(self, steps, floats, [lrs[s] for s in steps], self.epoch)
         for step, flow, weights in measured:
             g = flow.from_host(next(values))
             w = weights.from_host(next(values)) if weights is not None else None
             reading = GradientReading(g["gains"], g["grad_norm"], nonfinite_params=g["nonfinite_params"],
-                                      total_params=len(g["param_grad_norms"]), weights=w)
+                                      total_params=len(g["param_grad_norms"]), weights=w,
+                                      param_grad_norms=g["param_grad_norms"], groups=self.groups)
             self.gradients.report(self, step, reading, lrs.get(step), self.epoch)
         self.sinks.flush()
         return self.events[start:]
@@ -194,12 +209,14 @@ class Monitor(Outbox):
         self.flush()
         parts = {"loss": self.loss, "gradients": self.gradients, "evaluation": self.evaluation}
         return {"step": self.step, "epoch": self.epoch, "lr_scale": self.lr_scale,
-                "epoch_loss": list(self._epoch_loss),
+                "epoch_loss": list(self._epoch_loss), "last_finite": self._last_finite,
+                "before_nonfinite": self._before_nonfinite,
                 **{k: p.state_dict() for k, p in parts.items() if p is not None}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.epoch, self.lr_scale = state["step"], state["epoch"], state["lr_scale"]
         self._epoch_loss = list(state["epoch_loss"])
+        self._last_finite, self._before_nonfinite = state["last_finite"], state["before_nonfinite"]
         for key, part in (("loss", self.loss), ("gradients", self.gradients), ("evaluation", self.evaluation)):
             if part is not None and state.get(key) is not None:
                 part.load_state_dict(state[key])
@@ -220,6 +237,12 @@ class Monitor(Outbox):
     def _arm(self) -> None:
         if self.flow is not None and self.monitors(self.step + 1) and not self.flow.attached:
             self.flow.attach()
+
+
+def _param_groups(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]]) -> dict[str, str]:
+    """Parameter name -> the block that holds it, else the module that owns it."""
+    block_of = {id(p): name for name, block in blocks for p in block.parameters()}
+    return {name: block_of.get(id(p), name.rpartition(".")[0] or name) for name, p in model.named_parameters()}
 
 
 def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:

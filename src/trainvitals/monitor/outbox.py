@@ -30,6 +30,7 @@ class Outbox:
     def __init__(self, sinks: SinkHub | None = None, can_set_lr: bool = True) -> None:
         self.sinks = sinks if sinks is not None else SinkHub()
         self.events: list[Event] = []  # every event raised so far, in order
+        self.scalars: dict[str, tuple[int, float]] = {}  # the latest (step, value) of every tag
         self.status: dict[str, str] = {}  # short figures for a console line ("EMA", "Gain")
         self.can_set_lr = can_set_lr
         self.lr_scale = 1.0  # product of the LR cuts decided so far; the host applies it
@@ -37,6 +38,7 @@ class Outbox:
         self.stop_message = ""
 
     def log(self, tag: str, value: float, step: int) -> None:
+        self.scalars[tag] = (step, value)
         self.sinks.log(tag, value, step)
 
     def emit(self, events: Event | Iterable[Event], echo: bool = True) -> None:

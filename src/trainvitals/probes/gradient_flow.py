@@ -183,6 +183,11 @@ class GradientFlowProbe:
         self._reset()
 
     @property
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        """The measured blocks, named."""
+        return list(zip(self.block_names, self._blocks))
+
+    @property
     def attached(self) -> bool:
         return bool(self._module_handles)
 

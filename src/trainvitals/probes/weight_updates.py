@@ -77,13 +77,17 @@ class WeightUpdateStats:
         """The 1-d fp32 tensors `from_host` reads back, in order."""
         head = torch.stack([self.update_ratio_mean, self.update_ratio_max,
                             self.frozen_params.to(torch.float32)]).float()
-        return [head, self.update_ratio.float(), self.unchanged.to(torch.float32)]
+        return [head, self.update_ratio.float(), self.unchanged.to(torch.float32),
+                self.update_norms.float(), self.weight_norms.float()]
 
     def from_host(self, values: list[float]) -> dict[str, Any]:
         n = len(self.param_names)
-        ratios, flags = values[3:3 + n], values[3 + n:]
+        ratios, flags = values[3:3 + n], values[3 + n:3 + 2 * n]
+        dw, w = values[3 + 2 * n:3 + 3 * n], values[3 + 3 * n:]
         return {
             "update_ratio": dict(zip(self.param_names, ratios)),
+            "update_norms": dict(zip(self.param_names, dw)),
+            "weight_norms": dict(zip(self.param_names, w)),
             "update_ratio_mean": values[0],
             "update_ratio_max": values[1],
             "frozen_params": int(values[2]),

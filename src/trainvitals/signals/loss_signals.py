@@ -1,7 +1,8 @@
 """Every detector that reads the step loss, composed once for the trainer and `analyze`.
 
 `LossSignals.update(loss, step)` folds the loss into the EMA and runs the non-finite,
-spike/divergence and (when the unigram entropy is known) collapse checks.
+early-failure (loss above its initial value, a jump over its minimum in the first
+steps), spike/divergence and (when the unigram entropy is known) collapse checks.
 """
 from __future__ import annotations
 
@@ -20,18 +21,18 @@ __all__ = ["LossSignals"]
 
 class LossSignals:
     """`config`'s thresholds (defaults: `DetectorConfig()`); `baseline_loss`, the unigram
-    entropy of the data when known, turns on the collapse check."""
+    entropy of the data when known, turns on the collapse check; `uniform_loss` (ln of the
+    vocabulary size), when known, is the loss at initialisation the early check compares with."""
 
     def __init__(self, config: DetectorConfig | None = None, baseline_loss: float | None = None,
-                 enable_ema: bool = True) -> None:
+                 enable_ema: bool = True, uniform_loss: float | None = None) -> None:
         c = config if config is not None else DetectorConfig()
         self.ema = LossEMA(c.ema_alpha, c.ema_init) if enable_ema else None
         self.nonfinite = NonFiniteLossCheck()
         self.divergence = LossDivergenceDetector(c.spike_factor, climb=c.divergence_climb,
                                                  patience=c.divergence_patience)
         self.collapse = UnigramCollapseDetector(baseline_loss) if baseline_loss else None
-        # issue 13 (wt13): early-failure rules; values proposed for the config's one declaration
-        self.early = EarlyLossDetector(rise=0.5, jump=1.5, horizon=20)
+        self.early = EarlyLossDetector(c.early_loss_rise, c.early_loss_jump, c.early_loss_horizon, uniform_loss)
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off
         self._smooth = self.ema or LossEMA(c.ema_alpha, c.ema_init)
 
@@ -41,7 +42,7 @@ class LossSignals:
         events = self.nonfinite.update(loss, step, epoch, lr=lr, gradient_clip=gradient_clip)
         if not math.isfinite(loss):
             return None, events
-        events += self.early.update(loss, step, lr=lr, gradient_clip=gradient_clip)  # issue 13 (wt13)
+        events += self.early.update(loss, step, lr=lr, gradient_clip=gradient_clip)
         smooth = self._smooth.update(loss)
         events += self.divergence.update(loss, step, ema=smooth)
         if self.collapse is not None and smooth is not None:
@@ -56,7 +57,7 @@ class LossSignals:
         return {"ema": self._smooth.state_dict(), "nonfinite": self.nonfinite.state_dict(),
                 "divergence": self.divergence.state_dict(),
                 "collapse": self.collapse.state_dict() if self.collapse else None,
-                "early": self.early.state_dict()}  # issue 13 (wt13)
+                "early": self.early.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._smooth.load_state_dict(state["ema"])
@@ -64,5 +65,5 @@ class LossSignals:
         self.divergence.load_state_dict(state["divergence"])
         if self.collapse is not None and state.get("collapse"):
             self.collapse.load_state_dict(state["collapse"])
-        if state.get("early"):  # issue 13 (wt13); absent from snapshots written before it
+        if state.get("early"):  # absent from snapshots written before the early check
             self.early.load_state_dict(state["early"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 from trainvitals.events import Event
@@ -23,13 +24,26 @@ LAYOUT = {
 
 
 class TensorBoardSink(Sink):
+    """Scalars of one step go out as one event holding every value (TensorBoard reads a
+    summary with many values as one point per tag), not one event per scalar."""
+
     def __init__(self, logdir: str | Path, purge_step: int | None = None) -> None:
         self.writer = SummaryWriter(log_dir=str(logdir), purge_step=purge_step)
         if purge_step is None:
             self.writer.add_custom_scalars(LAYOUT)
+        self._step: int | None = None
+        self._values: list[Summary.Value] = []
 
     def log(self, tag: str, value: float, step: int) -> None:
-        self.writer.add_scalar(tag, value, step)
+        if step != self._step:
+            self._write()
+            self._step = step
+        self._values.append(Summary.Value(tag=tag, simple_value=float(value)))
+
+    def _write(self) -> None:
+        if self._values:
+            self.writer._get_file_writer().add_summary(Summary(value=self._values), self._step)
+            self._values = []
 
     def emit(self, event: Event) -> None:
         lines = [f"**{event.severity}** `{event.kind}` ({event.where()}): {event.message}"]
@@ -37,7 +51,9 @@ class TensorBoardSink(Sink):
         self.writer.add_text(f"events/{event.kind}", "\n".join(lines), event.step or 0)
 
     def flush(self) -> None:
+        self._write()
         self.writer.flush()
 
     def close(self) -> None:
+        self._write()
         self.writer.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -31,7 +32,8 @@ def train_lm(given: dict[str, Any], resume: str | None = None) -> int:
                         data_cfg.val_fraction, cfg.seed)
     model = GPT(model_cfg)
     run_info = {"task": "lm", "data_config": dataclasses.asdict(data_cfg),
-                "unigram_entropy": corpus.unigram_entropy, **_model_facts(model_cfg)}
+                "unigram_entropy": corpus.unigram_entropy, "uniform_loss": math.log(model_cfg.vocab_size),
+                **_model_facts(model_cfg)}
     trainer = LanguageModelTrainer(model, cfg, sinks=run.open_sinks(), model_config=model_cfg, run_info=run_info)
     if run.saved is not None:
         trainer.load_state_dict(run.saved)

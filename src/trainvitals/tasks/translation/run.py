@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterator
 
 import torch
@@ -58,7 +59,8 @@ def train_translation(given: dict[str, Any], resume: str | None = None) -> int:
     seed_everything(cfg.seed)
     data = load_translation_data(data_cfg)
     model = TranslationTransformer(model_cfg)
-    run_info = {"task": "translation", "unigram_entropy": data.unigram_entropy(), "d_model": model_cfg.d_model,
+    run_info = {"task": "translation", "unigram_entropy": data.unigram_entropy(),
+                "uniform_loss": math.log(model_cfg.vocab_size), "d_model": model_cfg.d_model,
                 "n_layers": model_cfg.n_encoder_layers + model_cfg.n_decoder_layers, "dropout": model_cfg.dropout,
                 "label_smoothing": model_cfg.label_smoothing, "data_config": dataclasses.asdict(data_cfg)}
     trainer = TranslationTrainer(model, cfg, sinks=run.open_sinks(), model_config=model_cfg, run_info=run_info)

@@ -229,7 +229,8 @@ class Trainer:
     def _end_epoch(self, val_data: Any) -> None:
         self._flush()
         epoch = self.epoch
-        train_loss = float(self._epoch_loss_sum / max(1, self._epoch_loss_count))
+        # issue 14: an epoch whose every step was skipped has no loss: NaN, not 0 (no snapshot then)
+        train_loss = float(self._epoch_loss_sum / self._epoch_loss_count) if self._epoch_loss_count else math.nan
         val_loss = self.evaluate(val_data) if val_data is not None else None
         self.last_val_loss = val_loss
         self.log("train/epoch_loss", train_loss)
@@ -287,8 +288,15 @@ class Trainer:
             if cb.state_key in saved:
                 cb.load_state_dict(saved[cb.state_key])
 
-    def save_snapshot(self, path: str | Path | None = None, best: bool = False) -> Path:
-        """Write a snapshot atomically (default: snapshots/step_N.pt in the run directory)."""
+    def save_snapshot(self, path: str | Path | None = None, best: bool = False) -> Path | None:
+        """Write a snapshot atomically (default: snapshots/step_N.pt in the run directory).
+
+        Not written (None) if the parameters are not finite: the last finite one is kept."""
+        # issue 14: one fused finite check, on snapshot steps only
+        if not snap.params_finite(self.model):
+            self.print(f"snapshot at step {self.global_step} not written: the parameters are not finite; "
+                       f"the last finite snapshot is kept")
+            return None
         state = self.state_dict()
         if path is None:
             if self.snapshot_dir is None:

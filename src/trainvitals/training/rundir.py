@@ -37,8 +37,9 @@ def run_artifacts(d: Path) -> list[str]:
     """Names in `d` that only a run writes: its logs and snapshots."""
     if not d.is_dir():
         return []
-    found = sorted(p.name for p in d.iterdir()
-                   if p.name == "metrics.jsonl" or p.name.startswith("events.out.tfevents."))
+    names = {p.name for p in d.iterdir()}
+    found = ["TensorBoard event files"] if any(n.startswith("events.out.tfevents.") for n in names) else []
+    found += ["metrics.jsonl"] if "metrics.jsonl" in names else []
     snaps = d / "snapshots"
     if snaps.is_dir() and any(snaps.iterdir()):
         found.append("snapshots/")

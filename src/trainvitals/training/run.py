@@ -160,8 +160,12 @@ class RunStart:
         if self._sinks is not None:
             with contextlib.suppress(Exception):
                 self._sinks.close()
-        if self.rundir is not None:
-            self.rundir.discard_new() if self.saved is None else self.rundir.release()
+        if self.rundir is None:
+            return
+        if self.saved is None:
+            self.rundir.discard_new()
+        else:
+            self.rundir.release()
 
 
 def _is_rank_zero() -> bool:

@@ -183,8 +183,12 @@ class RunDir:
         if self._before is None:
             return
         for q in self.path.iterdir():
-            if q.name not in self._before and q.name != LOCK_NAME:
-                shutil.rmtree(q) if q.is_dir() and not q.is_symlink() else q.unlink(missing_ok=True)
+            if q.name in self._before or q.name == LOCK_NAME:
+                continue
+            if q.is_dir() and not q.is_symlink():
+                shutil.rmtree(q)
+            else:
+                q.unlink(missing_ok=True)
         self.release()
         if self.created:
             try:

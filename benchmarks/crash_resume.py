@@ -76,11 +76,12 @@ def _writing(logdir: Path) -> bool:
         return False
 
 
-def _attempt(logdir: Path, rng: random.Random, budget_s: float, during_write: bool, res: Result) -> bool:
+def _attempt(logdir: Path, rng: random.Random, budget_s: float, during_write: bool, res: Result,
+             after_kill: bool) -> bool:
     """One process: killed (False) or run to completion (True)."""
     resume = _has_snapshot(logdir)
+    res.before_first_snapshot += after_kill and not resume
     if not resume and logdir.exists():
-        res.before_first_snapshot += 1
         shutil.rmtree(logdir)  # no snapshot to resume: start again, as the refusal says
     res.resumes += resume
     proc = subprocess.Popen(_command(logdir, resume), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -152,13 +153,14 @@ def run_benchmark(kills: int, seed: int = 0, workdir: str | None = None) -> Resu
         if proc.returncode != 0:
             raise SystemExit(f"the uninterrupted run failed:\n{proc.stderr}")
         budget = time.time() - start  # a kill comes within one run's wall time
-        attempt = 0
+        attempt, after_kill = 0, False
         while res.kills < kills:
             attempt += 1
-            if _attempt(run, rng, budget, during_write=attempt % 3 == 0, res=res):
+            after_kill = not _attempt(run, rng, budget, attempt % 3 == 0, res, after_kill)
+            if not after_kill:
                 _compare(ref, run, res)  # completed before all kills: check it, then again from scratch
                 shutil.rmtree(run)
-        while not _attempt(run, rng, budget * 100, during_write=False, res=res):
+        while not _attempt(run, rng, budget * 100, False, res, after_kill):
             pass  # the last resume, not killed
         _compare(ref, run, res)
     res.wall_s = time.time() - t0

@@ -81,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SnapshotError) as e:
         print(f"trainvitals {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside the training loop, which handles it itself
+        print(f"trainvitals {args.command}: interrupted; what was written before stays as it was "
+              f"(snapshots are written atomically)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

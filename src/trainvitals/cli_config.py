@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trainvitals.config import config_from_dict
-from trainvitals.errors import ConfigError
+from trainvitals.errors import ConfigError, check_field_types
 
 __all__ = ["add_config_flags", "build_configs", "load_toml"]
 
@@ -96,6 +96,11 @@ def load_toml(path: str) -> dict[str, Any]:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config={path!r}: not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config={path!r}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                          f"save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config={path!r}: cannot read ({e.strerror or e})") from None
     flat: dict[str, Any] = {}
     for k, v in data.items():  # allow [trainer] / [model] / [data] sections too
         if isinstance(v, dict):
@@ -117,5 +122,6 @@ def build_configs(given: dict[str, Any], *classes: type, source: str = "flags") 
         for k, v in mine.items():
             if isinstance(v, float) and math.isnan(v):
                 raise ConfigError(f"{k}=nan: expected a number")
+        check_field_types(cls, mine)  # before the config's own checks, which assume the types
         out.append(config_from_dict(cls, mine, source))
     return out

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from trainvitals.errors import ConfigError, check_choice, check_range
-from trainvitals.monitor.config import MonitorConfig, check_field_types
+from trainvitals.monitor.config import MonitorConfig
 
 __all__ = ["TrainerConfig", "config_from_dict"]
 
@@ -45,7 +45,6 @@ class TrainerConfig(MonitorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_field_types(self, TrainerConfig)
         for name in ("batch_size", "grad_accum_steps", "keep_snapshots"):
             check_range(name, getattr(self, name), 1)
         for name in ("epochs", "max_steps", "steps_per_epoch", "warmup_steps", "lr_decay_steps", "seed"):

@@ -125,4 +125,17 @@ def _markdown(name: str, series: dict, events: list[Event], reports: list[str], 
 def add_report_parser(sub: Any) -> None:
     p = sub.add_parser("report", help="write report.png and report.md for a run directory")
     p.add_argument("rundir", help="the --logdir of a run")
-    p.set_defaults(func=lambda args: print(f"wrote {write_report(args.rundir)} and report.png") or 0)
+    p.set_defaults(func=_report_command)
+
+
+def _report_command(args: Any) -> int:
+    from trainvitals.errors import ConfigError
+    rundir = Path(args.rundir)
+    if not rundir.is_dir():
+        what = "a file" if rundir.exists() else "no such directory"
+        raise ConfigError(f"rundir={args.rundir!r}: {what}; give the run directory (the --logdir of a run)")
+    try:
+        print(f"wrote {write_report(rundir)} and report.png")
+    except OSError as e:
+        raise ConfigError(f"rundir={args.rundir!r}: cannot write the report ({e.strerror or e})") from None
+    return 0

@@ -1,4 +1,5 @@
 """The gradient monitor inside the trainer: tags, frozen parameters, no syncs, no leftover hooks."""
+import pytest
 import torch
 from test_loss_monitor import Memory
 
@@ -35,8 +36,12 @@ def test_tags_on_monitored_steps_including_the_first():
     t.fit(corpus())
     assert [s for s, _ in mem.scalars["gradient_monitor/mean_gain"]] == [1, 3, 5, 7, 9, 11]
     for tag in ("gradient_monitor/gain/0", "gradient_monitor/gain/1", "gradient_monitor/grad_norm",
-                "weight_monitor/frozen_params", "weight_monitor/update_ratio/blocks.0.attn.qkv.weight"):
+                "gradient_monitor/grad_norm/0", "gradient_monitor/grad_norm/tok_emb",
+                "weight_monitor/frozen_params", "weight_monitor/update_ratio/0", "weight_monitor/update_ratio/head"):
         assert len(mem.scalars[tag]) == 6, tag
+    # one tag per block and per module outside the blocks, not one per parameter
+    groups = {t.rsplit("/", 1)[1] for t in mem.scalars if t.startswith("weight_monitor/update_ratio/")}
+    assert groups == {"0", "1", "tok_emb", "pos_emb", "ln_f", "head"}
     gains = [v for _, v in mem.scalars["gradient_monitor/gain/1"]]
     assert all(0.1 < g < 10 for g in gains)
 
@@ -136,3 +141,32 @@ def test_max_gain_jump_factor_from_the_config_reaches_the_live_check():
     t.fit(corpus())
     jumps = [e for e in mem.events if e.kind == "max_gain_jump"]
     assert jumps and all(e.values["factor"] == 1.01 for e in jumps)
+
+
+def test_group_figures_equal_the_ones_computed_from_the_weights_and_gradients():
+    class Capture(TrainerCallback):  # step 1: the gradients before the step, the weights around it
+        def on_backward_end(self, ctx):
+            if ctx.global_step == 0:
+                self.before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+                self.grads = {n: p.grad.detach().clone() for n, p in ctx.model.named_parameters()}
+
+        def on_step_end(self, ctx):
+            if ctx.global_step == 1:
+                self.after = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+
+    cap = Capture()
+    t, mem = trainer(callbacks=[cap], max_steps=2, gradient_clip=0.0)
+    t.fit(corpus())
+    block0 = [n for n in cap.before if n.startswith("blocks.0.")]
+    dw = torch.linalg.vector_norm(torch.stack([(cap.after[n] - cap.before[n]).norm() for n in block0]))
+    w = torch.linalg.vector_norm(torch.stack([cap.before[n].norm() for n in block0]))
+    g = torch.linalg.vector_norm(torch.stack([cap.grads[n].norm() for n in block0]))
+    assert dict(mem.scalars["weight_monitor/update_ratio/0"])[1] == pytest.approx(float(dw / w), rel=1e-4)
+    assert dict(mem.scalars["gradient_monitor/grad_norm/0"])[1] == pytest.approx(float(g), rel=1e-5)
+
+
+def test_per_parameter_ratio_tags_on_request():
+    t, mem = trainer(log_per_param=True, max_steps=2)
+    t.fit(corpus())
+    assert "weight_monitor/update_ratio/blocks.0.attn.qkv.weight" in mem.scalars
+    assert "weight_monitor/update_ratio/0" in mem.scalars

@@ -15,7 +15,7 @@ from typing import Any
 from trainvitals.analyze.readers import RunLog
 from trainvitals.errors import check_range
 from trainvitals.events import Event
-from trainvitals.monitor.config import DetectorConfig, MonitorConfig, check_field_types
+from trainvitals.monitor.config import DetectorConfig, MonitorConfig
 from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
 from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReading
 from trainvitals.monitor.loss import LossMonitorCallback
@@ -40,7 +40,6 @@ class AnalyzeConfig(DetectorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_field_types(self, AnalyzeConfig)
         check_range("num_layers", self.num_layers, 0)
         check_range("gradient_clip", self.gradient_clip, 0)
         check_range("warmup_steps", self.warmup_steps, 0)

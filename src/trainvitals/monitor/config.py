@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from trainvitals.errors import ConfigError, check_choice, check_range, check_type
+from trainvitals.errors import ConfigError, check_choice, check_field_types, check_range
 
-__all__ = ["DetectorConfig", "MonitorConfig", "check_field_types", "parse_int_list"]
+__all__ = ["DetectorConfig", "MonitorConfig", "parse_int_list"]
 
 
 @dataclass
@@ -43,9 +43,10 @@ class DetectorConfig:
     plateau_window: int = 3
 
     def __post_init__(self) -> None:
+        # every field of the concrete class (TrainerConfig's too) has its annotated type
+        check_field_types(type(self), {f.name: getattr(self, f.name) for f in fields(self)})
         if isinstance(self.evaluation_epochs, str):  # "2,3" from a flag or a TOML string
             self.evaluation_epochs = parse_int_list("evaluation_epochs", self.evaluation_epochs)
-        check_field_types(self, DetectorConfig)
         self.evaluation_epochs = list(self.evaluation_epochs)
         for e in self.evaluation_epochs:
             if isinstance(e, bool) or not isinstance(e, int) or e < 0:
@@ -93,7 +94,6 @@ class MonitorConfig(DetectorConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_field_types(self, MonitorConfig)
         check_range("log_every", self.log_every, 1)
         check_range("gradient_monitor_interval", self.gradient_monitor_interval, 1)
         check_choice("on_nonfinite_loss", self.on_nonfinite_loss, ("stop", "skip_step", "warn"))
@@ -102,19 +102,6 @@ class MonitorConfig(DetectorConfig):
     def monitor_settings(self) -> "MonitorConfig":
         """Just the monitoring settings (e.g. of a `TrainerConfig`)."""
         return MonitorConfig(**{f.name: getattr(self, f.name) for f in fields(MonitorConfig)})
-
-
-_TYPES: dict[str, type | tuple[type, ...]] = {"bool": bool, "int": int, "float": (int, float), "str": str}
-
-
-def check_field_types(obj: Any, cls: type) -> None:
-    """The fields `cls` itself declares hold values of their annotated type (bool is not an
-    int, an int is a float); a wrong one is a ConfigError naming the field."""
-    own = cls.__dict__.get("__annotations__", {})
-    for f in fields(cls):
-        kind = _TYPES.get(str(f.type)) if f.name in own else None
-        if kind is not None:
-            check_type(f.name, getattr(obj, f.name), kind)
 
 
 def parse_int_list(field_name: str, text: str) -> list[int]:

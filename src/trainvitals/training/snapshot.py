@@ -16,7 +16,8 @@ import torch
 
 from trainvitals.errors import SnapshotError
 
-__all__ = ["FORMAT", "atomic_save", "read_snapshot", "list_snapshots", "latest_snapshot", "prune"]
+__all__ = ["FORMAT", "atomic_save", "read_snapshot", "list_snapshots", "latest_snapshot", "prune",
+           "snapshot_step", "params_finite"]
 
 FORMAT = "trainvitals-snapshot/1"
 _NAME = re.compile(r"^step_(\d+)\.pt$")
@@ -28,15 +29,43 @@ def atomic_save(payload: dict[str, Any], path: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            out = _Writes(f)
+            try:
+                torch.save({"format": FORMAT, **payload}, out)
+            except RuntimeError:
+                if out.error is not None:  # torch wraps a full disk in an opaque RuntimeError
+                    raise out.error from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        if e.filename is None:  # name the snapshot it was writing
+            raise OSError(e.errno, e.strerror, str(path)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+class _Writes:
+    """A file for torch.save that keeps the OSError (ENOSPC, EFBIG) a failed write raised."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def _fsync_dir(d: Path) -> None:
@@ -91,3 +120,21 @@ def prune(directory: str | Path, keep: int) -> None:
     """Delete all but the newest `keep` step snapshots (best.pt is separate and kept)."""
     for _, p in list_snapshots(directory)[:-keep]:
         p.unlink(missing_ok=True)
+
+
+def snapshot_step(path: str | Path) -> int | None:
+    """The global step a snapshot was taken at (memory-mapped: no full load), or None if unreadable."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(payload["progress"]["global_step"])
+    except Exception:
+        return None
+
+
+def params_finite(module: torch.nn.Module) -> bool:
+    """True if every parameter is finite: one fused max-abs per tensor, then one host sync."""
+    params = [p.detach() for p in module.parameters()]
+    if not params:
+        return True
+    norms = torch._foreach_norm(params, float("inf"))
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms])).all())

@@ -232,7 +232,7 @@ class Trainer:
     def _end_epoch(self, val_data: Any) -> None:
         self.monitor.flush()
         epoch = self.epoch
-        train_loss = self.monitor.epoch_loss()
+        train_loss = self.monitor.epoch_loss()  # NaN when every step was skipped: no snapshot then
         val_loss = self.evaluate(val_data) if val_data is not None else None
         self.last_val_loss = val_loss
         msg = f"Epoch {epoch} done | train loss {train_loss:.4f}"
@@ -281,8 +281,15 @@ class Trainer:
             if cb.state_key in saved:
                 cb.load_state_dict(saved[cb.state_key])
 
-    def save_snapshot(self, path: str | Path | None = None, best: bool = False) -> Path:
-        """Write a snapshot atomically (default: snapshots/step_N.pt in the run directory)."""
+    def save_snapshot(self, path: str | Path | None = None, best: bool = False) -> Path | None:
+        """Write a snapshot atomically (default: snapshots/step_N.pt in the run directory).
+
+        Not written (None) if the parameters are not finite: the last finite one is kept."""
+        # issue 14: one fused finite check, on snapshot steps only
+        if not snap.params_finite(self.model):
+            self.print(f"snapshot at step {self.global_step} not written: the parameters are not finite; "
+                       f"the last finite snapshot is kept")
+            return None
         state = self.state_dict()
         if path is None:
             if self.snapshot_dir is None:

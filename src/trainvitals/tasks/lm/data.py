@@ -17,7 +17,7 @@ import torch
 
 from trainvitals.errors import ConfigError, check_range
 
-__all__ = ["LMDataConfig", "ByteCorpus", "load_text", "unigram_entropy", "describe"]
+__all__ = ["LMDataConfig", "ByteCorpus", "load_text", "check_vocab", "unigram_entropy", "describe"]
 
 
 @dataclass
@@ -40,7 +40,22 @@ def load_text(path: str = "") -> bytes:
     files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
     if not files:
         raise ConfigError(f"data={path!r}: the directory holds no .txt files")
-    return b"\n\n".join(f.read_bytes() for f in files)
+    try:
+        text = b"\n\n".join(f.read_bytes() for f in files)
+    except OSError as e:
+        raise ConfigError(f"data={path!r}: cannot read ({e.strerror or e})") from None
+    if not text.strip():
+        raise ConfigError(f"data={path!r}: empty (no text to train on); give a .txt file or a directory of "
+                          f".txt files")
+    return text
+
+
+def check_vocab(corpus: "ByteCorpus", vocab_size: int) -> None:
+    """Refuse a vocabulary that cannot hold the data's byte values (the model would fail mid-step)."""
+    top = int(max(corpus.train.max(), corpus.val.max()))
+    if top >= vocab_size:
+        raise ConfigError(f"vocab_size={vocab_size}: the data holds byte values up to {top}, so vocab_size "
+                          f"must be at least {top + 1} (256 holds every byte)")
 
 
 def unigram_entropy(tokens: torch.Tensor, vocab_size: int = 256) -> float:

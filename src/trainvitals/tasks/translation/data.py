@@ -21,7 +21,7 @@ from trainvitals.tasks.translation.corpus import generate_pairs
 
 __all__ = [
     "BOS_ID", "BYTE_OFFSET", "EOS_ID", "PAD_ID", "VOCAB_SIZE", "Batch", "TranslationData",
-    "TranslationDataConfig", "decode", "encode", "load_pairs_tsv", "load_translation_data",
+    "TranslationDataConfig", "check_fits", "decode", "encode", "load_pairs_tsv", "load_translation_data",
 ]
 
 PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
@@ -52,38 +52,43 @@ def decode(ids: list[int] | torch.Tensor) -> str:
 def load_pairs_tsv(path: str | Path, max_len: int | None = None) -> list[tuple[str, str]]:
     """Read `source<TAB>target` lines (UTF-8). Blank lines are skipped.
 
-    A malformed line raises ValueError naming the file, the line number and the fault.
+    A malformed line raises ConfigError (a ValueError) naming the file, the line number
+    and the fault.
     """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"data={str(path)!r}: no such file; give a UTF-8 file of "
+        raise ConfigError(f"data={str(path)!r}: {_not_a_file(p)}; give a UTF-8 file of "
                           f"'source<TAB>target' lines")
     pairs: list[tuple[str, str]] = []
-    with p.open("rb") as fh:
+    try:
+        fh = p.open("rb")
+    except OSError as e:
+        raise ConfigError(f"data={str(path)!r}: cannot read ({e.strerror or e})") from None
+    with fh:
         for lineno, raw in enumerate(fh, start=1):
             where = f"{p}:{lineno}"
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as e:
-                raise ValueError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+                raise ConfigError(f"data: {where}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
             if not line.strip():
                 continue
             parts = line.split("\t")
             if len(parts) != 2:
-                raise ValueError(f"{where}: expected 'source<TAB>target', found "
-                                 f"{len(parts) - 1} tabs")
+                raise ConfigError(f"data: {where}: expected 'source<TAB>target', found "
+                                  f"{len(parts) - 1} tabs")
             src, tgt = parts[0].strip(), parts[1].strip()
             if not src or not tgt:
-                raise ValueError(f"{where}: the {'source' if not src else 'target'} side is empty")
+                raise ConfigError(f"data: {where}: the {'source' if not src else 'target'} side is empty")
             if max_len is not None:
                 for side, text in (("source", src), ("target", tgt)):
                     if len(text.encode("utf-8")) > max_len:
-                        raise ValueError(f"{where}: the {side} side is {len(text.encode('utf-8'))} "
-                                         f"bytes, more than max_len={max_len}; shorten the "
-                                         f"line or raise --max-chars")
+                        raise ConfigError(f"data: {where}: the {side} side is {len(text.encode('utf-8'))} "
+                                          f"bytes, more than max_len={max_len}; shorten the "
+                                          f"line or raise --max-chars")
             pairs.append((src, tgt))
     if not pairs:
-        raise ValueError(f"{p}: no 'source<TAB>target' lines")
+        raise ConfigError(f"data: {p}: no 'source<TAB>target' lines")
     return pairs
 
 
@@ -131,8 +136,14 @@ class TranslationDataConfig:
         check_range("max_chars", self.max_chars, 1)
         check_range("val_fraction", self.val_fraction, 0, 0.5, lo_open=True)
         if self.data and not Path(self.data).is_file():
-            raise ConfigError(f"data={self.data!r}: no such file; give a UTF-8 file of "
+            raise ConfigError(f"data={self.data!r}: {_not_a_file(Path(self.data))}; give a UTF-8 file of "
                               f"'source<TAB>target' lines, or \"\" for the built-in corpus")
+
+
+def _not_a_file(p: Path) -> str:
+    if not p.exists():
+        return "no such file"
+    return "a directory, not a file" if p.is_dir() else "not a regular file"
 
 
 class TranslationData:
@@ -140,8 +151,8 @@ class TranslationData:
 
     def __init__(self, train_pairs: list[tuple[str, str]], val_pairs: list[tuple[str, str]]) -> None:
         if not train_pairs or not val_pairs:
-            raise ValueError(f"need at least one training and one validation pair, got "
-                             f"{len(train_pairs)} and {len(val_pairs)}")
+            raise ConfigError(f"data: need at least one training and one validation pair, got "
+                              f"{len(train_pairs)} and {len(val_pairs)}")
         self.train, self.val = _Split(train_pairs), _Split(val_pairs)
         self.vocab_size = VOCAB_SIZE
         self._unigram_entropy: float | None = None
@@ -160,7 +171,7 @@ class TranslationData:
         check_range("val_fraction", val_fraction, 0, 0.5, lo_open=True)
         pairs = list(dict.fromkeys(load_pairs_tsv(path, max_len=max_len)))
         if len(pairs) < 2:
-            raise ValueError(f"{path}: {len(pairs)} distinct pairs; need at least 2 to split")
+            raise ConfigError(f"data: {path}: {len(pairs)} distinct pairs; need at least 2 to split")
         random.Random(seed).shuffle(pairs)
         n_val = min(max(1, round(len(pairs) * val_fraction)), len(pairs) - 1)
         return cls(pairs[n_val:], pairs[:n_val])
@@ -209,6 +220,19 @@ class TranslationData:
     def describe(self) -> str:
         return (f"{len(self.train.pairs):,} train pairs, {len(self.val.pairs):,} val pairs, "
                 f"target unigram entropy {self.unigram_entropy():.3f} nats")
+
+
+def check_fits(data: TranslationData, vocab_size: int, max_len: int) -> None:
+    """Refuse a model too small for the data before a step fails on it."""
+    top = max(int(split.src.max()) for split in (data.train, data.val))
+    top = max([top] + [int(split.tgt.max()) for split in (data.train, data.val)])
+    if top >= vocab_size:
+        raise ConfigError(f"vocab_size={vocab_size}: the data has token ids up to {top} (bytes + {BYTE_OFFSET}), "
+                          f"so vocab_size must be at least {top + 1} ({VOCAB_SIZE} holds every byte)")
+    longest = max(max(split.src.shape[1], split.tgt.shape[1] - 1) for split in (data.train, data.val))
+    if longest > max_len:
+        raise ConfigError(f"max_len={max_len}: the data's longest sequence is {longest} tokens (EOS or BOS "
+                          f"included); raise --max-len to at least {longest} or lower --max-chars")
 
 
 def load_translation_data(cfg: TranslationDataConfig) -> TranslationData:

@@ -8,7 +8,8 @@ from typing import Any, Iterator
 import torch
 
 from trainvitals.config import TrainerConfig
-from trainvitals.tasks.translation.data import Batch, TranslationData, TranslationDataConfig, load_translation_data
+from trainvitals.tasks.translation.data import (Batch, TranslationData, TranslationDataConfig, check_fits,
+                                                load_translation_data)
 from trainvitals.tasks.translation.decode import decode_examples, evaluate
 from trainvitals.tasks.translation.model import TranslationModelConfig, TranslationTransformer
 from trainvitals.training.rng import seed_everything
@@ -56,16 +57,19 @@ class TranslationTrainer(Trainer):
 def train_translation(given: dict[str, Any], resume: str | None = None) -> int:
     run = start_run("translation", given, resume, CONFIGS, TR_DEFAULTS)
     cfg, model_cfg, data_cfg = run.cfg, run.model_cfg, run.data_cfg
-    seed_everything(cfg.seed)
-    data = load_translation_data(data_cfg)
-    model = TranslationTransformer(model_cfg)
-    run_info = {"task": "translation", "unigram_entropy": data.unigram_entropy(),
-                "uniform_loss": math.log(model_cfg.vocab_size), "d_model": model_cfg.d_model,
-                "n_layers": model_cfg.n_encoder_layers + model_cfg.n_decoder_layers, "dropout": model_cfg.dropout,
-                "label_smoothing": model_cfg.label_smoothing, "data_config": dataclasses.asdict(data_cfg)}
-    trainer = TranslationTrainer(model, cfg, sinks=run.open_sinks(), model_config=model_cfg, run_info=run_info)
-    if run.saved is not None:
-        trainer.load_state_dict(run.saved)
-    trainer.print(f"train-translation: {data.describe()}; {sum(p.numel() for p in model.parameters()):,} "
-                  f"parameters on {trainer.device}; run directory {cfg.logdir}")
-    return finish_run(trainer, EpochBatches(data, cfg.batch_size, cfg.seed), data)
+    with run.building():
+        seed_everything(cfg.seed)
+        data = load_translation_data(data_cfg)
+        check_fits(data, model_cfg.vocab_size, model_cfg.max_len)
+        model = TranslationTransformer(model_cfg)
+        run_info = {"task": "translation", "unigram_entropy": data.unigram_entropy(),
+                    "uniform_loss": math.log(model_cfg.vocab_size), "d_model": model_cfg.d_model,
+                    "n_layers": model_cfg.n_encoder_layers + model_cfg.n_decoder_layers,
+                    "dropout": model_cfg.dropout, "label_smoothing": model_cfg.label_smoothing,
+                    "data_config": dataclasses.asdict(data_cfg), **run.run_info}
+        trainer = TranslationTrainer(model, cfg, sinks=run.open_sinks(), model_config=model_cfg, run_info=run_info)
+        if run.saved is not None:
+            trainer.load_state_dict(run.saved)
+        trainer.print(f"train-translation: {data.describe()}; {sum(p.numel() for p in model.parameters()):,} "
+                      f"parameters on {trainer.device}; run directory {cfg.logdir}")
+    return finish_run(trainer, EpochBatches(data, cfg.batch_size, cfg.seed), data, run)

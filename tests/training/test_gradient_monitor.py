@@ -170,3 +170,30 @@ def test_per_parameter_ratio_tags_on_request():
     t.fit(corpus())
     assert "weight_monitor/update_ratio/blocks.0.attn.qkv.weight" in mem.scalars
     assert "weight_monitor/update_ratio/0" in mem.scalars
+
+
+@pytest.mark.parametrize("per_param", [False, True])
+def test_analyze_finds_frozen_parameters_from_either_form_of_the_tags(tmp_path, per_param):
+    from trainvitals.analyze.readers import read_run
+    from trainvitals.analyze.replay import AnalyzeConfig, replay
+    from trainvitals.sinks.jsonl import JSONLSink
+
+    def without_block_1(model):  # a whole block left out of the optimizer by mistake
+        skip = {id(p) for p in model.blocks[1].parameters()}
+        return torch.optim.AdamW([p for p in model.parameters() if id(p) not in skip], lr=1e-2)
+
+    torch.manual_seed(0)
+    model = GPT(MODEL)
+    config = TrainerConfig(max_steps=12, epochs=0, batch_size=4, warmup_steps=0, progress_bar=False,
+                           gradient_monitor_interval=2, log_per_param=per_param, enable_post_epoch_evaluation=False)
+    t = LanguageModelTrainer(model, config, optimizer=without_block_1(model),
+                             sinks=SinkHub([JSONLSink(tmp_path / "m.jsonl")]))
+    t.fit(corpus())
+    t.close()
+    events = [e for e in replay(read_run(tmp_path / "m.jsonl"), AnalyzeConfig()).events
+              if e.kind == "frozen_parameters" and e.severity != "info"]
+    assert len(events) == 1 and events[0].step == 5
+    named = set(events[0].values["params"])
+    params = {n for n, _ in model.blocks[1].named_parameters(prefix="blocks.1")}
+    # the default tags name the block; per-parameter tags name each parameter (and the block)
+    assert named == (params | {"1"} if per_param else {"1"})

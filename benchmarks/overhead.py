@@ -1,104 +1,199 @@
-"""Step-time overhead of gradient + weight-update monitoring, measured paired.
+"""What monitoring costs, measured paired in one process.
 
-One model, one Trainer, its real `Monitor`. The monitor's schedule is
-overridden so monitored and unmonitored stretches alternate on the same model in the
-same process, and each stretch is timed from one step's start to the next step's
-start (so the logging flush and the host transfer of the measurements are counted).
+Two models: our default LM (4 blocks, d_model 128, batch 16x128) and a transformer that
+is not ours (4 `nn.TransformerEncoderLayer` blocks, pre-LN, causal). For each, the same
+nanoGPT-style loop (forward, backward, clip, AdamW step) runs in blocks of `--steps`
+steps under each configuration in turn, the order rotating every round:
 
-  interval 1   pairs of single steps: one monitored, one not (order alternates)
-  interval N   pairs of N-step blocks: one with the default schedule (first step of
-               the block monitored), one with monitoring off
+  bare          the loop alone: the baseline
+  trainer       our `Trainer` with the gradient monitor off (loss, EMA and logging on)
+  default       the loop with a `Monitor` at its defaults (gradients every 3rd step)
+  interval 1    the loop with a `Monitor` measuring every step
+  lightning     the loop with `lightning.pytorch.utilities.grad_norm` every step, logged
+                as Lightning's `self.log_dict` would (the latest values every 10 steps)
+  per-param     the loop with `p.grad.norm().item()` for every parameter every step,
+                each written to TensorBoard (what HF users write in a callback)
 
-Prints the median of the pair ratios for each. These machines drift a few percent
-between repeats, which pairing cancels; the median ignores the odd preempted step.
+Every configuration that logs writes TensorBoard (and ours JSONL too) to a temp dir.
+Printed: tokens/s, and per round the ratio of each block's time to the bare block of
+that round, median over rounds. Pairing cancels the drift of a shared machine.
 
-    python benchmarks/overhead.py [--pairs 60] [--blocks 10] [--interval 10] [--threads 2]
+    python benchmarks/overhead.py [--steps 30] [--rounds 5] [--threads 2] [--models lm,user]
+    python benchmarks/overhead.py --profile      # where a monitored step's time goes
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+import torch.nn as nn
+import torch.nn.functional as F
 
 from trainvitals.config import TrainerConfig
+from trainvitals.monitor.config import MonitorConfig
+from trainvitals.monitor.monitor import Monitor
 from trainvitals.sinks.base import SinkHub
+from trainvitals.sinks.jsonl import JSONLSink
+from trainvitals.sinks.tensorboard import TensorBoardSink
 from trainvitals.tasks.lm.data import ByteCorpus, load_text
 from trainvitals.tasks.lm.model import GPT, GPTConfig
-from trainvitals.training.callbacks import TrainerCallback
 from trainvitals.training.trainer import LanguageModelTrainer
 
-
-class StepClock(TrainerCallback):
-    state_key = "clock"
-
-    def __init__(self):
-        self.starts: list[float] = []
-
-    def on_step_begin(self, ctx):
-        self.starts.append(time.perf_counter())
-
-    def durations(self) -> list[float]:  # step i: start(i) -> start(i+1)
-        return [b - a for a, b in zip(self.starts, self.starts[1:])]
+BATCH, BLOCK, LOG_EVERY = 16, 128, 10
 
 
-def run(schedule, steps: int, log_every: int, warmup: int = 4) -> list[float]:
-    torch.manual_seed(0)
-    model_cfg = GPTConfig()  # the default train-lm model
-    cfg = TrainerConfig(epochs=0, max_steps=steps + warmup + 1, log_every=log_every, progress_bar=False,
-                        enable_post_epoch_evaluation=False, on_nonfinite_loss="warn")
-    clock = StepClock()
-    trainer = LanguageModelTrainer(GPT(model_cfg), cfg, callbacks=[clock], sinks=SinkHub())
-    monitor = trainer.monitor  # the real monitor, with `monitors(step)` decided by the benchmark
-    monitor.monitors = lambda s: s > warmup and schedule(s - warmup)
-    monitor.flow.detach()  # it armed step 1 by the default schedule
-    trainer.fit(ByteCorpus(load_text(), model_cfg.block_size, cfg.batch_size))
-    return clock.durations()[warmup:warmup + steps]
+class UserLM(nn.Module):
+    """A user's own transformer LM, built from torch's layers (not ours)."""
+
+    def __init__(self, d: int = 128, layers: int = 4, vocab: int = 256) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, d)
+        self.pos = nn.Parameter(torch.zeros(BLOCK, d))
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(d, 4, 4 * d, 0.0, batch_first=True, norm_first=True)
+                                    for _ in range(layers))
+        self.out = nn.Linear(d, vocab)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(BLOCK))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.emb(x) + self.pos[: x.shape[1]]
+        for layer in self.layers:
+            h = layer(h, src_mask=self.mask, is_causal=True)
+        return self.out(h)
 
 
-def paired(on: list[float], off: list[float]) -> tuple[float, float, float]:
-    ratios = [a / b for a, b in zip(on, off)]
-    return statistics.median(ratios), statistics.median(on), statistics.median(off)
+MODELS = {"lm": lambda: GPT(GPTConfig()), "user": UserLM}
+
+
+class Loop:
+    """The bare loop, with an optional extra per configuration."""
+
+    def __init__(self, model: nn.Module, data, extra: str, logdir: Path) -> None:
+        self.model, self.data, self.extra = model, data, extra
+        self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+        self.step = 0
+        self.monitor = self.writer = None
+        if extra in ("default", "interval 1"):
+            cfg = MonitorConfig(gradient_monitor_interval=1 if extra == "interval 1" else
+                                MonitorConfig().gradient_monitor_interval, enable_post_epoch_evaluation=False)
+            sinks = SinkHub([TensorBoardSink(logdir), JSONLSink(logdir / "metrics.jsonl")])
+            self.monitor = Monitor(model, self.opt, cfg, sinks=sinks, run_info={"gradient_clip": 1.0})
+        elif extra in ("lightning", "per-param"):
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(logdir))
+        self.latest: dict[str, torch.Tensor] = {}
+
+    def run(self, steps: int) -> None:
+        for _ in range(steps):
+            x, y = next(self.data)
+            loss = F.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
+            loss.backward()
+            self.step += 1
+            if self.monitor is not None:
+                self.monitor.after_backward()
+            elif self.extra == "lightning":
+                from lightning.pytorch.utilities import grad_norm
+                self.latest = grad_norm(self.model, 2)  # its documented use, every step
+                if self.step % LOG_EVERY == 0:  # self.log_dict: the latest values at each logging step
+                    for k, v in self.latest.items():
+                        self.writer.add_scalar(k, float(v), self.step)
+            elif self.extra == "per-param":
+                for name, p in self.model.named_parameters():
+                    self.writer.add_scalar(f"grad_norm/{name}", p.grad.norm().item(), self.step)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+            if self.monitor is not None:
+                self.monitor.step_end(loss.detach())
+
+
+class TrainerRun:
+    """Our Trainer, monitors off, continued block by block (fit() up to max_steps)."""
+
+    def __init__(self, model: nn.Module, corpus: ByteCorpus, logdir: Path) -> None:
+        cfg = TrainerConfig(epochs=0, max_steps=1, batch_size=BATCH, lr=1e-3, warmup_steps=0,
+                            lr_schedule="constant", progress_bar=False, enable_gradient_monitor=False,
+                            enable_post_epoch_evaluation=False, device="cpu")
+        self.trainer = LanguageModelTrainer(model, cfg, sinks=SinkHub([TensorBoardSink(logdir),
+                                                                      JSONLSink(logdir / "metrics.jsonl")]))
+        self.corpus = corpus
+
+    def run(self, steps: int) -> None:
+        self.trainer.config.max_steps = self.trainer.global_step + steps
+        self.trainer.fit(self.corpus)
+
+
+def batches(corpus: ByteCorpus):
+    epoch = 0
+    while True:
+        yield from corpus.epoch(epoch)
+        epoch += 1
+
+
+def measure(name: str, steps: int, rounds: int, configs: list[str]) -> dict[str, tuple[float, float]]:
+    corpus = ByteCorpus(load_text(), BLOCK, BATCH)
+    tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
+    runs = {}
+    for c in configs:
+        torch.manual_seed(0)
+        model = MODELS[name]()
+        runs[c] = TrainerRun(model, corpus, tmp / "trainer") if c == "trainer" and name == "lm" \
+            else Loop(model, batches(corpus), c, tmp / c.replace(" ", "_"))
+    if name != "lm":
+        runs.pop("trainer", None)  # our Trainer computes an LM loss on our batches: the LM only
+    for run in runs.values():
+        run.run(3)  # warm up allocator and threads
+    times: dict[str, list[float]] = {c: [] for c in runs}
+    for r in range(rounds):
+        order = list(runs)[r % len(runs):] + list(runs)[:r % len(runs)]
+        for c in order:
+            t = time.perf_counter()
+            runs[c].run(steps)
+            times[c].append(time.perf_counter() - t)
+    out = {}
+    for c, ts in times.items():
+        ratio = statistics.median(t / b for t, b in zip(ts, times["bare"]))
+        out[c] = (steps * BATCH * BLOCK / statistics.median(ts), ratio)
+    return out
+
+
+def profile(steps: int) -> None:
+    """torch.profiler over monitored steps of the default LM at interval 1, by operator."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    corpus = ByteCorpus(load_text(), BLOCK, BATCH)
+    loop = Loop(GPT(GPTConfig()), batches(corpus), "interval 1", Path(tempfile.mkdtemp()))
+    loop.run(3)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        loop.run(steps)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=60, help="pairs of single steps (interval 1)")
-    ap.add_argument("--blocks", type=int, default=10, help="pairs of N-step blocks (default interval)")
-    ap.add_argument("--interval", type=int, default=TrainerConfig().gradient_monitor_interval)
+    ap.add_argument("--steps", type=int, default=30, help="steps a block (a multiple of log_every counts flushes fairly)")
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--models", default="lm,user")
+    ap.add_argument("--configs", default="bare,trainer,default,interval 1,lightning,per-param")
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-
-    # interval 1: odd/even steps swap roles every pair so neither always goes first
-    def every_other(s: int) -> bool:
-        pair, second = divmod(s - 1, 2)
-        return bool(second) == bool(pair % 2)
-    d = run(every_other, 2 * args.pairs, log_every=1)
-    on = [t for i, t in enumerate(d, 1) if every_other(i)]
-    off = [t for i, t in enumerate(d, 1) if not every_other(i)]
-    r1, on1, off1 = paired(on, off)
-
-    n = args.interval
-
-    def block_on(s: int) -> bool:  # monitored stretch: its first step is measured
-        block, pos = divmod(s - 1, n)
-        pair, second = divmod(block, 2)
-        return pos == 0 and bool(second) == bool(pair % 2)
-    d = run(block_on, 2 * n * args.blocks, log_every=n)
-    blocks = [sum(d[i:i + n]) for i in range(0, len(d), n)]
-    on_b = [b for j, b in enumerate(blocks) if block_on(j * n + 1)]
-    off_b = [b for j, b in enumerate(blocks) if not block_on(j * n + 1)]
-    rn, onn, offn = paired(on_b, off_b)
-
-    print(f"gradient + weight-update monitoring, default LM ({GPTConfig().n_layers} blocks, d_model "
-          f"{GPTConfig().d_model}, batch {TrainerConfig().batch_size}x{GPTConfig().block_size}), "
-          f"{torch.get_num_threads()} threads, {torch.device('cpu')}")
-    print(f"{'interval':>9} {'pairs':>6} {'monitored':>12} {'plain':>12} {'ratio (median of pairs)':>25}")
-    print(f"{1:>9} {len(on):>6} {on1 * 1e3:>9.1f} ms {off1 * 1e3:>9.1f} ms {r1:>25.4f}")
-    print(f"{n:>9} {len(on_b):>6} {onn / n * 1e3:>9.1f} ms {offn / n * 1e3:>9.1f} ms {rn:>25.4f}")
-    print("targets: <= 1.03 at interval 1, <= 1.01 at the default interval")
+    if args.profile:
+        profile(args.steps)
+        return
+    configs = args.configs.split(",")
+    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH}x{BLOCK}, "
+          f"{args.rounds} rounds of {args.steps}-step blocks, log_every {LOG_EVERY}")
+    print(f"{'model':<6} {'configuration':<12} {'tokens/s':>10} {'time vs bare (median of rounds)':>32}")
+    for name in args.models.split(","):
+        for c, (tps, ratio) in measure(name, args.steps, args.rounds, configs).items():
+            print(f"{name:<6} {c:<12} {tps:>10.0f} {ratio:>32.4f}")
+    print("targets: default <= 1.01, interval 1 <= 1.03, trainer >= 0.98x bare in tokens/s (ratio <= 1.02), "
+          "interval 1 below lightning and per-param")
 
 
 if __name__ == "__main__":

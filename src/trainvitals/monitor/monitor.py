@@ -224,6 +224,20 @@ class Monitor(Outbox):
             self.flow.detach()
             self._arm()
 
+    def arm(self) -> None:
+        """Attach the block hooks if the next step is measured (done after every step; call
+        it after `detach()` to go on)."""
+        self._arm()
+
+    def detach(self) -> None:
+        """Report what is pending and remove every hook, until `arm()`."""
+        self.flush()
+        if self.flow is not None:
+            self.flow.detach()
+        if self.updates is not None and self.updates.armed:
+            self.updates.after_step()
+        self._flow_now = None
+
     def close(self) -> None:
         """Report what is pending and remove every hook; the monitor measures nothing after."""
         self.flush()

@@ -130,6 +130,9 @@ class Trainer:
             if cfg.max_steps:
                 self.total_steps = min(self.total_steps, cfg.max_steps) if cfg.epochs else cfg.max_steps
         self._decay_steps = cfg.lr_decay_steps or self.total_steps
+        if self.stop_reason is StopReason.COMPLETED:  # fit() again after raising epochs / max_steps
+            self.monitor.stop_reason, self.monitor.stop_message = None, ""
+        self.monitor.arm()
         self._call("on_train_begin")
         try:
             while self.stop_reason is None:
@@ -145,7 +148,7 @@ class Trainer:
             self.request_stop(StopReason.INTERRUPTED, "interrupted by the user")
             self._flush()
         self._call("on_train_end")
-        self.monitor.close()  # reports what is pending, removes every hook
+        self.monitor.detach()  # reports what is pending, removes every hook
         if self.stop_reason is not StopReason.NONFINITE_LOSS and self.snapshot_dir is not None:
             self.save_snapshot()  # the end state; an epoch-end snapshot may already be it
         return self.stop_reason

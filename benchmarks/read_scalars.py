@@ -1,10 +1,12 @@
 """How fast `trainvitals analyze` reads scalars: `read_run` against TensorBoard's own
 EventAccumulator, on one event file of N scalars (10 tags), in the same process.
 
-    python benchmarks/read_scalars.py [--n-scalars 1000000] [--tags 10]
+    python benchmarks/read_scalars.py [--n-scalars 1000000] [--tags 10] [--batched]
 
 The file is written directly as TFRecords (SummaryWriter would take minutes), in the
-exact bytes `SummaryWriter.add_scalar` produces; both readers must return the same values.
+exact bytes `SummaryWriter.add_scalar` produces, or with `--batched` as our
+`TensorBoardSink` writes: one event a step holding every tag's value. Both readers
+must return the same values.
 """
 from __future__ import annotations
 
@@ -43,8 +45,24 @@ def _summary_head(tag: str) -> bytes:
     return b"\x2a" + _varint(len(value)) + value[:-4]
 
 
-def make_log(logdir: Path, n_scalars: int, n_tags: int) -> Path:
+def make_batched_log(logdir: Path, n_scalars: int, tags: list[str]) -> Path:
+    values = np.random.default_rng(0).standard_normal(n_scalars).astype("<f4")
+    values[::9973] = np.nan
+    datas = [Event(wall_time=1.7e9, file_version="brain.Event:2").SerializeToString()]
+    n = len(tags)
+    for step in range(-(-n_scalars // n)):
+        vals = [Summary.Value(tag=t, simple_value=float(values[step * n + k]))
+                for k, t in enumerate(tags) if step * n + k < n_scalars]
+        datas.append(Event(wall_time=1.7e9 + step * 0.01, step=step, summary=Summary(value=vals)).SerializeToString())
+    path = logdir / "events.out.tfevents.1700000000.bench.1.0"
+    write_records(path, datas)
+    return path
+
+
+def make_log(logdir: Path, n_scalars: int, n_tags: int, batched: bool = False) -> Path:
     tags = [TAGS[i] if i < len(TAGS) else f"extra/tag_{i}" for i in range(n_tags)]
+    if batched:
+        return make_batched_log(logdir, n_scalars, tags)
     heads = [_summary_head(t) for t in tags]
     values = np.random.default_rng(0).standard_normal(n_scalars).astype("<f4")
     values[::9973] = np.nan  # a few non-finite values, as real runs have
@@ -90,11 +108,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-scalars", type=int, default=1_000_000)
     parser.add_argument("--tags", type=int, default=10)
+    parser.add_argument("--batched", action="store_true", help="one event a step holding every tag (our sink)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        write_s, path = timed(lambda: make_log(Path(tmp), args.n_scalars, args.tags))
-        print(f"wrote {args.n_scalars:,} scalars ({path.stat().st_size / 2**20:.1f} MiB) "
-              f"in {write_s:.1f} s")
+        write_s, path = timed(lambda: make_log(Path(tmp), args.n_scalars, args.tags, args.batched))
+        print(f"wrote {args.n_scalars:,} scalars ({path.stat().st_size / 2**20:.1f} MiB, "
+              f"{'one event a step' if args.batched else 'one event a scalar'}) in {write_s:.1f} s")
         ours_s, run = timed(lambda: read_run(tmp))
         base_s, base = timed(lambda: accumulator_series(Path(tmp)))
     n = sum(len(v) for v in run.series.values())

@@ -44,7 +44,7 @@ OPTIMIZERS = {
 def test_ratios_match_copy_based_reference(name):
     model = make_model()
     optimizer = OPTIMIZERS[name](model.parameters())
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     torch.manual_seed(1)
     for _ in range(3):
         stats, reference = step(model, optimizer, probe)
@@ -59,7 +59,7 @@ def test_ratios_match_copy_based_reference(name):
 def test_uneven_adam_steps_are_rebuilt_per_parameter():
     model = make_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     torch.manual_seed(2)
     step(model, optimizer, probe)
     model[0].requires_grad_(False)  # layer 0 misses a step: its `step` counter lags
@@ -75,7 +75,7 @@ def test_frozen_left_out_and_lr_zero():
     optimizer = torch.optim.AdamW(
         [{"params": [model[0].weight]}, {"params": [model[2].weight], "lr": 0.0}],
         lr=1e-2, weight_decay=0.1)  # model[2].bias is left out of the optimizer
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     stats, reference = step(model, optimizer, probe)
     host = stats.to_host()
     assert host["intentionally_frozen"] == ["0.bias"]
@@ -89,7 +89,7 @@ def test_frozen_left_out_and_lr_zero():
 def test_parameter_without_gradient_is_unchanged():
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     optimizer.zero_grad()
     model[0](torch.randn(4, 16)).sum().backward()  # layer 2 gets no gradient
     probe.before_step()
@@ -101,7 +101,7 @@ def test_parameter_without_gradient_is_unchanged():
 def test_bf16_weights_use_the_realised_update():
     model = make_model(torch.bfloat16)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-6)  # below half a bf16 ulp
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     stats, reference = step(model, optimizer, probe)
     host = stats.to_host()
     assert host["update_ratio"] == pytest.approx(reference, rel=1e-5, abs=1e-12)
@@ -111,7 +111,7 @@ def test_bf16_weights_use_the_realised_update():
 def test_skipped_step_alerts_nothing():
     model = make_model()
     optimizer = torch.optim.AdamW(model.parameters())
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     model(torch.randn(4, 16)).sum().backward()
     probe.before_step()  # e.g. GradScaler found an inf and never called step()
     probe.after_step()
@@ -123,7 +123,7 @@ def test_zero_weights_have_an_undefined_ratio():
     model = make_model()
     nn.init.zeros_(model[2].bias)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     stats, reference = step(model, optimizer, probe)
     host = stats.to_host()
     assert math.isnan(host["update_ratio"]["2.bias"])
@@ -131,15 +131,17 @@ def test_zero_weights_have_an_undefined_ratio():
     assert host["update_ratio_max"] == pytest.approx(max(finite), rel=1e-5)
 
 
-def test_copy_mode_and_bad_settings():
+@pytest.mark.parametrize("mode", ["copy", "auto"])  # auto copies CPU parameters
+def test_copy_mode_and_bad_settings(mode):
     model = make_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    stats, reference = step(model, optimizer, WeightUpdateProbe(model, optimizer, mode="copy"))
+    probe = WeightUpdateProbe(model, optimizer, mode=mode)
+    stats, reference = step(model, optimizer, probe)
     assert stats.to_host()["update_ratio"] == pytest.approx(reference, rel=1e-6)
     with pytest.raises(ConfigError, match="mode='exact'"):
         WeightUpdateProbe(model, optimizer, mode="exact")
     with pytest.raises(RuntimeError, match="before_step"):
-        WeightUpdateProbe(model, optimizer).collect()
+        WeightUpdateProbe(model, optimizer, mode="rebuild").collect()
 
 
 @pytest.mark.parametrize("name", ["adamw_fused", "sgd_fused", "sgd"])
@@ -151,7 +153,7 @@ def test_grad_scaler_steps_and_skips(name):
         "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1),
     }[name](model.parameters())
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
-    probe = WeightUpdateProbe(model, optimizer)
+    probe = WeightUpdateProbe(model, optimizer, mode="rebuild")
     torch.manual_seed(3)
     for inject_inf in (False, False, True):
         optimizer.zero_grad()

@@ -13,10 +13,6 @@ from trainvitals.sinks.base import Sink
 __all__ = ["JSONLSink"]
 
 
-def _num(v: float) -> float | str:
-    return v if math.isfinite(v) else str(v)
-
-
 class JSONLSink(Sink):
     def __init__(self, path: str | Path, purge_step: int | None = None) -> None:
         self.path = Path(path)
@@ -24,10 +20,16 @@ class JSONLSink(Sink):
         if purge_step is not None and self.path.exists():
             _purge(self.path, purge_step)
         self._f = open(self.path, "a", encoding="utf-8")
+        self._heads: dict[str, str] = {}
 
     def log(self, tag: str, value: float, step: int) -> None:
-        self._write({"type": "scalar", "tag": tag, "step": step, "value": _num(float(value)),
-                     "wall_time": time.time()})
+        # the line json.dumps would write, built directly (a scalar a line is the hot path)
+        head = self._heads.get(tag)
+        if head is None:
+            head = self._heads[tag] = '{"type": "scalar", "tag": %s, "step": ' % json.dumps(tag)
+        value = float(value)
+        shown = repr(value) if math.isfinite(value) else f'"{value}"'
+        self._f.write(f'{head}{int(step)}, "value": {shown}, "wall_time": {time.time()!r}}}\n')
 
     def emit(self, event: Event) -> None:
         self._write({"type": "event", **event.to_dict()})

@@ -2,8 +2,9 @@
 
 Two models: our default LM (4 blocks, d_model 128, batch 16x128) and a transformer that
 is not ours (4 `nn.TransformerEncoderLayer` blocks, pre-LN, causal). For each, the same
-nanoGPT-style loop (forward, backward, clip, AdamW step) runs in blocks of `--steps`
-steps under each configuration in turn, the order rotating every round:
+nanoGPT-style loop (forward, backward, clip, AdamW step), on one model and optimizer,
+runs in blocks of `--steps` steps under each configuration in turn, the order rotating
+every round:
 
   bare          the loop alone: the baseline
   trainer       our `Trainer` with the gradient monitor off (loss, EMA and logging on)
@@ -19,7 +20,8 @@ Printed: tokens/s, and per round the ratio of each block's time to the bare bloc
 that round, median over rounds. Pairing cancels the drift of a shared machine.
 
     python benchmarks/overhead.py [--steps 30] [--rounds 5] [--threads 2] [--models lm,user]
-    python benchmarks/overhead.py --profile      # where a monitored step's time goes
+    python benchmarks/overhead.py --phases       # where a monitored step's time goes, by phase
+    python benchmarks/overhead.py --profile      # the same, by torch operator
 """
 from __future__ import annotations
 
@@ -69,56 +71,63 @@ MODELS = {"lm": lambda: GPT(GPTConfig()), "user": UserLM}
 
 
 class Loop:
-    """The bare loop, with an optional extra per configuration."""
+    """One model and optimizer, the bare loop, and the extras each configuration adds,
+    switched per block: every configuration runs on the very same tensors."""
 
-    def __init__(self, model: nn.Module, data, extra: str, logdir: Path) -> None:
-        self.model, self.data, self.extra = model, data, extra
+    def __init__(self, model: nn.Module, data, logdir: Path) -> None:
+        self.model, self.data = model, data
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
         self.step = 0
-        self.monitor = self.writer = None
-        if extra in ("default", "interval 1"):
-            cfg = MonitorConfig(gradient_monitor_interval=1 if extra == "interval 1" else
-                                MonitorConfig().gradient_monitor_interval, enable_post_epoch_evaluation=False)
-            sinks = SinkHub([TensorBoardSink(logdir), JSONLSink(logdir / "metrics.jsonl")])
-            self.monitor = Monitor(model, self.opt, cfg, sinks=sinks, run_info={"gradient_clip": 1.0})
-        elif extra in ("lightning", "per-param"):
-            from torch.utils.tensorboard import SummaryWriter
-            self.writer = SummaryWriter(str(logdir))
+        self.monitors = {}
+        for name, interval in (("default", MonitorConfig().gradient_monitor_interval), ("interval 1", 1)):
+            cfg = MonitorConfig(gradient_monitor_interval=interval, enable_post_epoch_evaluation=False)
+            d = logdir / name.replace(" ", "_")
+            sinks = SinkHub([TensorBoardSink(d), JSONLSink(d / "metrics.jsonl")])
+            self.monitors[name] = Monitor(model, self.opt, cfg, sinks=sinks, run_info={"gradient_clip": 1.0})
+            self.monitors[name].detach()
+        from torch.utils.tensorboard import SummaryWriter
+        self.writer = SummaryWriter(str(logdir / "others"))
         self.latest: dict[str, torch.Tensor] = {}
 
-    def run(self, steps: int) -> None:
+    def run(self, steps: int, extra: str = "bare") -> None:
+        monitor = self.monitors.get(extra)
+        if monitor is not None:
+            monitor.arm()
         for _ in range(steps):
             x, y = next(self.data)
             loss = F.cross_entropy(self.model(x).flatten(0, 1), y.flatten())
             loss.backward()
             self.step += 1
-            if self.monitor is not None:
-                self.monitor.after_backward()
-            elif self.extra == "lightning":
+            if monitor is not None:
+                monitor.after_backward()
+            elif extra == "lightning":
                 from lightning.pytorch.utilities import grad_norm
                 self.latest = grad_norm(self.model, 2)  # its documented use, every step
                 if self.step % LOG_EVERY == 0:  # self.log_dict: the latest values at each logging step
                     for k, v in self.latest.items():
                         self.writer.add_scalar(k, float(v), self.step)
-            elif self.extra == "per-param":
+            elif extra == "per-param":
                 for name, p in self.model.named_parameters():
                     self.writer.add_scalar(f"grad_norm/{name}", p.grad.norm().item(), self.step)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
-            if self.monitor is not None:
-                self.monitor.step_end(loss.detach())
+            if monitor is not None:
+                monitor.step_end(loss.detach())
+        if monitor is not None:
+            monitor.detach()  # what a block measured is reported inside it
 
 
 class TrainerRun:
-    """Our Trainer, monitors off, continued block by block (fit() up to max_steps)."""
+    """Our Trainer, monitors off, on the loop's own model and optimizer, continued block by
+    block (fit() up to max_steps)."""
 
-    def __init__(self, model: nn.Module, corpus: ByteCorpus, logdir: Path) -> None:
+    def __init__(self, loop: Loop, corpus: ByteCorpus, logdir: Path) -> None:
         cfg = TrainerConfig(epochs=0, max_steps=1, batch_size=BATCH, lr=1e-3, warmup_steps=0,
                             lr_schedule="constant", progress_bar=False, enable_gradient_monitor=False,
                             enable_post_epoch_evaluation=False, device="cpu")
-        self.trainer = LanguageModelTrainer(model, cfg, sinks=SinkHub([TensorBoardSink(logdir),
-                                                                      JSONLSink(logdir / "metrics.jsonl")]))
+        self.trainer = LanguageModelTrainer(loop.model, cfg, optimizer=loop.opt, sinks=SinkHub(
+            [TensorBoardSink(logdir), JSONLSink(logdir / "metrics.jsonl")]))
         self.corpus = corpus
 
     def run(self, steps: int) -> None:
@@ -136,22 +145,20 @@ def batches(corpus: ByteCorpus):
 def measure(name: str, steps: int, rounds: int, configs: list[str]) -> dict[str, tuple[float, float]]:
     corpus = ByteCorpus(load_text(), BLOCK, BATCH)
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
-    runs = {}
-    for c in configs:
-        torch.manual_seed(0)
-        model = MODELS[name]()
-        runs[c] = TrainerRun(model, corpus, tmp / "trainer") if c == "trainer" and name == "lm" \
-            else Loop(model, batches(corpus), c, tmp / c.replace(" ", "_"))
-    if name != "lm":
-        runs.pop("trainer", None)  # our Trainer computes an LM loss on our batches: the LM only
+    torch.manual_seed(0)
+    loop = Loop(MODELS[name](), batches(corpus), tmp)
+    runs = {c: (lambda n, c=c: loop.run(n, c)) for c in configs if c != "trainer"}
+    if "trainer" in configs and name == "lm":  # our Trainer computes an LM loss on our batches
+        trainer = TrainerRun(loop, corpus, tmp / "trainer")
+        runs["trainer"] = trainer.run
     for run in runs.values():
-        run.run(3)  # warm up allocator and threads
+        run(3)  # warm up allocator, threads and each configuration's first-call costs
     times: dict[str, list[float]] = {c: [] for c in runs}
     for r in range(rounds):
         order = list(runs)[r % len(runs):] + list(runs)[:r % len(runs)]
         for c in order:
             t = time.perf_counter()
-            runs[c].run(steps)
+            runs[c](steps)
             times[c].append(time.perf_counter() - t)
     out = {}
     for c, ts in times.items():
@@ -165,11 +172,53 @@ def profile(steps: int) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
     corpus = ByteCorpus(load_text(), BLOCK, BATCH)
-    loop = Loop(GPT(GPTConfig()), batches(corpus), "interval 1", Path(tempfile.mkdtemp()))
-    loop.run(3)
+    loop = Loop(GPT(GPTConfig()), batches(corpus), Path(tempfile.mkdtemp()))
+    loop.run(3, "interval 1")
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-        loop.run(steps)
+        loop.run(steps, "interval 1")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+def phases(name: str, steps: int) -> None:
+    """Wall time of each monitoring phase per measured step (interval 1), timed inside the
+    loop, against the bare step of the same run: a breakdown that machine noise barely moves."""
+    import collections
+    corpus = ByteCorpus(load_text(), BLOCK, BATCH)
+    torch.manual_seed(0)
+    loop = Loop(MODELS[name](), batches(corpus), Path(tempfile.mkdtemp()))
+    m = loop.monitors["interval 1"]
+    spent: dict[str, float] = collections.defaultdict(float)
+
+    def timed_method(obj, method: str, label: str) -> None:
+        fn = getattr(obj, method)
+
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] += time.perf_counter() - t
+        setattr(obj, method, wrapper)
+    timed_method(m.flow, "collect", "gradient norms (after backward)")
+    timed_method(m.updates, "before_step", "weight snapshot (before the step)")
+    timed_method(m.updates, "after_step", "weight update norms (after the step)")
+    timed_method(m.gradients, "report", "gain/update tags and detectors (at logging steps)")
+    timed_method(m.loss, "report", "loss tags and detectors (at logging steps)")
+    timed_method(m.sinks, "flush", "sink flush (at logging steps)")
+    loop.run(5, "interval 1"), loop.run(5)
+    spent.clear()
+    t = time.perf_counter()
+    loop.run(steps)
+    bare = (time.perf_counter() - t) / steps
+    t = time.perf_counter()
+    loop.run(steps, "interval 1")
+    monitored = (time.perf_counter() - t) / steps
+    print(f"{name}: bare step {bare * 1e3:.1f} ms, measured step {monitored * 1e3:.1f} ms")
+    for label, secs in spent.items():
+        print(f"  {label:<52} {secs / steps * 1e3:6.2f} ms  {secs / steps / bare * 100:5.1f}%")
+    rest = monitored - bare - sum(spent.values()) / steps
+    print(f"  {'the rest: block hooks in forward/backward, and noise':<52} {rest * 1e3:6.2f} ms  "
+          f"{rest / bare * 100:5.1f}%")
 
 
 def main() -> None:
@@ -179,11 +228,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="lm,user")
     ap.add_argument("--configs", default="bare,trainer,default,interval 1,lightning,per-param")
-    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="torch.profiler table of measured steps")
+    ap.add_argument("--phases", action="store_true", help="time of each monitoring phase per measured step")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
         profile(args.steps)
+        return
+    if args.phases:
+        for name in args.models.split(","):
+            phases(name, args.steps * 2)
         return
     configs = args.configs.split(",")
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH}x{BLOCK}, "

@@ -39,3 +39,12 @@ def test_gain_aggregates_skip_unmeasured_blocks_and_keep_an_overflow():
     assert agg == {"mean_gain": 2.0, "mean_gain_all": 8.0 / 3, "max_gain": 4.0, "amplification": 15.0}
     assert gain_aggregates({"0": 2.0, "1": math.inf})["mean_gain"] == math.inf
     assert gain_aggregates({"0": math.nan})["mean_gain"] is None
+
+
+def test_a_log_of_block_gains_alone_is_analyzed():
+    from trainvitals.analyze.roles import apply_roles
+    g = _gains()
+    run = apply_roles(RunLog("r", {f"gradient_monitor/gain/{b}": [(s, v[b]) for s, v in g.items()] for b in "0123"}),
+                      {})
+    events = replay(run, AnalyzeConfig()).events
+    assert any(e.kind == "mean_gain_absolute" and e.severity == "alert" for e in events)

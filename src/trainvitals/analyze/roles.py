@@ -37,10 +37,10 @@ CONVENTIONS = {
     "HF Trainer": {"step_loss": "train/loss", "grad_norm": "train/grad_norm", "lr": "train/learning_rate",
                    "val_loss": "eval/loss", "epoch": "train/epoch"},
 }
-# Tags the replay raises something from on their own (val/loss needs epoch losses, the
-# largest block gain is read at the steps of the mean gain or grad norm).
-_USABLE = ("train/step_loss", "train/epoch_loss", "gradient_monitor/mean_gain", "gradient_monitor/grad_norm")
-_USABLE_PREFIXES = ("weight_monitor/update_ratio/",)
+# Tags the replay raises something from on their own (val/loss needs epoch losses).
+_USABLE = ("train/step_loss", "train/epoch_loss", "gradient_monitor/mean_gain", "gradient_monitor/max_gain",
+           "gradient_monitor/grad_norm")
+_USABLE_PREFIXES = ("weight_monitor/update_ratio/", "gradient_monitor/gain/")  # replay reads gains alone too
 _SHOWN_TAGS = 10
 
 

@@ -23,7 +23,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import lightning.pytorch as pl
+try:
+    import lightning.pytorch as pl
+except ImportError as e:  # pragma: no cover - depends on what is installed
+    raise ImportError(f"trainvitals.integrations.lightning needs lightning ({e}): "
+                      f"pip install 'trainvitals[lightning]'") from None
 
 from trainvitals.errors import ConfigError
 from trainvitals.events import Event

@@ -28,8 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
+
+try:
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+except ImportError as e:  # pragma: no cover - depends on what is installed
+    raise ImportError(f"trainvitals.integrations.transformers needs transformers ({e}): "
+                      f"pip install 'trainvitals[hf]'") from None
 
 from trainvitals.errors import ConfigError
 from trainvitals.events import Event

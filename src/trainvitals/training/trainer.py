@@ -288,7 +288,7 @@ class Trainer:
         """Write a snapshot atomically (default: snapshots/step_N.pt in the run directory).
 
         Not written (None) if the parameters are not finite: the last finite one is kept."""
-        # issue 14: one fused finite check, on snapshot steps only
+        # one fused finite check, on snapshot steps only: every snapshot is one --resume can use
         if not snap.params_finite(self.model):
             self.print(f"snapshot at step {self.global_step} not written: the parameters are not finite; "
                        f"the last finite snapshot is kept")

@@ -21,7 +21,9 @@ that round, median over rounds. Pairing cancels the drift of a shared machine.
 
     python benchmarks/overhead.py [--steps 30] [--rounds 5] [--threads 2] [--models lm,user]
     python benchmarks/overhead.py --phases       # where a monitored step's time goes, by phase
+    python benchmarks/overhead.py --phases --weight-mode rebuild   # the Adam rebuild instead of a copy
     python benchmarks/overhead.py --profile      # the same, by torch operator
+    python benchmarks/overhead.py --sink-writes  # TensorBoard cost a scalar, one event a scalar or a step
 """
 from __future__ import annotations
 
@@ -179,7 +181,28 @@ def profile(steps: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
-def phases(name: str, steps: int) -> None:
+def sink_writes(n_steps: int = 125, tags: int = 80) -> None:
+    """Microseconds a scalar: `SummaryWriter.add_scalar` (one event a scalar) against our
+    `TensorBoardSink` (one event a step holding every scalar of that step)."""
+    from torch.utils.tensorboard import SummaryWriter
+    writer, sink = SummaryWriter(tempfile.mkdtemp()), TensorBoardSink(tempfile.mkdtemp())
+    t = time.perf_counter()
+    for step in range(n_steps):
+        for j in range(tags):
+            writer.add_scalar(f"gradient_monitor/gain/{j}", 1.0, step)
+    per_scalar = (time.perf_counter() - t) / (n_steps * tags)
+    t = time.perf_counter()
+    for step in range(n_steps):
+        for j in range(tags):
+            sink.log(f"gradient_monitor/gain/{j}", 1.0, step)
+    sink.flush()
+    batched = (time.perf_counter() - t) / (n_steps * tags)
+    writer.close(), sink.close()
+    print(f"TensorBoard writes, {tags} scalars a step: add_scalar {per_scalar * 1e6:.1f} us a scalar, "
+          f"TensorBoardSink {batched * 1e6:.1f} us a scalar")
+
+
+def phases(name: str, steps: int, weight_mode: str = "auto") -> None:
     """Wall time of each monitoring phase per measured step (interval 1), timed inside the
     loop, against the bare step of the same run: a breakdown that machine noise barely moves."""
     import collections
@@ -187,6 +210,9 @@ def phases(name: str, steps: int) -> None:
     torch.manual_seed(0)
     loop = Loop(MODELS[name](), batches(corpus), Path(tempfile.mkdtemp()))
     m = loop.monitors["interval 1"]
+    if weight_mode != "auto":
+        from trainvitals.probes.weight_updates import WeightUpdateProbe
+        m.updates = WeightUpdateProbe(loop.model, loop.opt, mode=weight_mode)
     spent: dict[str, float] = collections.defaultdict(float)
 
     def timed_method(obj, method: str, label: str) -> None:
@@ -213,7 +239,8 @@ def phases(name: str, steps: int) -> None:
     t = time.perf_counter()
     loop.run(steps, "interval 1")
     monitored = (time.perf_counter() - t) / steps
-    print(f"{name}: bare step {bare * 1e3:.1f} ms, measured step {monitored * 1e3:.1f} ms")
+    print(f"{name} (weight updates: mode={weight_mode!r}): bare step {bare * 1e3:.1f} ms, "
+          f"measured step {monitored * 1e3:.1f} ms")
     for label, secs in spent.items():
         print(f"  {label:<52} {secs / steps * 1e3:6.2f} ms  {secs / steps / bare * 100:5.1f}%")
     rest = monitored - bare - sum(spent.values()) / steps
@@ -230,14 +257,20 @@ def main() -> None:
     ap.add_argument("--configs", default="bare,trainer,default,interval 1,lightning,per-param")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of measured steps")
     ap.add_argument("--phases", action="store_true", help="time of each monitoring phase per measured step")
+    ap.add_argument("--weight-mode", default="auto", choices=("auto", "rebuild", "copy"),
+                    help="with --phases: how the weight-update probe measures")
+    ap.add_argument("--sink-writes", action="store_true", help="TensorBoard write cost a scalar")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
         profile(args.steps)
         return
+    if args.sink_writes:
+        sink_writes()
+        return
     if args.phases:
         for name in args.models.split(","):
-            phases(name, args.steps * 2)
+            phases(name, args.steps * 2, args.weight_mode)
         return
     configs = args.configs.split(",")
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH}x{BLOCK}, "

@@ -32,8 +32,8 @@ How dW is obtained, without keeping a copy of the model:
 Modes: ``"rebuild"`` rebuilds wherever the list above allows; ``"copy"`` copies every
 parameter; ``"auto"`` (default) rebuilds on accelerators, where memory is what a copy of
 the model costs, and copies on the CPU, where time is: there the rebuild's extra
-passes over the optimizer state cost more (measured on the default LM, 0.9M parameters,
-2 threads: 5.8 ms a monitored step rebuilt, 3.2 ms copied). All results stay on the
+passes over the optimizer state cost more (default LM, 0.9M parameters, 2 threads:
+5.4 ms a measured step rebuilt, 3.4 ms copied; `benchmarks/overhead.py --phases`). All results stay on the
 device until ``WeightUpdateStats.to_host()``, which makes one transfer.
 """
 from __future__ import annotations

@@ -1,28 +1,30 @@
-"""What the framework callbacks share: the config from a dict, the step-loss accumulator."""
+"""What the framework callbacks share: their config, the step-loss accumulator."""
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import torch
 
+from trainvitals.errors import ConfigError
 from trainvitals.monitor.config import MonitorConfig
 
-__all__ = ["as_config", "config_dict", "StepLoss"]
+__all__ = ["callback_config", "StepLoss"]
 
 
-def as_config(config: MonitorConfig | dict[str, Any] | None) -> MonitorConfig:
-    """A `MonitorConfig` from itself, a dict of its fields (restored from JSON), or None."""
+def callback_config(config: MonitorConfig | dict[str, Any] | None, host: str) -> MonitorConfig:
+    """A `MonitorConfig` from itself, a dict of its fields (restored from JSON), or None,
+    for a framework callback, which cannot leave a step out."""
     if config is None:
-        return MonitorConfig()
-    if isinstance(config, dict):
+        config = MonitorConfig()
+    elif isinstance(config, dict):
         from trainvitals.config import config_from_dict
-        return config_from_dict(MonitorConfig, config, "config")
-    return config.monitor_settings()
-
-
-def config_dict(config: MonitorConfig) -> dict[str, Any]:
-    return asdict(config)
+        config = config_from_dict(MonitorConfig, config, "config")
+    else:
+        config = config.monitor_settings()
+    if config.on_nonfinite_loss == "skip_step":
+        raise ConfigError(f"on_nonfinite_loss='skip_step': a {host} callback cannot skip a step; "
+                          "use 'stop' or 'warn'")
+    return config
 
 
 class StepLoss:

@@ -29,9 +29,8 @@ except ImportError as e:  # pragma: no cover - depends on what is installed
     raise ImportError(f"trainvitals.integrations.lightning needs lightning ({e}): "
                       f"pip install 'trainvitals[lightning]'") from None
 
-from trainvitals.errors import ConfigError
 from trainvitals.events import Event
-from trainvitals.integrations._common import StepLoss, as_config
+from trainvitals.integrations._common import StepLoss, callback_config
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.monitor import Monitor
 from trainvitals.sinks.base import Sink, SinkHub
@@ -43,10 +42,7 @@ __all__ = ["TrainvitalsCallback"]
 class TrainvitalsCallback(pl.Callback):
     def __init__(self, config: MonitorConfig | dict[str, Any] | None = None, val_loss_key: str = "val_loss",
                  blocks: Any = None) -> None:
-        self.config = as_config(config)
-        if self.config.on_nonfinite_loss == "skip_step":
-            raise ConfigError("on_nonfinite_loss='skip_step': a Lightning callback cannot skip a step; "
-                              "use 'stop' or 'warn'")
+        self.config = callback_config(config, "Lightning")
         self.val_loss_key, self.blocks = val_loss_key, blocks
         self.monitor: Monitor | None = None
         self._saved: dict[str, Any] | None = None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,8 @@ except ImportError as e:  # pragma: no cover - depends on what is installed
     raise ImportError(f"trainvitals.integrations.transformers needs transformers ({e}): "
                       f"pip install 'trainvitals[hf]'") from None
 
-from trainvitals.errors import ConfigError
 from trainvitals.events import Event
-from trainvitals.integrations._common import StepLoss, as_config, config_dict
+from trainvitals.integrations._common import StepLoss, callback_config
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.monitor import Monitor
 from trainvitals.sinks.base import SinkHub
@@ -50,10 +50,7 @@ __all__ = ["TrainvitalsCallback"]
 class TrainvitalsCallback(TrainerCallback, ExportableState):
     def __init__(self, config: MonitorConfig | dict[str, Any] | None = None, logdir: str | None = None,
                  blocks: Any = None) -> None:
-        self.config = as_config(config)
-        if self.config.on_nonfinite_loss == "skip_step":
-            raise ConfigError("on_nonfinite_loss='skip_step': HF Trainer cannot skip a step from a callback; "
-                              "use 'stop' or 'warn'")
+        self.config = callback_config(config, "HF Trainer")
         self.logdir, self.blocks = logdir, blocks
         self.monitor: Monitor | None = None
         self.saved_state: dict[str, Any] | None = None  # set by HF when it restores the callback
@@ -121,7 +118,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
                 control.should_training_stop = True
 
     def on_epoch_end(self, args, state, control, **kwargs) -> None:
-        if self.monitor is not None and str(args.eval_strategy) in ("no", "IntervalStrategy.NO"):
+        if self.monitor is not None and args.eval_strategy == "no":
             self.monitor.end_epoch()
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
@@ -136,7 +133,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
     # --- ExportableState: what trainer_state.json keeps (JSON) ----------------------------
     def state(self) -> dict[str, Any]:
         saved = self.monitor.state_dict() if self.monitor is not None else self.saved_state
-        return {"args": {"config": config_dict(self.config), "logdir": self.logdir},
+        return {"args": {"config": asdict(self.config), "logdir": self.logdir},
                 "attributes": {"saved_state": saved}}
 
     # --- internals ------------------------------------------------------------------------

@@ -80,7 +80,7 @@ class Monitor(Outbox):
         self._before_nonfinite: float | None = None  # the epoch's last finite loss before its first non-finite
         self._last_finite: float | None = None
         self._skipping = False  # skip_step() said this step is left out
-        self._arm()
+        self.arm()
 
     # --- the loop's points ----------------------------------------------------------------
     def monitors(self, step: int) -> bool:
@@ -118,7 +118,7 @@ class Monitor(Outbox):
             weights = self.updates.collect() if self.updates is not None and self.updates.measured else None
             self._measured.append((self.step, self._flow_now, weights))
         self._flow_now, self._lr_now = None, None
-        self._arm()
+        self.arm()
         return self.flush() if self.step % self.config.log_every == 0 else []
 
     def skip_step(self, loss: torch.Tensor | float) -> bool:
@@ -222,12 +222,7 @@ class Monitor(Outbox):
                 part.load_state_dict(state[key])
         if self.flow is not None:  # the next step may not be the one armed for
             self.flow.detach()
-            self._arm()
-
-    def arm(self) -> None:
-        """Attach the block hooks if the next step is measured (done after every step; call
-        it after `detach()` to go on)."""
-        self._arm()
+            self.arm()
 
     def detach(self) -> None:
         """Report what is pending and remove every hook, until `arm()`."""
@@ -248,7 +243,9 @@ class Monitor(Outbox):
         self.flow = self.updates = None
         self._flow_now = None
 
-    def _arm(self) -> None:
+    def arm(self) -> None:
+        """Attach the block hooks if the next step is measured (done after every step; call
+        it after `detach()` to go on)."""
         if self.flow is not None and self.monitors(self.step + 1) and not self.flow.attached:
             self.flow.attach()
 

@@ -19,22 +19,29 @@ logging step (every `log_every` steps, and at `flush()` / `end_epoch()`), when t
 cross to the host in one transfer and feed the detectors. Each call returns the events
 it raised; `events` holds all of them. Decisions are for the host to carry out:
 `stop_reason` (stop now), `lr_scale` (multiply the scheduled LR), `skip_step(loss)`.
+
+Under torch.distributed (DDP, FSDP2) every rank makes the same calls. At a logging step
+the ranks sum their losses and what their probes measured (squared norms of activation
+gradients, of gradient and weight shards) in one `all_reduce`, so every figure is the
+global batch's and every rank's detectors see the same numbers and decide the same
+(DESIGN.md). Only rank 0 has sinks. A decision a host takes from its own rank's view
+(`request_stop_from_rank`: a signal, a callback) is reduced the same way.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn as nn
 
+from trainvitals import distributed as dist
 from trainvitals.events import Event
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
 from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReading
 from trainvitals.monitor.loss import LossMonitorCallback
-from trainvitals.monitor.outbox import Outbox
+from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
 from trainvitals.sinks.base import SinkHub
@@ -49,12 +56,14 @@ class Monitor(Outbox):
     `uniform_loss` = ln of the vocabulary size, model sizes);
     `lr` and `weight_decay` default to the optimizer's. `sinks` default to the console.
     `can_set_lr=False` for a host that cannot apply `lr_scale` (its LR actions then say
-    what to set instead)."""
+    what to set instead). Under torch.distributed, ranks other than 0 get no sinks."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  config: MonitorConfig | None = None, *, blocks: Sequence[tuple[str, nn.Module]] | None = None,
                  sinks: SinkHub | None = None, run_info: dict[str, Any] | None = None,
                  can_set_lr: bool = True) -> None:
+        if not dist.is_main():
+            sinks = SinkHub()  # one voice: rank 0's
         super().__init__(sinks if sinks is not None else SinkHub([ConsoleSink(progress_bar=False)]), can_set_lr)
         self.config = c = config if config is not None else MonitorConfig()
         self.model, self.optimizer = model, optimizer
@@ -80,6 +89,7 @@ class Monitor(Outbox):
         self._before_nonfinite: float | None = None  # the epoch's last finite loss before its first non-finite
         self._last_finite: float | None = None
         self._skipping = False  # skip_step() said this step is left out
+        self._rank_stop: tuple[StopReason, str] | None = None  # asked on this rank, not yet reduced
         self.arm()
 
     # --- the loop's points ----------------------------------------------------------------
@@ -95,8 +105,8 @@ class Monitor(Outbox):
             return
         stats = self.flow.collect()
         self.flow.detach()
-        if grad_scale is not None:  # gains are ratios, so the scale cancels in them
-            stats = replace(stats, grad_norm=stats.grad_norm / grad_scale, param_norms=stats.param_norms / grad_scale)
+        if grad_scale is not None:
+            stats = stats.scaled(grad_scale)
         self._flow_now = stats
         if self.updates is not None:
             self.updates.before_step()
@@ -126,8 +136,18 @@ class Monitor(Outbox):
         (one host sync per step: the price of that policy, and only under it)."""
         if self.config.on_nonfinite_loss != "skip_step":
             return False
-        self._skipping = not bool(torch.isfinite(torch.as_tensor(loss)))
+        # a loss non-finite on any rank skips the step on every rank (a collective under DDP)
+        self._skipping = dist.any_rank(~torch.isfinite(torch.as_tensor(loss)))
         return self._skipping
+
+    def request_stop_from_rank(self, reason: StopReason, message: str = "") -> None:
+        """A stop this process decided from its own view (a signal, a callback). Alone it
+        takes effect at once; under torch.distributed every rank stops at the next logging
+        step, so no rank is left waiting in a collective."""
+        if not dist.active():
+            self.request_stop(reason, message)
+        elif self._rank_stop is None:
+            self._rank_stop = (reason, message)
 
     def end_epoch(self, val_loss: float | None = None, train_loss: float | None = None) -> list[Event]:
         """After validation: log the epoch's losses, run the post-epoch checks.
@@ -137,6 +157,9 @@ class Monitor(Outbox):
         start = len(self.events)
         if train_loss is None:
             train_loss = self.epoch_loss()
+        if val_loss is not None and dist.active():  # each rank's validation loss: their mean
+            val_loss = float(dist.all_reduce_sum(torch.tensor(float(val_loss), dtype=torch.float64,
+                                                              device=_device())) / dist.world_size())
         self.log("train/epoch_loss", train_loss, self.step)
         if val_loss is not None:
             self.log("val/loss", val_loss, self.step)
@@ -167,9 +190,15 @@ class Monitor(Outbox):
         start = len(self.events)
         losses, measured = self._losses, self._measured
         self._losses, self._measured = [], []
-        parts = [[l] for _, l, _, _ in losses if isinstance(l, torch.Tensor)]
+        votes = None
+        if dist.active():
+            losses, measured, votes = self._reduce(losses, measured)
+        parts = [[votes]] if votes is not None else []
+        parts += [[l] for _, l, _, _ in losses if isinstance(l, torch.Tensor)]
         parts += [stats.host_parts() for _, f, w in measured for stats in ((f, w) if w else (f,))]
         values = iter(_split(_to_host(p for group in parts for p in group), parts))
+        if votes is not None:
+            self._take_rank_stop(next(values))
         steps, floats, lrs = [], [], {}
         for step, loss, lr, skipped in losses:
             if isinstance(loss, torch.Tensor):
@@ -198,6 +227,38 @@ class Monitor(Outbox):
             self.gradients.report(self, step, reading, lrs.get(step), self.epoch)
         self.sinks.flush()
         return self.events[start:]
+
+    def _reduce(self, losses: list, measured: list) -> tuple[list, list, torch.Tensor]:
+        """The global figures of what is pending, in one all_reduce over the ranks: step
+        losses become their mean, probe figures the global batch's; a stop asked on any
+        rank is taken on all (the votes come back with the rest, in flush's one transfer)."""
+        device = _device()
+        reasons = list(StopReason)
+        stop = torch.zeros(len(reasons), device=device)
+        if self._rank_stop is not None:
+            stop[reasons.index(self._rank_stop[0])] = 1
+        parts = [torch.stack([torch.as_tensor(l, dtype=torch.float32).to(device).reshape(())
+                              for _, l, _, _ in losses]) if losses else stop[:0], stop]
+        for _, flow, weights in measured:
+            parts += [flow.local_sums(), weights.local_sums() if weights is not None else stop[:0]]
+        flat = dist.all_reduce_sum(torch.cat([p.to(device, torch.float32) for p in parts]))
+        sizes = [p.numel() for p in parts]
+        out = list(flat.split(sizes))
+        means = out[0] / dist.world_size()
+        losses = [(step, means[i], lr, skipped) for i, (step, _, lr, skipped) in enumerate(losses)]
+        measured = [(step, flow.with_global(out[2 + 2 * i]),
+                     weights.with_global(out[3 + 2 * i]) if weights is not None else None)
+                    for i, (step, flow, weights) in enumerate(measured)]
+        return losses, measured, out[1]
+
+    def _take_rank_stop(self, votes: list[float]) -> None:
+        """Every rank stops for the first reason any rank asked for."""
+        for reason, count in zip(StopReason, votes):
+            if count:
+                mine = self._rank_stop is not None and self._rank_stop[0] is reason
+                self.request_stop(reason, self._rank_stop[1] if mine else f"{reason.value} on another rank")
+                break
+        self._rank_stop = None
 
     # --- state -------------------------------------------------------------------------
     def current_lr(self) -> float | None:
@@ -263,6 +324,13 @@ def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     lr = g.get("initial_lr", g.get("lr"))  # a torch scheduler keeps the configured LR there
     return {k: float(v) for k, v in (("lr", lr), ("weight_decay", g.get("weight_decay")))
             if isinstance(v, (int, float))}
+
+
+def _device() -> torch.device:
+    """Where this rank's collectives run: its CUDA device under NCCL, else the CPU."""
+    if dist.active() and torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _to_host(parts: Iterable[torch.Tensor]) -> list[float]:

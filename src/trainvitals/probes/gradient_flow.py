@@ -44,6 +44,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from trainvitals.distributed import is_sharded, local_view
 from trainvitals.errors import ConfigError
 
 __all__ = ["GradientFlowProbe", "GradientFlowStats", "find_blocks"]
@@ -108,7 +109,10 @@ def _first_float_tensor(obj: Any) -> torch.Tensor | None:
 
 @dataclass
 class GradientFlowStats:
-    """One step's gradient measurements, as device tensors (fp32)."""
+    """One step's gradient measurements, as device tensors (fp32).
+
+    Under torch.distributed the figures of one rank are local: `local_sums()` gives what
+    the ranks sum (squared norms), `with_global(sums)` the same stats for the global batch."""
 
     gains: torch.Tensor  # (n_blocks,), NaN where a block was not measured
     block_names: list[str]
@@ -119,6 +123,42 @@ class GradientFlowStats:
     param_norms: torch.Tensor  # (n_params,), 2-norm of each parameter's grad
     param_names: list[str] = field(default_factory=list)
     nonfinite: torch.Tensor | None = None  # (n_params,) bool: grad norm is NaN or inf
+    call_norms: torch.Tensor | None = None  # (2, n_calls): ||dL/dx||, ||dL/dy|| of each measured call
+    call_blocks: list[int] = field(default_factory=list)  # the block of each call
+    sharded: list[bool] = field(default_factory=list)  # per parameter: its norm is of this rank's shard
+
+    @classmethod
+    def build(cls, call_norms: torch.Tensor, call_blocks: list[int], block_names: list[str],
+              param_norms: torch.Tensor, param_names: list[str], sharded: list[bool]) -> GradientFlowStats:
+        gains, mean_gain, max_gain, amplification = _gains(call_norms, call_blocks, len(block_names))
+        return cls(gains, list(block_names), mean_gain, max_gain, amplification,
+                   torch.linalg.vector_norm(param_norms), param_norms, param_names, ~torch.isfinite(param_norms),
+                   call_norms, call_blocks, sharded)
+
+    def scaled(self, grad_scale: torch.Tensor | float) -> GradientFlowStats:
+        """Gradient norms divided by a loss scale still in the gradients (gains are ratios:
+        the scale cancels in them)."""
+        return self.build(self.call_norms, self.call_blocks, self.block_names, self.param_norms / grad_scale,
+                          self.param_names, self.sharded)
+
+    def local_sums(self) -> torch.Tensor:
+        """What the ranks sum: the squared norms of each call's activation gradients, and
+        of each sharded parameter's gradient shard (a replicated gradient is global already)."""
+        parts = [self.call_norms.reshape(-1).float()]
+        if any(self.sharded):
+            parts.append(self.param_norms[_mask(self.sharded, self.param_norms.device)].float())
+        return torch.cat(parts).square()
+
+    def with_global(self, sums: torch.Tensor) -> GradientFlowStats:
+        """These stats over the global batch, from the ranks' summed `local_sums()`."""
+        roots = sums.sqrt()
+        n = self.call_norms.numel()
+        param_norms = self.param_norms
+        if any(self.sharded):
+            param_norms = param_norms.clone()
+            param_norms[_mask(self.sharded, param_norms.device)] = roots[n:].to(param_norms.dtype)
+        return self.build(roots[:n].reshape(self.call_norms.shape), self.call_blocks, self.block_names,
+                          param_norms, self.param_names, self.sharded)
 
     def to_host(self) -> dict[str, Any]:
         """Plain Python values, moved to the host in one transfer."""
@@ -151,6 +191,34 @@ class GradientFlowStats:
             "nonfinite_params": [n for n, bad in zip(self.param_names, flags) if bad],
             "param_grad_norms": dict(zip(self.param_names, norms)),
         }
+
+
+def _mask(flags: list[bool], device: torch.device) -> torch.Tensor:
+    return torch.tensor(flags, dtype=torch.bool).to(device, non_blocking=True)
+
+
+def _gains(call_norms: torch.Tensor, call_blocks: list[int], n_blocks: int) -> tuple[torch.Tensor, ...]:
+    """Per-block gains, their mean and maximum over the measured blocks, and the product of
+    every call's gain. A block called several times gets the geometric mean of its calls."""
+    device = call_norms.device
+    nan = torch.full((), math.nan, device=device)
+    if not call_blocks:
+        return torch.full((n_blocks,), math.nan, device=device), nan, nan, nan
+    ratios = call_norms[0] / call_norms[1]
+    if call_blocks == list(range(n_blocks)):  # every block measured once, in block order
+        return ratios, ratios.mean(), ratios.max(), ratios.prod()
+    values = []
+    for block in range(n_blocks):
+        calls = [k for k, b in enumerate(call_blocks) if b == block]
+        if not calls:
+            values.append(nan)
+        elif len(calls) == 1:
+            values.append(ratios[calls[0]])
+        else:  # geometric mean over the calls
+            values.append(ratios[calls].log().mean().exp())
+    gains = torch.stack(values)
+    measured = gains[[b for b in range(n_blocks) if b in call_blocks]]
+    return gains, measured.mean(), measured.max(), ratios.prod()
 
 
 class GradientFlowProbe:
@@ -227,29 +295,23 @@ class GradientFlowProbe:
         """
         if self.model is None:
             raise RuntimeError("GradientFlowProbe is closed")
-        names, params = [], []
+        names, grads, sharded = [], [], []
         for name, p in self._named_params:
             if p.grad is not None:
                 names.append(name)
-                params.append(p)
-        device = params[0].grad.device if params else self._device()
-        if params:
-            norms = [n.to(device) for n in
-                     torch._foreach_norm([p.grad for p in params], 2, dtype=torch.float32)]
-            param_norms = torch.stack(norms)
-            grad_norm = torch.linalg.vector_norm(param_norms)
-            nonfinite = ~torch.isfinite(param_norms)
+                grads.append(local_view(p.grad))  # a DTensor's shard: its norm is summed over ranks
+                sharded.append(is_sharded(p.grad))
+        device = grads[0].device if grads else self._device()
+        if grads:
+            param_norms = torch.stack([n.to(device) for n in torch._foreach_norm(grads, 2, dtype=torch.float32)])
         else:
             param_norms = torch.zeros(0, device=device)
-            grad_norm = torch.zeros((), device=device)
-            nonfinite = torch.zeros(0, dtype=torch.bool, device=device)
-        gains, mean_gain, max_gain, amplification = self._gains(device)
+        call_norms, call_blocks = self._call_norms(device)
         for handle in self._tensor_handles:
             handle.remove()
         self._tensor_handles = []
         self._reset()
-        return GradientFlowStats(gains, list(self.block_names), mean_gain, max_gain,
-                                 amplification, grad_norm, param_norms, names, nonfinite)
+        return GradientFlowStats.build(call_norms, call_blocks, self.block_names, param_norms, names, sharded)
 
     # -- internals -------------------------------------------------------------------
 
@@ -305,36 +367,18 @@ class GradientFlowProbe:
                 self._calls.append((index, x_slot, y_slot))
         return hook
 
-    def _gains(self, device: torch.device) -> tuple[torch.Tensor, ...]:
-        nan = torch.full((), math.nan, device=device)
-        per_block: list[list[int]] = [[] for _ in self._blocks]
-        xs, ys = [], []
+    def _call_norms(self, device: torch.device) -> tuple[torch.Tensor, list[int]]:
+        """(2, n_calls) input and output gradient norms of the calls the backward reached."""
+        xs, ys, blocks = [], [], []
         for block, x_slot, y_slot in self._calls:
             if x_slot is None or y_slot is None:
                 continue
             gx, gy = self._norms[x_slot], self._norms[y_slot]
             if gx is None or gy is None:
                 continue  # the backward did not reach this call
-            per_block[block].append(len(xs))
             xs.append(gx.to(device))
             ys.append(gy.to(device))
+            blocks.append(block)
         if not xs:
-            return torch.full((len(self._blocks),), math.nan, device=device), nan, nan, nan
-        ratios = torch.stack(xs) / torch.stack(ys)
-        measured = [i for i, calls in enumerate(per_block) if calls]
-        if all(len(calls) == 1 for calls in per_block) and \
-                [calls[0] for calls in per_block] == list(range(len(self._blocks))):
-            gains = ratios  # every block measured once, in block order
-            measured_gains = ratios
-        else:
-            values = []
-            for calls in per_block:
-                if not calls:
-                    values.append(nan)
-                elif len(calls) == 1:
-                    values.append(ratios[calls[0]])
-                else:  # geometric mean over the calls
-                    values.append(torch.stack([ratios[k] for k in calls]).log().mean().exp())
-            gains = torch.stack(values)
-            measured_gains = torch.stack([values[i] for i in measured])
-        return gains, measured_gains.mean(), measured_gains.max(), ratios.prod()
+            return torch.zeros(2, 0, device=device), []
+        return torch.stack([torch.stack(xs), torch.stack(ys)]), blocks

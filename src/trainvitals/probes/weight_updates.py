@@ -40,12 +40,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from trainvitals.distributed import is_sharded, local_view
 from trainvitals.errors import check_choice, check_range, check_type
 
 __all__ = ["WeightUpdateProbe", "WeightUpdateStats"]
@@ -72,6 +73,44 @@ class WeightUpdateStats:
     frozen_params: torch.Tensor  # count of `unchanged`
     intentionally_frozen: list[str]  # requires_grad=False: listed, never alerted
     skipped: bool = False  # the optimizer did not step
+    stepped: torch.Tensor | None = None  # 0-d bool: the step was applied (None: it was)
+    sharded: list[bool] = field(default_factory=list)  # per parameter: its norms are of this rank's shard
+
+    @classmethod
+    def build(cls, names: list[str], dw: torch.Tensor, w: torch.Tensor, stepped: torch.Tensor | None,
+              frozen: list[str], skipped: bool = False, sharded: list[bool] | None = None) -> WeightUpdateStats:
+        nan = torch.full((), math.nan, device=w.device)
+        ratio = torch.where(dw == 0, torch.zeros_like(dw), torch.where(w > 0, dw / w, nan))
+        defined = ~torch.isnan(ratio)
+        unchanged = dw == 0
+        if stepped is not None:
+            unchanged = unchanged & stepped
+        return cls(
+            param_names=names, update_norms=dw, weight_norms=w, update_ratio=ratio,
+            update_ratio_mean=ratio.nanmean() if len(names) else nan,
+            update_ratio_max=torch.where(defined, ratio, 0).max() if len(names) else nan,
+            unchanged=unchanged, frozen_params=unchanged.sum(), intentionally_frozen=frozen,
+            skipped=skipped, stepped=stepped, sharded=list(sharded or []),
+        )
+
+    def local_sums(self) -> torch.Tensor:
+        """What the ranks sum: squared update and weight norms of the sharded parameters
+        (FSDP2); replicated ones (DDP) are global already, so this is empty then."""
+        if not any(self.sharded):
+            return self.update_norms.new_zeros(0)
+        mask = torch.tensor(self.sharded, dtype=torch.bool).to(self.update_norms.device, non_blocking=True)
+        return torch.cat([self.update_norms[mask], self.weight_norms[mask]]).float().square()
+
+    def with_global(self, sums: torch.Tensor) -> WeightUpdateStats:
+        """These stats for the whole parameters, from the ranks' summed `local_sums()`."""
+        if not any(self.sharded):
+            return self
+        mask = torch.tensor(self.sharded, dtype=torch.bool).to(self.update_norms.device, non_blocking=True)
+        roots, n = sums.sqrt(), sum(self.sharded)
+        dw, w = self.update_norms.clone(), self.weight_norms.clone()
+        dw[mask], w[mask] = roots[:n].to(dw.dtype), roots[n:].to(w.dtype)
+        return self.build(self.param_names, dw, w, self.stepped, self.intentionally_frozen, self.skipped,
+                          self.sharded)
 
     def to_host(self) -> dict[str, Any]:
         """Plain Python values, moved to the host in one transfer."""
@@ -128,7 +167,7 @@ class WeightUpdateProbe:
         self.model, self.optimizer = model, optimizer
         self.mode, self.chunk_numel = mode, chunk_numel
         self._named_params = list(model.named_parameters())  # once: a module walk costs ~0.7 ms
-        self._buffers: dict[int, torch.Tensor] = {}  # CPU copies, kept: no allocation per step
+        self._buffers: dict[int, torch.Tensor] = {}  # CPU copies by parameter index, kept: no allocation per step
         self._handles: list[Any] = []
         self._snapshot: _Snapshot | None = None
         self._stepped = False
@@ -222,19 +261,20 @@ class WeightUpdateProbe:
                     groups.setdefault(g, {k: v for k, v in group.items() if k != "params"})
             else:
                 copied.append(i)
-        device = params[0].device if params else torch.device("cpu")
-        weight_norms = _stack(torch._foreach_norm(params, 2, dtype=torch.float32), device)
-        copies = [self._copy_of(params[i]) for i in copied]
+        local = [local_view(p.detach()) for p in params]  # a DTensor's shard; summed over ranks later
+        device = local[0].device if local else torch.device("cpu")
+        weight_norms = _stack(torch._foreach_norm(local, 2, dtype=torch.float32), device)
+        copies = [self._copy_of(i, local[i]) for i in copied]
         return _Snapshot(names, params, frozen, weight_norms, zero, rebuilt, groups, copied, copies, None)
 
-    def _copy_of(self, p: torch.Tensor) -> torch.Tensor:
+    def _copy_of(self, index: int, p: torch.Tensor) -> torch.Tensor:
         """A copy of `p` now: into a buffer kept between steps on the CPU (allocating and
         first-touching megabytes each step costs more than the copy), transient elsewhere."""
         if p.device.type != "cpu":
             return p.detach().clone()
-        buf = self._buffers.get(id(p))
+        buf = self._buffers.get(index)
         if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-            buf = self._buffers[id(p)] = torch.empty_like(p, memory_format=torch.contiguous_format)
+            buf = self._buffers[index] = torch.empty_like(p, memory_format=torch.contiguous_format)
         return buf.copy_(p.detach())
 
     def _parameters(self) -> tuple[list[str], list[torch.Tensor], list[str]]:
@@ -268,7 +308,7 @@ class WeightUpdateProbe:
             for i, norm in zip(indices, norms):
                 updates[i] = norm
         if snap.copied:
-            torch._foreach_sub_(snap.copies, [snap.params[i].detach() for i in snap.copied])
+            torch._foreach_sub_(snap.copies, [local_view(snap.params[i].detach()) for i in snap.copied])
             for i, norm in zip(snap.copied, torch._foreach_norm(snap.copies, 2,
                                                                  dtype=torch.float32)):
                 updates[i] = norm
@@ -291,25 +331,8 @@ class WeightUpdateProbe:
 
 def _stats(snap: _Snapshot, dw: torch.Tensor, stepped: torch.Tensor | None,
            skipped: bool = False) -> WeightUpdateStats:
-    w = snap.weight_norms
-    nan = torch.full((), math.nan, device=w.device)
-    ratio = torch.where(dw == 0, torch.zeros_like(dw), torch.where(w > 0, dw / w, nan))
-    defined = ~torch.isnan(ratio)
-    unchanged = dw == 0
-    if stepped is not None:
-        unchanged = unchanged & stepped
-    return WeightUpdateStats(
-        param_names=snap.names,
-        update_norms=dw,
-        weight_norms=w,
-        update_ratio=ratio,
-        update_ratio_mean=ratio.nanmean() if len(snap.names) else nan,
-        update_ratio_max=torch.where(defined, ratio, 0).max() if len(snap.names) else nan,
-        unchanged=unchanged,
-        frozen_params=unchanged.sum(),
-        intentionally_frozen=snap.frozen,
-        skipped=skipped,
-    )
+    return WeightUpdateStats.build(snap.names, dw, snap.weight_norms, stepped, snap.frozen, skipped,
+                                   [is_sharded(p) for p in snap.params])
 
 
 def _stack(norms: list[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -319,7 +342,7 @@ def _stack(norms: list[torch.Tensor], device: torch.device) -> torch.Tensor:
 
 
 def _rebuildable(group: dict[str, Any], p: torch.Tensor, scaled_grads: bool) -> bool:
-    if p.dtype not in (torch.float32, torch.float64) or p.grad.is_sparse:
+    if p.dtype not in (torch.float32, torch.float64) or p.grad.is_sparse or hasattr(p, "placements"):
         return False
     sgd_uses_grad = "momentum" in group and (group["momentum"] == 0 or group["nesterov"])
     if sgd_uses_grad and scaled_grads:

@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["world_size", "rank", "is_main", "active", "init_from_env", "all_reduce_sum", "any_rank",
-           "shard_rows", "barrier", "gather_objects", "local_view", "is_sharded"]
+           "shard_rows", "barrier", "shutdown", "gather_objects", "local_view", "is_sharded"]
 
 
 def active() -> bool:
@@ -54,6 +54,12 @@ def init_from_env(device: str = "auto") -> torch.device | None:
         torch.cuda.set_device(local)
     dist.init_process_group("nccl" if use_cuda else "gloo", timeout=dt.timedelta(minutes=10))
     return torch.device("cuda", local) if use_cuda else torch.device("cpu")
+
+
+def shutdown() -> None:
+    """Destroy the process group, if one was made."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

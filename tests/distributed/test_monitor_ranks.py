@@ -63,3 +63,9 @@ def test_a_nonfinite_loss_on_one_rank_is_handled_on_every_rank(tmp_path, policy,
     assert [r["stopped_at"] for r in ranks] == [stopped, stopped]  # at the same logging step
     if policy == "skip_step":  # both skipped step 5: the weights stayed finite and equal
         assert ranks[0]["param_sum"] == ranks[1]["param_sum"] and math.isfinite(ranks[0]["param_sum"])
+
+
+def test_a_stop_asked_on_one_rank_stops_every_rank_at_the_next_logging_step(tmp_path):
+    _, ranks = _run(tmp_path, "ask", "--batch", "4", "--policy", "stop", "--stop-rank", "1", "--stop-step", "5")
+    assert [r["stopped_at"] for r in ranks] == [8, 8]
+    assert [r["stop_reason"] for r in ranks] == ["interrupted", "interrupted"]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from trainvitals import distributed as dist
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.monitor import Monitor
+from trainvitals.monitor.outbox import StopReason
 from trainvitals.sinks.base import Sink, SinkHub
 from trainvitals.tasks.lm.model import GPT, GPTConfig
 
@@ -61,6 +62,8 @@ def main() -> None:
     p.add_argument("--policy", default="skip_step")
     p.add_argument("--nan-rank", type=int, default=-1)
     p.add_argument("--nan-step", type=int, default=-1)
+    p.add_argument("--stop-rank", type=int, default=-1, help="this rank asks to stop (as SIGTERM would)")
+    p.add_argument("--stop-step", type=int, default=-1)
     args = p.parse_args()
     dist.init_from_env("cpu")
     world, rank = dist.world_size(), dist.rank()
@@ -102,6 +105,8 @@ def main() -> None:
             opt.step()
         monitor.after_optimizer_step()
         opt.zero_grad(set_to_none=True)
+        if rank == args.stop_rank and step == args.stop_step:
+            monitor.request_stop_from_rank(StopReason.INTERRUPTED, "asked on this rank")
         monitor.step_end(loss.detach())
         per_step.append(sum(calls.values()) - before)
         if monitor.stop_reason is not None:

@@ -57,6 +57,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
         self._loss = StepLoss()
         self._sum_losses = False
         self._accum = 1  # HF's gradient_accumulation_steps
+        self._rank_share = 1
         self._handles: list[Any] = []
         self._queued = False
         self._scaler = None
@@ -85,6 +86,9 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
         if self.saved_state is not None:
             self.monitor.load_state_dict(self.saved_state)
         self._accum = args.gradient_accumulation_steps
+        # HF divides each rank's token sum by the global token count: the step's loss is
+        # then the sum over ranks, where the monitor reduces a mean
+        self._rank_share = args.world_size if args.average_tokens_across_devices else 1
         self._handles = [model.register_forward_hook(self._capture_loss, with_kwargs=True)]
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
@@ -140,16 +144,19 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
     def _capture_loss(self, module, args, kwargs, output) -> None:
         loss = getattr(output, "loss", None) if not isinstance(output, dict) else output.get("loss")
         if module.training and torch.is_grad_enabled() and isinstance(loss, torch.Tensor):
-            self._loss.add(loss)
             # with num_items_in_batch, each micro-batch's loss is already a share of the step's
             self._sum_losses = kwargs.get("num_items_in_batch") is not None
+            self._loss.add(loss * self._rank_share if self._sum_losses and self._rank_share > 1 else loss)
 
     def _queue(self, param: torch.Tensor) -> None:
         # the last micro-batch's backward (a short last step of an epoch is measured in
         # on_pre_optimizer_step instead, after HF's clipping)
         if not self._queued and self._loss.count == self._accum:
             self._queued = True
-            torch.autograd.Variable._execution_engine.queue_callback(self._measure)
+            # queued from a queued callback, it runs after every callback queued in this
+            # backward, DDP's (which writes the reduced gradients) included
+            engine = torch.autograd.Variable._execution_engine
+            engine.queue_callback(lambda: engine.queue_callback(self._measure))
 
     def _measure(self) -> None:
         scaler = self._scaler  # fp16: HF unscales only when it clips, after this point

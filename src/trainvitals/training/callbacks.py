@@ -46,7 +46,7 @@ class LoopContext:
     def __init__(self, trainer: "Trainer") -> None:
         self._trainer = trainer
 
-    model = property(lambda self: self._trainer.model)
+    model = property(lambda self: self._trainer.module)
     optimizer = property(lambda self: self._trainer.optimizer)
     config: "TrainerConfig" = property(lambda self: self._trainer.config)  # type: ignore[assignment]
     monitor: "Monitor" = property(lambda self: self._trainer.monitor)  # type: ignore[assignment]

@@ -4,12 +4,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
+from trainvitals import distributed as dist
 from trainvitals.config import TrainerConfig
 from trainvitals.errors import ConfigError, RunDirError
 from trainvitals.sinks.base import SinkHub
@@ -140,6 +140,9 @@ class RunStart:
         return None if self.saved is None else self.saved["progress"]["global_step"] + 1
 
     def open_sinks(self) -> SinkHub:
+        """The run's sinks; none on ranks other than 0 (one voice)."""
+        if not dist.is_main():
+            return SinkHub()
         try:
             self._sinks = open_sinks(self.cfg.logdir, self.purge_step, self.cfg.progress_bar, None)
         except OSError as e:
@@ -168,10 +171,6 @@ class RunStart:
             self.rundir.release()
 
 
-def _is_rank_zero() -> bool:
-    return os.environ.get("RANK", "0") == "0"
-
-
 def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tuple[type, type, type],
               defaults: dict[str, Any]) -> RunStart:
     """configs = (TrainerConfig, model config class, data config class). On resume the
@@ -182,12 +181,13 @@ def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tup
         cfg, model_cfg, data_cfg = build_configs({**defaults, **given}, *configs)
         cfg.logdir = cfg.logdir or new_logdir(task)
         check_device(cfg.device)
+        _start_processes(cfg)
         info: dict[str, Any] = {}
         if getattr(data_cfg, "data", ""):
             data_cfg.data = resolved(data_cfg.data)
             info["data_fingerprint"] = fingerprint(data_cfg.data)
         run = RunStart(cfg, model_cfg, data_cfg, run_info=info)
-        if _is_rank_zero():
+        if dist.is_main():
             run.rundir = RunDir(cfg.logdir)
             run.notes += run.rundir.claim(resume=False)
         return run
@@ -198,11 +198,12 @@ def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tup
     cfg, model_cfg, data_cfg = resumed_configs(saved, given, configs)
     cfg.logdir = given.get("logdir") or str(rundir_of(path))
     check_device(cfg.device)
+    _start_processes(cfg)
     step = saved["progress"]["global_step"]
     notes = _max_steps_note(cfg, given, saved, step)
     info = {k: v for k, v in saved.get("run_info", {}).items() if k == "data_fingerprint"}
     run = RunStart(cfg, model_cfg, data_cfg, saved, notes=notes, run_info=info)
-    if _is_rank_zero():
+    if dist.is_main():
         logdir = Path(cfg.logdir)
         if run_artifacts(logdir) and logdir.resolve() not in path.resolve().parents:
             raise RunDirError(f"logdir={cfg.logdir!r} holds another run; resume {str(path)!r} into its own "
@@ -216,6 +217,14 @@ def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tup
             raise RunDirError(f"logdir={cfg.logdir!r}: cannot move the newer snapshots aside "
                               f"({e.strerror or e}); nothing was deleted") from None
     return run
+
+
+def _start_processes(cfg: TrainerConfig) -> None:
+    """Under torchrun: the process group, made once the command line has been checked (on
+    every rank alike). A new run's directory name is rank 0's, so every rank uses one."""
+    dist.init_from_env(cfg.device)
+    if dist.active():
+        cfg.logdir = dist.gather_objects(cfg.logdir)[0]
 
 
 def _max_steps_note(cfg: TrainerConfig, given: dict[str, Any], saved: dict[str, Any], step: int) -> list[str]:
@@ -250,13 +259,15 @@ def finish_run(trainer: Any, train_data: Any, val_data: Any, run: RunStart | Non
                 reason = trainer.fit(train_data, val_data)
             finally:
                 trainer.close()
-        report = write_report(logdir)
+        report = write_report(logdir) if dist.is_main() else None
     except OSError as e:
         raise RunDirError(_write_failure(logdir, e)) from None
     finally:
         if run is not None and run.rundir is not None:
             run.rundir.release()
-    print(summary(logdir, reason.value, trainer.stop_message, report))
+        dist.shutdown()
+    if dist.is_main():
+        print(summary(logdir, reason.value, trainer.stop_message, report))
     return 0 if reason.value in ("completed", "early_stopping") else 1
 
 

@@ -4,6 +4,11 @@ The monitor keeps step losses and measurements on the device and moves them to t
 host once every `log_every` steps, when every step is logged with its own step number:
 the hot path never waits on the device. User callbacks (callbacks.py says where each
 hook fires) get a small `LoopContext`, not the trainer.
+
+Under torchrun (a process group made, e.g. by `distributed.init_from_env`) the model is
+wrapped in DDP, accumulation micro-steps run under `no_sync`, each batch is the global
+one and this rank trains on its rows (`distributed.shard_rows`), validation losses are
+reduced, and rank 0 alone writes snapshots, holding every rank's RNG state.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainvitals import distributed as dist
 from trainvitals.config import TrainerConfig
 from trainvitals.errors import ConfigError
 from trainvitals.monitor.monitor import Monitor
@@ -31,11 +37,12 @@ __all__ = ["Trainer", "LanguageModelTrainer", "select_device"]
 
 
 def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r}: CUDA is not available here; use 'cpu' or 'auto'")
-    return torch.device(name)
+    if name in ("auto", "cuda") and torch.cuda.is_available():
+        # under torchrun each process has its own device (init_from_env set it)
+        return torch.device("cuda", torch.cuda.current_device()) if dist.active() else torch.device("cuda")
+    return torch.device("cpu" if name == "auto" else name)
 
 
 class Trainer:
@@ -44,6 +51,8 @@ class Trainer:
     `criterion(output, target)` computes the loss of a batch `(input, target)`; subclasses
     may override `compute_loss(batch)` instead. What is monitored follows `config` (its
     `MonitorConfig` fields); `blocks` names the model's blocks when they cannot be found.
+    `module` is the model itself; `model` is what the loop calls: the same, or its DDP
+    wrapper under torch.distributed (call it in `compute_loss`, so gradients are reduced).
     """
 
     def __init__(
@@ -61,7 +70,14 @@ class Trainer:
     ) -> None:
         self.config = config
         self.device = select_device(config.device)
-        self.model = model.to(self.device)
+        self.module = model.to(self.device)
+        self.model = self.module
+        if dist.active():
+            # buffers are not broadcast: a forward then holds no collective (validation shards
+            # may differ in their number of batches)
+            self.model = nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                broadcast_buffers=False)
         self.criterion = criterion
         self.optimizer = optimizer or self._default_optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.precision == "fp16")
@@ -71,7 +87,7 @@ class Trainer:
         facts = {"lr": config.lr, "weight_decay": config.weight_decay, "warmup_steps": config.warmup_steps,
                  "scheduler": config.lr_schedule, "epochs": config.epochs,
                  "gradient_clip": config.gradient_clip}
-        self.monitor = Monitor(self.model, self.optimizer, config, blocks=blocks, sinks=self.sinks,
+        self.monitor = Monitor(self.module, self.optimizer, config, blocks=blocks, sinks=self.sinks,
                                run_info={**facts, **self.run_info})
         self.batch_in_epoch = 0  # optimizer steps done in the current epoch
         self.best_val: float | None = None
@@ -114,7 +130,8 @@ class Trainer:
         self.sinks.text(text)
 
     def request_stop(self, reason: StopReason, message: str = "") -> None:
-        self.monitor.request_stop(reason, message)
+        """Stop after this step; under torch.distributed every rank stops at the next logging step."""
+        self.monitor.request_stop_from_rank(reason, message)
 
     def compute_loss(self, batch: Any) -> torch.Tensor:
         inputs, target = batch
@@ -143,9 +160,9 @@ class Trainer:
                 if not self._train_epoch(train_data):
                     break  # stopped mid-epoch: no validation of a partial epoch
                 self._end_epoch(val_data)
-            self.request_stop(StopReason.COMPLETED)  # a no-op if something stopped it already
+            self.monitor.request_stop(StopReason.COMPLETED)  # a no-op if something stopped it already
         except KeyboardInterrupt:
-            self.request_stop(StopReason.INTERRUPTED, "interrupted by the user")
+            self.monitor.request_stop(StopReason.INTERRUPTED, "interrupted by the user")
             self._flush()
         self._call("on_train_end")
         self.monitor.detach()  # reports what is pending, removes every hook
@@ -154,17 +171,25 @@ class Trainer:
         return self.stop_reason
 
     def evaluate(self, val_data: Any) -> float | None:
-        """Mean loss over the validation batches (one host sync)."""
+        """Mean loss over the validation batches (one host sync). Under torch.distributed
+        each rank takes its rows of every batch and the batch means are reduced (one
+        collective): the figure a single process computes over the same batches."""
         batches = val_data.validation() if hasattr(val_data, "validation") else val_data
         was_training = self.model.training
         self.model.eval()
-        total, n = torch.zeros((), device=self.device), 0
+        sums = []  # per batch: (loss * rows, rows) of this rank's rows
         with torch.no_grad(), self._autocast():
             for batch in batches:
-                total += self.compute_loss(self._to_device(batch)).float()
-                n += 1
+                local = dist.shard_rows(batch)
+                rows = _rows(local)
+                loss = self.compute_loss(self._to_device(local)).float() * rows if rows \
+                    else torch.zeros((), device=self.device)
+                sums.append(torch.stack([loss, torch.tensor(float(rows), device=self.device)]))
         self.model.train(was_training)
-        return float(total / n) if n else None
+        if not sums:
+            return None
+        total = dist.all_reduce_sum(torch.stack(sums).to(_collective_device(self.device)))
+        return float((total[:, 0] / total[:, 1]).mean())
 
     # --- the loop --------------------------------------------------------------------
     def _train_epoch(self, train_data: Any) -> bool:
@@ -191,17 +216,20 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_multiplier", 1.0)
         step_loss = torch.zeros((), device=self.device)
-        for batch in micro:
-            with self._autocast():
-                loss = self.compute_loss(self._to_device(batch)) / cfg.grad_accum_steps
-            self.scaler.scale(loss).backward()
+        for i, batch in enumerate(micro):
+            # DDP reduces gradients once, in the last micro-step's backward
+            sync = i == len(micro) - 1 or not isinstance(self.model, nn.parallel.DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.model.no_sync():
+                with self._autocast():
+                    loss = self.compute_loss(self._to_device(dist.shard_rows(batch))) / cfg.grad_accum_steps
+                self.scaler.scale(loss).backward()
             step_loss += loss.detach().float()
         self.scaler.unscale_(self.optimizer)  # the monitor and hooks below see true gradients
         self.monitor.after_backward()
         self._call("on_backward_end")
         skip = self.monitor.skip_step(step_loss)  # a host sync, only under on_nonfinite_loss='skip_step'
         if cfg.gradient_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.gradient_clip)
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.gradient_clip)
         if not skip:
             self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -255,10 +283,12 @@ class Trainer:
     # --- snapshots -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {
-            "model": self.model.state_dict(),
+            "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "grad_scaler": self.scaler.state_dict(),
             "rng": rng_state(),
+            # every rank's, in rank order (a collective: every rank calls state_dict)
+            "rng_ranks": dist.gather_objects(rng_state()) if dist.active() else None,
             "monitor": self.monitor.state_dict(),  # step, epoch, LR scale, every detector
             "progress": {  # global_step and epoch are the monitor's, repeated for readers of the file
                 "global_step": self.global_step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
@@ -271,11 +301,15 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if state["grad_scaler"]:
             self.scaler.load_state_dict(state["grad_scaler"])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or [state["rng"]]
+        if len(ranks) != dist.world_size():  # the batches per step and every RNG stream would change
+            raise ConfigError(f"resume: the snapshot was written by {len(ranks)} process(es); resume it with "
+                              f"the same number (torchrun --nproc_per_node {len(ranks)}), not {dist.world_size()}")
+        set_rng_state(ranks[dist.rank()])
         self.monitor.load_state_dict(state["monitor"])
         p = state["progress"]
         self.batch_in_epoch, self.best_val = p["batch_in_epoch"], p["best_val"]
@@ -287,23 +321,30 @@ class Trainer:
     def save_snapshot(self, path: str | Path | None = None, best: bool = False) -> Path | None:
         """Write a snapshot atomically (default: snapshots/step_N.pt in the run directory).
 
-        Not written (None) if the parameters are not finite: the last finite one is kept."""
+        Not written (None) if the parameters are not finite: the last finite one is kept.
+        Under torch.distributed every rank calls it; rank 0 writes, the others wait for it."""
         # one fused finite check, on snapshot steps only: every snapshot is one --resume can use
-        if not snap.params_finite(self.model):
+        # (DDP replicas hold equal weights, so every rank decides the same)
+        if not snap.params_finite(self.module):
             self.print(f"snapshot at step {self.global_step} not written: the parameters are not finite; "
                        f"the last finite snapshot is kept")
             return None
         state = self.state_dict()
-        if path is None:
-            if self.snapshot_dir is None:
-                raise ConfigError("logdir: set a run directory to save snapshots without a path")
+        if path is None and self.snapshot_dir is None:
+            raise ConfigError("logdir: set a run directory to save snapshots without a path")
+        try:
+            if not dist.is_main():
+                return None
+            if path is not None:
+                return snap.atomic_save(state, path)
             path = self.snapshot_dir / f"step_{self.global_step:07d}.pt"
             snap.atomic_save(state, path)
             snap.prune(self.snapshot_dir, self.config.keep_snapshots)
             if best:
                 snap.atomic_save(state, self.snapshot_dir / "best.pt")
             return Path(path)
-        return snap.atomic_save(state, path)
+        finally:
+            dist.barrier()  # no rank runs ahead of a snapshot still being written
 
     def load_snapshot(self, path: str | Path) -> None:
         state = snap.read_snapshot(path, map_location=self.device)
@@ -312,8 +353,8 @@ class Trainer:
     # --- helpers -------------------------------------------------------------------------
     def _default_optimizer(self) -> torch.optim.Optimizer:
         cfg = self.config
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.module.parameters() if p.requires_grad and p.dim() < 2]
         groups = [{"params": decay, "weight_decay": cfg.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2))
@@ -363,6 +404,18 @@ class LanguageModelTrainer(Trainer):
         x, y = batch
         logits = self.model(x)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+def _rows(batch: Any) -> int:
+    """Rows in a batch: the first dimension of its first tensor."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else 1
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    return next((_rows(b) for b in items if isinstance(b, (torch.Tensor, list, tuple, dict))), 1)
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    return device if dist.active() and torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

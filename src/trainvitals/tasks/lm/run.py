@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from trainvitals import distributed as dist
 from trainvitals.config import TrainerConfig
 from trainvitals.errors import ConfigError, SnapshotError, check_range
 from trainvitals.tasks.lm.data import ByteCorpus, LMDataConfig, check_vocab, describe, load_text
@@ -29,7 +30,8 @@ def train_lm(given: dict[str, Any], resume: str | None = None) -> int:
     cfg, model_cfg, data_cfg = run.cfg, run.model_cfg, run.data_cfg
     with run.building():
         seed_everything(cfg.seed)
-        corpus = ByteCorpus(load_text(data_cfg.data), model_cfg.block_size, cfg.batch_size,
+        # --batch-size is per process: a batch holds every rank's rows (the trainer shards it)
+        corpus = ByteCorpus(load_text(data_cfg.data), model_cfg.block_size, cfg.batch_size * dist.world_size(),
                             data_cfg.val_fraction, cfg.seed)
         check_vocab(corpus, model_cfg.vocab_size)
         model = GPT(model_cfg)

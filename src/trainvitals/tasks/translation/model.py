@@ -201,6 +201,9 @@ class TranslationTransformer(nn.Module):
 
     def loss(self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over non-PAD target tokens, with config.label_smoothing."""
-        logits = self(src, tgt_in)
+        return self.loss_of(self(src, tgt_in), tgt_out)
+
+    def loss_of(self, logits: torch.Tensor, tgt_out: torch.Tensor) -> torch.Tensor:
+        """The loss of logits (B, T, vocab) against tgt_out (B, T)."""
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1),
                                ignore_index=PAD_ID, label_smoothing=self.config.label_smoothing)

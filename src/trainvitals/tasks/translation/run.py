@@ -7,6 +7,7 @@ from typing import Any, Iterator
 
 import torch
 
+from trainvitals import distributed as dist
 from trainvitals.config import TrainerConfig
 from trainvitals.tasks.translation.data import (Batch, TranslationData, TranslationDataConfig, check_fits,
                                                 load_translation_data)
@@ -43,13 +44,13 @@ class TranslationTrainer(Trainer):
 
     def compute_loss(self, batch: Any) -> torch.Tensor:
         src, tgt_in, tgt_out = batch
-        return self.model.loss(src, tgt_in, tgt_out)
+        return self.module.loss_of(self.model(src, tgt_in), tgt_out)  # the forward through DDP
 
     def evaluate(self, val_data: Any) -> float | None:
-        loss, accuracy = evaluate(self.model, val_data)
+        loss, accuracy = evaluate(self.module, val_data)
         self.monitor.log("val/token_accuracy", accuracy, self.global_step)
         lines = [f"  validation token accuracy {accuracy:.3f}; greedy translations:"]
-        lines += [f"    {s!r}\n      ref {r!r}\n      got {h[:100]!r}" for s, r, h in decode_examples(self.model, val_data)]
+        lines += [f"    {s!r}\n      ref {r!r}\n      got {h[:100]!r}" for s, r, h in decode_examples(self.module, val_data)]
         self.print("\n".join(lines))
         return loss
 
@@ -72,4 +73,5 @@ def train_translation(given: dict[str, Any], resume: str | None = None) -> int:
             trainer.load_state_dict(run.saved)
         trainer.print(f"train-translation: {data.describe()}; {sum(p.numel() for p in model.parameters()):,} "
                       f"parameters on {trainer.device}; run directory {cfg.logdir}")
-    return finish_run(trainer, EpochBatches(data, cfg.batch_size, cfg.seed), data, run)
+    # --batch-size is per process: a batch holds every rank's rows (the trainer shards it)
+    return finish_run(trainer, EpochBatches(data, cfg.batch_size * dist.world_size(), cfg.seed), data, run)

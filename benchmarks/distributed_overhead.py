@@ -24,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 from trainvitals import distributed as dist
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.monitor import Monitor
+from trainvitals.probes.sync_counter import count_collectives
 from trainvitals.sinks.base import SinkHub
 from trainvitals.sinks.jsonl import JSONLSink
 from trainvitals.sinks.tensorboard import TensorBoardSink
@@ -59,14 +59,13 @@ def run(steps: int, rounds: int, batch: int) -> None:
         monitors[name].detach()
     g = torch.Generator().manual_seed(dist.rank())
     data = torch.randint(0, 256, (8, batch, BLOCK + 1), generator=g)
-    calls: Counter = Counter()
-    _count(calls)
+    calls = count_collectives().__enter__()  # until the process ends
 
     def block(name: str) -> tuple[float, float]:
         m = monitors.get(name)
         if m is not None:
             m.arm()
-        before = sum(calls.values())
+        before = calls.count
         tdist.barrier()
         t0 = time.perf_counter()
         for i in range(steps):
@@ -85,7 +84,7 @@ def run(steps: int, rounds: int, batch: int) -> None:
         if m is not None:
             m.detach()  # reports what is pending (a collective), inside the timed block
         tdist.barrier()
-        ours = sum(calls.values()) - before - 2  # the two barriers above
+        ours = calls.count - before - 2  # the two barriers above
         return time.perf_counter() - t0, ours / steps
 
     names = ["ddp", *CONFIGS]
@@ -111,16 +110,6 @@ def run(steps: int, rounds: int, batch: int) -> None:
         m.close()
         m.sinks.close()
     dist.shutdown()
-
-
-def _count(counter: Counter) -> None:
-    for name in ("all_reduce", "all_gather", "all_gather_object", "broadcast", "barrier"):
-        original = getattr(tdist, name)
-
-        def counted(*args, _original=original, _name=name, **kwargs):
-            counter[_name] += 1
-            return _original(*args, **kwargs)
-        setattr(tdist, name, counted)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections import Counter
 
 import torch
 import torch.distributed as tdist
@@ -24,12 +23,11 @@ from trainvitals import distributed as dist
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.monitor import Monitor
 from trainvitals.monitor.outbox import StopReason
+from trainvitals.probes.sync_counter import count_collectives
 from trainvitals.sinks.base import Sink, SinkHub
 from trainvitals.tasks.lm.model import GPT, GPTConfig
 
 MODEL = GPTConfig(n_layers=3, d_model=32, n_heads=2, block_size=16, dropout=0.0)
-_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_object", "broadcast", "reduce_scatter", "barrier",
-                "all_gather_into_tensor", "reduce_scatter_tensor", "broadcast_object_list")
 
 
 class Record(Sink):
@@ -38,17 +36,6 @@ class Record(Sink):
 
     def log(self, tag, value, step):
         self.scalars.setdefault(tag, []).append([step, value])
-
-
-def count_collectives(counter: Counter) -> None:
-    """Count the collectives called from Python (DDP's own gradient all-reduce is C++)."""
-    for name in _COLLECTIVES:
-        original = getattr(tdist, name)
-
-        def counted(*args, _original=original, _name=name, **kwargs):
-            counter[_name] += 1
-            return _original(*args, **kwargs)
-        setattr(tdist, name, counted)
 
 
 def main() -> None:
@@ -88,11 +75,10 @@ def main() -> None:
     g = torch.Generator().manual_seed(1)
     rows = args.batch * world
     data = torch.randint(0, 64, (args.steps, rows, MODEL.block_size + 1), generator=g)
-    calls: Counter = Counter()
-    count_collectives(calls)
+    calls = count_collectives().__enter__()  # until the process ends
     per_step, stopped_at = [], None
     for step in range(1, args.steps + 1):
-        before = sum(calls.values())
+        before = calls.count
         batch = dist.shard_rows(data[step - 1])
         logits = net(batch[:, :-1])
         loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
@@ -108,7 +94,7 @@ def main() -> None:
         if rank == args.stop_rank and step == args.stop_step:
             monitor.request_stop_from_rank(StopReason.INTERRUPTED, "asked on this rank")
         monitor.step_end(loss.detach())
-        per_step.append(sum(calls.values()) - before)
+        per_step.append(calls.count - before)
         if monitor.stop_reason is not None:
             stopped_at = step
             break

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["count_host_syncs"]
+__all__ = ["count_host_syncs", "count_collectives"]
 
 _METHODS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__",
             "__index__", "__repr__")
@@ -78,3 +78,36 @@ class count_host_syncs:
 
 
 _INHERITED = object()
+
+
+_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor", "broadcast",
+                "broadcast_object_list", "reduce_scatter", "reduce_scatter_tensor", "barrier")
+
+
+class count_collectives:
+    """Context manager: ``count`` is the number of torch.distributed collectives called from
+    Python inside it (``calls`` by name). DDP's gradient all-reduce runs in C++ and is not
+    seen: what is counted is what a monitor or a loop adds. Do not nest."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.calls: Counter[str] = Counter()
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> count_collectives:
+        import torch.distributed as dist
+        for name in _COLLECTIVES:
+            original = self._saved[name] = getattr(dist, name)
+
+            def counted(*args, _original=original, _name=name, **kwargs):
+                self.count += 1
+                self.calls[_name] += 1
+                return _original(*args, **kwargs)
+            setattr(dist, name, counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch.distributed as dist
+        for name, original in self._saved.items():
+            setattr(dist, name, original)
+        self._saved = {}

@@ -181,8 +181,8 @@ class EpochEvaluator:
             return []
         msg = (f"No learning: val loss {val:.3f} is at the unigram entropy of the data "
                f"({b:.3f} nats): the model predicts no better than token frequencies")
-        sugg = [_lr_change(info, _LR_CUT_HARD) + " (a too-high learning rate "
-                "collapses a model to the unigram entropy without any NaN)",
+        sugg = [_lr_change(info, _LR_CUT_HARD) + "; a too-high learning rate "
+                "collapses a model to the unigram entropy without any NaN",
                 "Check the data: targets must be the inputs shifted by one token",
                 "Check that the parameters are updating (frozen_parameters events)"]
         values = {"val_loss": val, "baseline_loss": b}

@@ -55,7 +55,7 @@ def _parse(field: str, kind: str):
 
 
 def _kind(f: dataclasses.Field) -> str:
-    t = str(f.type)
+    t = str(f.type).replace(" | None", "")  # an optional field's flag parses its type
     if f.name == "mean_gain_absolute_threshold":
         return "threshold"
     for k in ("bool", "int", "float"):

@@ -65,7 +65,7 @@ def test_analyze_defaults_are_the_trainers():
     from trainvitals.config import TrainerConfig
     trainer = TrainerConfig()
     shared = [f.name for f in dataclasses.fields(AnalyzeConfig) if hasattr(trainer, f.name)
-              and f.name not in ("gradient_clip", "warmup_steps")]  # run facts, read from the run
+              and f.name not in ("lr", "gradient_clip", "warmup_steps")]  # run facts, read from the run
     assert len(shared) >= 8
     for name in shared:
         assert getattr(AnalyzeConfig(), name) == getattr(trainer, name), name

@@ -47,3 +47,16 @@ def test_a_1e4_loss_is_alerted_at_those_steps_by_every_host(blown_up):
         assert all(step in BLOW_UP for _, step in found), (name, found)
         expected = expected or found
         assert found == expected, name
+
+
+def test_every_host_names_the_same_lr_and_clip_in_its_advice(blown_up):
+    # each host finds them in its own place (our config, the optimizer, a scheduler's initial_lr,
+    # HF's max_grad_norm); the warmup is known to some hosts only, so its advice may differ
+    def named(events):
+        return [[s for s in e.suggestions if "learning rate:" in s or "clipping:" in s]
+                for e in events if e.severity == "alert"]
+    reference = named(blown_up["trainer"][0])
+    assert any(s.startswith("Reduce learning rate: 3.0e-03 → ") for sugg in reference for s in sugg), reference
+    assert any(s == "Enable gradient clipping: none → 1.0" for sugg in reference for s in sugg), reference
+    for name, (events, _) in blown_up.items():
+        assert named(events) == reference, name

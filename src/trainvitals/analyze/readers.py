@@ -17,6 +17,7 @@ import numpy as np
 
 from trainvitals.analyze.tfrecord import EventFileScalars, read_event_file
 from trainvitals.errors import ConfigError
+from trainvitals.sinks.base import SETTINGS_TAG
 
 __all__ = ["EXPECTED", "HF_STATE", "RunLog", "hf_tag", "is_event_file", "read_run", "read_runs"]
 
@@ -30,13 +31,15 @@ _MAX_LINE_PROBLEMS = 10  # per file; the rest are counted in one more line
 
 @dataclass
 class RunLog:
-    """One run: tag -> [(step, value)] sorted by step, the events its JSONL holds, and
-    one line per thing that could not be read. `index` says what the steps count."""
+    """One run: tag -> [(step, value)] sorted by step, the events its JSONL holds, the
+    settings trainvitals wrote (`trainvitals.monitor.settings`; empty for other writers),
+    and one line per thing that could not be read. `index` says what the steps count."""
     name: str
     series: Series = field(default_factory=dict)
     events: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     index: str = "step"  # "step" | "epoch" (an epoch CSV)
+    settings: dict = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -143,8 +146,26 @@ def _read_event_files(name: str, files: list[Path], check_crc: bool) -> RunLog:
             continue
         parts.append(part)
         run.problems += part.problems
+        for tag, _, text, _ in part.texts:
+            if tag in (SETTINGS_TAG, SETTINGS_TAG + "/text_summary"):
+                _add_settings(run, _json_object(text), f"{f.name}: {SETTINGS_TAG}")
     run.series = _merge_event_files(parts)
     return run
+
+
+def _json_object(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def _add_settings(run: RunLog, settings, where: str) -> None:
+    """Later records update earlier ones."""
+    if isinstance(settings, dict):
+        run.settings.update(settings)
+    else:
+        run.problems.append(f"{where}: settings are not a JSON object, left out")
 
 
 def _merge_event_files(parts: list[EventFileScalars]) -> Series:
@@ -254,6 +275,8 @@ def _read_jsonl(path: Path, name: str) -> RunLog:
                     run.events.append({k: v for k, v in rec.items() if k != "type"})
                 else:
                     problems.add(line_no, "event without a kind")
+            elif rec.get("type") == "settings":
+                _add_settings(run, rec.get("settings"), f"{path.name} line {line_no}")
     run.series = _sorted_series(points)
     run.problems = problems.done()
     return run

@@ -32,18 +32,44 @@ DERIVED = ("train/step_loss_ema", "gradient_monitor/mean_gain_ma", "gradient_mon
 @dataclass
 class AnalyzeConfig(DetectorConfig):
     """The detectors' thresholds (declared in `DetectorConfig`, shared with the trainer),
-    plus facts about the run that a log may not hold."""
-    num_layers: int = 0  # blocks in the model; 0 = count the gain/<block> tags in the log
-    gradient_clip: float = 0.0  # the run's clip, for advice; 0 = unknown or off
-    warmup_steps: int = 0  # the run's warmup, for advice; 0 = unknown
-    baseline_loss: float = 0.0  # unigram entropy of the data in nats; 0 = unknown
+    plus facts about the run. Those left at None are taken from the settings our monitor
+    wrote into the log (`RunLog.settings`), else unknown; a value given here wins."""
+    num_layers: int | None = None  # blocks in the model; default: the log's, else count its gain/<block> tags
+    lr: float | None = None  # the run's peak learning rate, for advice; default: the log's, else unknown
+    gradient_clip: float | None = None  # the run's clip, for advice (0 = off); default: the log's, else unknown
+    warmup_steps: int | None = None  # the run's warmup, for advice; default: the log's, else unknown
+    baseline_loss: float = 0.0  # unigram entropy of the data in nats; 0 = the log's (data/unigram_entropy), else unknown
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_range("num_layers", self.num_layers, 0)
-        check_range("gradient_clip", self.gradient_clip, 0)
-        check_range("warmup_steps", self.warmup_steps, 0)
+        for name in ("num_layers", "gradient_clip", "warmup_steps"):
+            if getattr(self, name) is not None:
+                check_range(name, getattr(self, name), 0)
+        if self.lr is not None:
+            check_range("lr", self.lr, 0, lo_open=True)
         check_range("baseline_loss", self.baseline_loss, 0)
+
+    def run_facts(self, run: RunLog) -> tuple[dict[str, Any], list[str]]:
+        """The run's settings as the live monitor had them (its `run_info`): the log's,
+        overridden by every fact given here; and one line per logged value left out."""
+        facts, problems = dict(run.settings), []
+        for name, kind in _FACTS.items():
+            v = facts.get(name)
+            if v is None:
+                continue
+            if kind is int and isinstance(v, float) and v.is_integer():
+                v = facts[name] = int(v)  # JSON may hold a count as a float
+            if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else int) or v < 0:
+                problems.append(f"settings in the log: {name}={v!r} is not a {kind.__name__} >= 0, left out")
+                del facts[name]
+        for name in ("num_layers", "lr", "gradient_clip", "warmup_steps"):
+            if getattr(self, name) is not None:
+                facts[name] = getattr(self, name)
+        return facts, problems
+
+
+# the logged settings the replay reads as numbers, and their kind
+_FACTS = {"num_layers": int, "lr": float, "gradient_clip": float, "warmup_steps": int}
 
 
 @dataclass
@@ -78,7 +104,8 @@ class _ReplayOutbox(Outbox):
 
 def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
     """Run `run`'s logged series through the monitor's own parts, with `cfg`'s thresholds."""
-    out = Analysis(run.name, problems=list(run.problems))
+    facts, problems = cfg.run_facts(run)
+    out = Analysis(run.name, problems=list(run.problems) + problems)
     out.final = {t: run.series[t][-1][1] for t in ("train/step_loss", "train/epoch_loss", "val/loss")
                  if run.series.get(t)}
     baseline = cfg.baseline_loss or (run.series["data/unigram_entropy"][-1][1]
@@ -90,16 +117,17 @@ def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
     if losses:
         out.steps = losses[-1][0]
         uniform = run.series["data/uniform_loss"][-1][1] if run.series.get("data/uniform_loss") else None
-        part = LossMonitorCallback(monitor_cfg, baseline, cfg.gradient_clip or None, uniform)
+        part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
+                                   peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
         steps = [s for s, _ in losses]
         part.report(box, steps, [v for _, v in losses], [lr_at(s) for s in steps], log_inputs=False)
-    _replay_gradients(run, cfg, monitor_cfg, lr_at, box)
-    _replay_epochs(run, cfg, monitor_cfg, baseline, lr_at, box)
+    _replay_gradients(run, facts, monitor_cfg, lr_at, box)
+    _replay_epochs(run, facts, monitor_cfg, baseline, lr_at, box)
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
     return out
 
 
-def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, monitor_cfg: MonitorConfig, lr_at,
+def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, lr_at,
                       box: _ReplayOutbox) -> None:
     def by_step(tag: str) -> dict[int, float]:
         return dict(run.series.get(tag, []))
@@ -112,13 +140,13 @@ def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, monitor_cfg: MonitorConfi
         steps |= set(series)
     if not steps:
         return
-    num_layers = cfg.num_layers or len(gains) or None
+    num_layers = facts.get("num_layers") or len(gains) or None
     if num_layers is None and monitor_cfg.mean_gain_absolute_threshold == "auto":
         monitor_cfg = replace(monitor_cfg, mean_gain_absolute_threshold=1.3)  # "auto" at 12 blocks
         box.out.problems.append("num_layers unknown (no gradient_monitor/gain/<block> tags): mean gain "
                                 "threshold 'auto' taken as 1.3; pass --num-layers for the depth-scaled one")
-    part = GradientMonitorCallback(monitor_cfg, num_layers, gradient_clip=cfg.gradient_clip or None,
-                                   warmup_steps=cfg.warmup_steps or None)
+    part = GradientMonitorCallback(monitor_cfg, num_layers, gradient_clip=facts.get("gradient_clip") or None,
+                                   warmup_steps=facts.get("warmup_steps"), peak_lr=facts.get("lr"))
     for step in sorted(steps):
         logged = {name: r[step] for name, r in ratios.items() if step in r}
         weights = {"update_ratio": logged, "unchanged": [n for n, r in logged.items() if r == 0.0]} \
@@ -128,14 +156,13 @@ def _replay_gradients(run: RunLog, cfg: AnalyzeConfig, monitor_cfg: MonitorConfi
         part.report(box, step, reading, lr_at(step), log_inputs=False)
 
 
-def _replay_epochs(run: RunLog, cfg: AnalyzeConfig, monitor_cfg: MonitorConfig, baseline: float | None,
+def _replay_epochs(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, baseline: float | None,
                    lr_at, box: _ReplayOutbox) -> None:
     train = run.series.get("train/epoch_loss", [])
     val = dict(run.series.get("val/loss", []))
     if not train:
         return
     part = PostEpochEvaluationCallback(monitor_cfg, baseline)
-    info = {"warmup_steps": cfg.warmup_steps} if cfg.warmup_steps else {}
     losses, start = run.series.get("train/step_loss", []), 0
     for i, (x, train_loss) in enumerate(train):
         # an epoch CSV counts epochs; a trainer log writes epoch values at the step they ended
@@ -147,7 +174,7 @@ def _replay_epochs(run: RunLog, cfg: AnalyzeConfig, monitor_cfg: MonitorConfig, 
             if bad is not None:
                 before_bad = next((v for _, v in reversed(losses[:bad]) if math.isfinite(v)), None)
             start = end
-        part.report(box, epoch, step, train_loss, val.get(x), lr_at(x) if step else None, info, before_bad)
+        part.report(box, epoch, step, train_loss, val.get(x), lr_at(x) if step else None, facts, before_bad)
 
 
 def _step_lookup(points: list[tuple[int, float]]):

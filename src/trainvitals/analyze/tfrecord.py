@@ -81,13 +81,15 @@ def _windows(a: np.ndarray, width: int) -> np.ndarray:
 
 @dataclass
 class EventFileScalars:
-    """Scalars of one event file, in file order; `seq` numbers the file's records."""
+    """Scalars of one event file, in file order; `seq` numbers the file's records.
+    `texts`: the text summaries, (tag, step, text, seq), in file order."""
     tags: list[str] = field(default_factory=list)  # tag id -> name
     tag_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     step: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     seq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     purges: list[tuple[int, int]] = field(default_factory=list)  # (seq, step) of restarts
+    texts: list[tuple[str, int, str, int]] = field(default_factory=list)
     records: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -253,6 +255,7 @@ class _Slow:
         self.parse, self.start, self.error = Event.FromString, SessionLog.START, DecodeError
         self.plugin: dict[str, str] = {}  # tag -> plugin named by its first metadata
         self.rows: list[tuple[str, int, float, int]] = []
+        self.texts: list[tuple[str, int, str, int]] = []
         self.purges: list[tuple[int, int]] = []
         self.undecodable = 0
 
@@ -276,6 +279,10 @@ class _Slow:
                 x = _tensor_scalar(v.tensor)
                 if x is not None:
                     self.rows.append((v.tag, ev.step, x, seq))
+            elif kind == "tensor" and plugin == "text" and v.tensor.string_val:
+                # add_text: a string tensor of shape [1] (TensorBoard shows element 0 too)
+                text = v.tensor.string_val[0].decode("utf-8", "replace")
+                self.texts.append((v.tag, ev.step, text, seq))
 
 
 def read_event_file(path: str | Path, check_crc: bool = False) -> EventFileScalars:
@@ -337,6 +344,7 @@ def _merge_slow(out: EventFileScalars, slow: _Slow, parts: list) -> None:
         out.tag_id, out.step = tag_id[order], step[order]
         out.value, out.seq = value[order], seq[order]
     out.purges = slow.purges
+    out.texts = slow.texts
 
 
 def _data_crc_ok(a: np.ndarray, o: np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -29,11 +29,17 @@ class PostEpochEvaluationCallback:
     def report(self, out: Outbox, epoch: int, step: int | None, train_loss: float | None,
                val_loss: float | None, lr: float | None, run_info: dict[str, Any] | None = None,
                last_finite_loss: float | None = None) -> None:
-        """`lr`: the LR to name in advice (the configured peak LR where known);
+        """`lr`: the LR in use at `step`. Advice names the peak, `run_info["lr"]` (the one
+        the user set) times the cuts decided so far (`out.lr_scale`), else `lr`;
         `last_finite_loss`: in an epoch that turned non-finite, the step loss just before."""
-        info = {**(run_info or {}), **({"lr": lr} if lr is not None else {})}
-        report = self.evaluator.update(epoch, train_loss, val_loss, lr=lr, run_info=info, step=step,
-                                       warmup_steps=info.get("warmup_steps"), last_finite_loss=last_finite_loss)
+        info = dict(run_info or {})
+        peak = out.learning_rate(lr, info.get("lr"), step, info.get("warmup_steps")).peak
+        peak = peak if peak is not None else lr
+        if peak is not None:
+            info["lr"] = peak
+        report = self.evaluator.update(epoch, train_loss, val_loss, lr=peak, run_info=info, step=step,
+                                       warmup_steps=info.get("warmup_steps"), last_finite_loss=last_finite_loss,
+                                       lr_now=lr)
         for tag, value in report.metrics.items():  # an epoch-indexed log (a CSV) has no step
             out.log(f"evaluation/{tag}", value, epoch if step is None else step)
         events = [e if e.step is not None or step is None else replace(e, step=step) for e in report.events]
@@ -41,9 +47,9 @@ class PostEpochEvaluationCallback:
         if text:
             out.text("\n" + text)
         out.emit(events, echo=not text)
-        if self.policy is None or lr is None:
+        if self.policy is None or peak is None:
             return
-        for action in self.policy.update(report, lr):
+        for action in self.policy.update(report, peak):
             out.emit(action.event)
             if action.kind == "reduce_lr" and action.old_lr and action.new_lr is not None:
                 out.scale_lr(action.new_lr / action.old_lr)

@@ -58,9 +58,14 @@ def group_norms(values: dict[str, float], groups: dict[str, str]) -> dict[str, f
 
 
 class GradientMonitorCallback:
+    """`gradient_clip`, `warmup_steps` and `peak_lr` (the LR the user set) are the run's,
+    named in advice (None: unknown)."""
+
     def __init__(self, config: MonitorConfig | None = None, num_layers: int | None = None, *,
-                 gradient_clip: float | None = None, warmup_steps: int | None = None) -> None:
+                 gradient_clip: float | None = None, warmup_steps: int | None = None,
+                 peak_lr: float | None = None) -> None:
         self.config = config if config is not None else MonitorConfig()
+        self.peak_lr, self.warmup_steps = peak_lr, warmup_steps
         self.signals = GradientSignals(self.config, num_layers, gradient_clip=gradient_clip,
                                        warmup_steps=warmup_steps)
         self.frozen = FrozenParamsDetector(self.config.frozen_patience)
@@ -81,7 +86,8 @@ class GradientMonitorCallback:
             if r.param_grad_norms and r.groups:
                 for group, norm in group_norms(r.param_grad_norms, r.groups).items():
                     out.log(f"gradient_monitor/grad_norm/{group}", norm, step)
-        events = self.signals.update(step, mean_gain, r.grad_norm, r.gains or None, lr, r.nonfinite_params,
+        rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
+        events = self.signals.update(step, mean_gain, r.grad_norm, r.gains or None, rate, r.nonfinite_params,
                                      r.total_params, max_gain)
         if mean_gain is not None:
             for tag, value in (("gradient_monitor/mean_gain_ma", self.signals.moving_average),
@@ -101,7 +107,7 @@ class GradientMonitorCallback:
         out.emit(events)
         if mean_gain is not None:
             out.status["Gain"] = f"{mean_gain:.3f}"
-        self._act_on_gain_alerts(out, events, step, lr, epoch)
+        self._act_on_gain_alerts(out, events, step, rate.peak or lr, epoch)
 
     def _ratios(self, w: dict[str, Any], groups: dict[str, str] | None) -> dict[str, float]:
         """Update ratios per group, and per parameter with `log_per_param` (or no groups)."""
@@ -113,6 +119,7 @@ class GradientMonitorCallback:
 
     def _act_on_gain_alerts(self, out: Outbox, events: list[Event], step: int, lr: float | None,
                             epoch: int | None) -> None:
+        """`lr`: the peak LR where known (what a user sets), else the LR in use."""
         policy = self.config.on_gain_alert
         if policy == "warn" or not any(e.kind in _GAIN_KINDS and e.severity == ALERT for e in events):
             return

@@ -17,11 +17,16 @@ __all__ = ["LossMonitorCallback"]
 
 
 class LossMonitorCallback:
+    """`gradient_clip`, `peak_lr` (the LR the user set) and `warmup_steps` are the run's,
+    named in advice (None: unknown)."""
+
     def __init__(self, config: MonitorConfig | None = None, baseline_loss: float | None = None,
-                 gradient_clip: float | None = None, uniform_loss: float | None = None) -> None:
+                 gradient_clip: float | None = None, uniform_loss: float | None = None, *,
+                 peak_lr: float | None = None, warmup_steps: int | None = None) -> None:
         self.config = config if config is not None else MonitorConfig()
         self.signals = LossSignals(self.config, baseline_loss, self.config.enable_ema_loss, uniform_loss)
         self.gradient_clip = gradient_clip
+        self.peak_lr, self.warmup_steps = peak_lr, warmup_steps
         self.last: float | None = None  # the latest step loss reported
 
     def report(self, out: Outbox, steps: Sequence[int], losses: Sequence[float],
@@ -31,7 +36,8 @@ class LossMonitorCallback:
                 out.log("train/step_loss", loss, step)
                 if lr is not None:
                     out.log("train/lr", lr, step)
-            ema, events = self.signals.update(loss, step, epoch, lr=lr, gradient_clip=self.gradient_clip)
+            rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
+            ema, events = self.signals.update(loss, step, epoch, lr=rate, gradient_clip=self.gradient_clip)
             out.emit(events)
             if ema is not None:
                 out.log("train/step_loss_ema", ema, step)

@@ -42,6 +42,7 @@ from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
 from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReading
 from trainvitals.monitor.loss import LossMonitorCallback
 from trainvitals.monitor.outbox import Outbox, StopReason
+from trainvitals.monitor.settings import run_settings
 from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
 from trainvitals.sinks.base import SinkHub
@@ -72,13 +73,15 @@ class Monitor(Outbox):
         clip = self.run_info.get("gradient_clip") or None
         self.step = 0  # optimizer steps done; step s is logged at s (1-based)
         self.epoch = 0
-        self.loss = LossMonitorCallback(c, baseline, clip, self.run_info.get("uniform_loss"))
+        peak, warmup = self.run_info.get("lr"), self.run_info.get("warmup_steps")
+        self.loss = LossMonitorCallback(c, baseline, clip, self.run_info.get("uniform_loss"), peak_lr=peak,
+                                        warmup_steps=warmup)
         self.flow = GradientFlowProbe(model, blocks) if c.enable_gradient_monitor else None
         self.updates = WeightUpdateProbe(model, optimizer) \
             if c.enable_gradient_monitor and optimizer is not None else None
-        self.gradients = GradientMonitorCallback(
-            c, max(1, len(self.flow.block_names)), gradient_clip=clip,
-            warmup_steps=self.run_info.get("warmup_steps")) if self.flow is not None else None
+        self.num_layers = max(1, len(self.flow.block_names)) if self.flow is not None else None
+        self.gradients = GradientMonitorCallback(c, self.num_layers, gradient_clip=clip, warmup_steps=warmup,
+                                                 peak_lr=peak) if self.flow is not None else None
         self.evaluation = PostEpochEvaluationCallback(c, baseline) if c.enable_post_epoch_evaluation else None
         self.groups = _param_groups(model, self.flow.blocks if self.flow is not None else [])
         self._losses: list[tuple[int, Any, float | None, bool]] = []  # (step, loss tensor or float, lr, skipped)
@@ -164,10 +167,8 @@ class Monitor(Outbox):
         if val_loss is not None:
             self.log("val/loss", val_loss, self.step)
         if self.evaluation is not None:
-            peak = self.run_info.get("lr")
-            self.evaluation.report(self, self.epoch, self.step, train_loss, val_loss,
-                                   peak * self.lr_scale if peak else self.current_lr(), self.run_info,
-                                   self._before_nonfinite)
+            self.evaluation.report(self, self.epoch, self.step, train_loss, val_loss, self.current_lr(),
+                                   self.run_info, self._before_nonfinite)
         self.epoch += 1
         self._epoch_loss, self._before_nonfinite = [0.0, 0], None
         self.sinks.flush()
@@ -213,10 +214,11 @@ class Monitor(Outbox):
                 self._last_finite = loss
             elif self._before_nonfinite is None:
                 self._before_nonfinite = self._last_finite
-        if steps and steps[0] == 1:  # so `analyze` knows the reference levels too
+        if steps and steps[0] == 1:  # so `analyze` knows the reference levels and settings too
             for tag in ("unigram_entropy", "uniform_loss"):
                 if self.run_info.get(tag):
                     self.log(f"data/{tag}", self.run_info[tag], 0)
+            self.sinks.settings(run_settings(self.run_info, self.num_layers))
         self.loss.report(self, steps, floats, [lrs[s] for s in steps], self.epoch)
         for step, flow, weights in measured:
             g = flow.from_host(next(values))

@@ -11,6 +11,7 @@ import enum
 from typing import Iterable
 
 from trainvitals.events import Event
+from trainvitals.signals.advice import LearningRate, learning_rate
 from trainvitals.sinks.base import SinkHub
 
 __all__ = ["StopReason", "Outbox"]
@@ -53,6 +54,12 @@ class Outbox:
     def request_stop(self, reason: StopReason, message: str = "") -> None:
         if self.stop_reason is None:
             self.stop_reason, self.stop_message = reason, message
+
+    def learning_rate(self, now: float | None, peak: float | None, step: int | None,
+                      warmup_steps: int | None) -> LearningRate:
+        """The LR advice names at `step`: `peak`, the one the user set, times the cuts
+        decided so far; `now`, the one in use."""
+        return learning_rate(now, peak * self.lr_scale if peak else None, step, warmup_steps)
 
     def scale_lr(self, factor: float) -> bool:
         """Record an LR cut; False when the host cannot change the LR (the caller says so)."""

@@ -3,19 +3,54 @@
 Each helper returns one line such as "Reduce learning rate: 3.0e-04 → 1.5e-04", or a
 generic line when the current value is unknown (``None``), so a suggestion is never
 made up from a value nobody passed in.
+
+Learning-rate advice is about the setting the user chose, the peak of the schedule,
+not the value a warmup or decay happens to be at: given a `LearningRate` it says
+"Reduce learning rate: 2.0e-03 → 1.0e-03 (now 9.2e-04, in warmup)".
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 __all__ = [
+    "LearningRate",
+    "learning_rate",
+    "lr_value",
     "fmt_lr",
     "fmt_clip",
     "reduce_lr",
     "increase_lr",
     "tighten_clip",
     "lengthen_warmup",
+    "warmup_advice",
 ]
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    """The learning rate as advice names it: `peak`, the one the user set (the top of
+    the schedule, after any cut the monitor decided), and `now`, the one in use at the
+    step; `in_warmup` when the warmup is still raising `now` towards `peak`;
+    `warmup_steps`, the run's warmup (None: unknown)."""
+    now: float | None = None
+    peak: float | None = None
+    in_warmup: bool = False
+    warmup_steps: int | None = None
+
+
+def learning_rate(now: float | None, peak: float | None = None, step: int | None = None,
+                  warmup_steps: int | None = None) -> LearningRate:
+    """The `LearningRate` of optimizer step `step` (1-based) of a run with `warmup_steps`."""
+    warming = step is not None and bool(warmup_steps) and step <= warmup_steps
+    shown_now = now if now is not None and math.isfinite(now) and now >= 0 else None
+    return LearningRate(shown_now, peak if _known(peak) else None, warming,
+                        None if warmup_steps is None else int(warmup_steps))
+
+
+def lr_value(lr: float | LearningRate | None) -> float | None:
+    """The learning rate in use (for an event's `values`)."""
+    return lr.now if isinstance(lr, LearningRate) else lr
 
 
 def _known(x: float | None) -> bool:
@@ -33,18 +68,27 @@ def fmt_clip(clip: float) -> str:
     return s if ("." in s or "e" in s or "inf" in s or "nan" in s) else s + ".0"
 
 
-def reduce_lr(lr: float | None, factor: float = 0.5) -> str:
-    """"Reduce learning rate: 3.0e-04 → 1.5e-04" (generic "by 0.5x" when lr is unknown)."""
-    if not _known(lr):
-        return f"Reduce learning rate by {factor:g}x"
-    return f"Reduce learning rate: {fmt_lr(lr)} → {fmt_lr(lr * factor)}"
+def reduce_lr(lr: float | LearningRate | None, factor: float = 0.5) -> str:
+    """"Reduce learning rate: 3.0e-04 → 1.5e-04" (generic "by 0.5x" when lr is unknown).
+    A float is the LR in use; a `LearningRate` names its peak, and the LR in use beside it
+    where the two differ."""
+    return _change("Reduce", lr, factor)
 
 
-def increase_lr(lr: float | None, factor: float = 2.0) -> str:
+def increase_lr(lr: float | LearningRate | None, factor: float = 2.0) -> str:
     """"Increase learning rate: 1.0e-04 → 2.0e-04" (generic "by 2x" when lr is unknown)."""
-    if not _known(lr):
-        return f"Increase learning rate by {factor:g}x"
-    return f"Increase learning rate: {fmt_lr(lr)} → {fmt_lr(lr * factor)}"
+    return _change("Increase", lr, factor)
+
+
+def _change(verb: str, lr: float | LearningRate | None, factor: float) -> str:
+    rate = lr if isinstance(lr, LearningRate) else LearningRate(lr if _known(lr) else None)
+    base = rate.peak if rate.peak is not None else (rate.now if _known(rate.now) else None)
+    if base is None:
+        return f"{verb} learning rate by {factor:.2g}x"
+    line = f"{verb} learning rate: {fmt_lr(base)} → {fmt_lr(base * factor)}"
+    if rate.now is not None and base != rate.now and fmt_lr(rate.now) != fmt_lr(base):
+        line += f" (now {fmt_lr(rate.now)}, {'in warmup' if rate.in_warmup else 'on the schedule'})"
+    return line
 
 
 def tighten_clip(clip: float | None, factor: float = 0.7, default: float = 1.0) -> str:
@@ -72,3 +116,10 @@ def lengthen_warmup(current: int | None, proposed: int | None = None, factor: fl
     if current <= 0:
         return f"Add warmup: none → {proposed} steps"
     return f"Lengthen warmup: {current} → {proposed} steps"
+
+
+def warmup_advice(lr: float | LearningRate | None) -> str:
+    """`lengthen_warmup` of the run's warmup where `lr` knows it, else "Add or lengthen
+    learning-rate warmup"."""
+    current = lr.warmup_steps if isinstance(lr, LearningRate) else None
+    return "Add or lengthen learning-rate warmup" if current is None else lengthen_warmup(current)

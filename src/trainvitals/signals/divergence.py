@@ -13,6 +13,7 @@ from typing import Any
 
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, Event
+from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip, warmup_advice
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["LossDivergenceDetector", "UnigramCollapseDetector"]
@@ -71,12 +72,14 @@ class LossDivergenceDetector:
         self._spike = Condition("loss_spike", _SOURCE)
         self._divergence = Condition("loss_divergence", _SOURCE)
 
-    def update(self, loss: float, step: int, ema: float | None = None) -> list[Event]:
-        """Feed one optimizer step's loss; return the events it causes."""
+    def update(self, loss: float, step: int, ema: float | None = None, *,
+               lr: float | LearningRate | None = None, gradient_clip: float | None = None) -> list[Event]:
+        """Feed one optimizer step's loss; return the events it causes. `lr` and
+        `gradient_clip` (the run's) are named in the advice."""
         x = _finite(loss)
         if x is None:
             return []
-        events = self._check_spike(x, step)
+        events = self._check_spike(x, step, lr, gradient_clip)
         self._recent.append(x)
         del self._recent[:-self.window]
         self._seen += 1
@@ -86,10 +89,10 @@ class LossDivergenceDetector:
         if smooth is None:  # debiased, as TensorBoard smooths: exact from the first step
             smooth = self._ema_raw / (1 - self._alpha ** self._ema_n)
         if self._seen >= self.min_history:
-            events += self._check_divergence(smooth, step)
+            events += self._check_divergence(smooth, step, lr, gradient_clip)
         return events
 
-    def _check_spike(self, x: float, step: int) -> list[Event]:
+    def _check_spike(self, x: float, step: int, lr, clip) -> list[Event]:
         if len(self._recent) < self.min_history:
             return []
         # The baseline excludes x, so a spike cannot hide itself by raising it.
@@ -107,12 +110,12 @@ class LossDivergenceDetector:
             firing, severity=ALERT, step=step,
             message=(f"Loss spike at step {step}: {x:.4g} is {x / base:.1f}x the median "
                      f"{base:.4g} of the last {len(self._recent)} steps"),
-            suggestions=("Reduce learning rate by 0.5x", "Tighten gradient clipping",
+            suggestions=(reduce_lr(lr), tighten_clip(clip),
                          "Look for a bad batch (corrupt or extremely long sequences)"),
             values={"loss": x, "baseline": base, "ratio": x / base, "robust_z": z},
             clear_message=f"loss_spike cleared: loss {x:.4g} is back near its median {base:.4g}")
 
-    def _check_divergence(self, smooth: float, step: int) -> list[Event]:
+    def _check_divergence(self, smooth: float, step: int, lr, clip) -> list[Event]:
         if self._min is None or smooth < self._min:
             self._min, self._min_step = smooth, step
         ratio = smooth / self._min if self._min > 0 else 1.0
@@ -129,8 +132,8 @@ class LossDivergenceDetector:
             message=(f"Loss divergence at step {step}: smoothed loss {smooth:.4g} has stayed "
                      f"{100 * (ratio - 1):.0f}% above its minimum {self._min:.4g} (step "
                      f"{self._min_step}) for {self._above} steps"),
-            suggestions=(f"Reduce learning rate by 0.5x and resume from a snapshot taken before "
-                         f"step {self._min_step}", "Lengthen warmup or tighten gradient clipping"),
+            suggestions=(f"{reduce_lr(lr)}, and resume from a snapshot taken before step "
+                         f"{self._min_step}", warmup_advice(lr), tighten_clip(clip)),
             values={"smoothed_loss": smooth, "running_min": self._min, "min_step": self._min_step,
                     "ratio": ratio, "steps_above": self._above},
             clear_message=f"loss_divergence cleared: smoothed loss {smooth:.4g} is back near "
@@ -176,8 +179,10 @@ class UnigramCollapseDetector:
         self._near = 0
         self._collapse = Condition("unigram_collapse", _SOURCE)
 
-    def update(self, loss_ema: float, step: int) -> list[Event]:
-        """Feed the smoothed loss of one step; return the events it causes."""
+    def update(self, loss_ema: float, step: int, *, lr: float | LearningRate | None = None,
+               gradient_clip: float | None = None) -> list[Event]:
+        """Feed the smoothed loss of one step; return the events it causes (`lr` and
+        `gradient_clip` as in `LossDivergenceDetector.update`)."""
         x = _finite(loss_ema)
         if x is None:
             return []
@@ -198,9 +203,9 @@ class UnigramCollapseDetector:
             message=(f"Unigram collapse at step {step}: smoothed loss {x:.4g} is back at the "
                      f"unigram entropy {b:.4g} after reaching {self._best:.4g} (step "
                      f"{self._best_step}): the model collapsed to predicting token frequencies"),
-            suggestions=(f"Reduce learning rate by 0.5x and resume from a snapshot taken "
-                         f"before the collapse (best loss at step {self._best_step})",
-                         "Lengthen warmup or tighten gradient clipping"),
+            suggestions=(f"{reduce_lr(lr)}, and resume from a snapshot taken before the "
+                         f"collapse (best loss at step {self._best_step})",
+                         warmup_advice(lr), tighten_clip(gradient_clip)),
             values={"loss_ema": x, "baseline_loss": b, "best_loss": self._best,
                     "best_step": self._best_step, "steps_near_baseline": self._near},
             clear_message=f"unigram_collapse cleared: smoothed loss {x:.4g} is well below the "

@@ -11,7 +11,7 @@ from typing import Any
 
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, WARNING, Event
-from trainvitals.signals.advice import lengthen_warmup, reduce_lr, tighten_clip
+from trainvitals.signals.advice import LearningRate, lengthen_warmup, lr_value, reduce_lr, tighten_clip
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold"]
@@ -109,8 +109,9 @@ class MeanGainDriftDetector:
         self._drift_cond = Condition("mean_gain_drift", source=self.source)
         self._abs_cond = Condition("mean_gain_absolute", source=self.source)
 
-    def update(self, mean_gain: float, step: int, lr: float | None = None) -> list[Event]:
-        """Feed one monitored step's mean gain; return the events it causes."""
+    def update(self, mean_gain: float, step: int, lr: float | LearningRate | None = None) -> list[Event]:
+        """Feed one monitored step's mean gain; return the events it causes. `lr`, the LR
+        in use (or a `LearningRate` naming the peak too), shapes the advice."""
         if not self.enabled:
             return []
         g = float(mean_gain)
@@ -123,7 +124,7 @@ class MeanGainDriftDetector:
                 message=f"Mean gain is non-finite ({g}) at step {step}",
                 step=step,
                 suggestions=self._suggestions(step, lr),
-                values={"mean_gain": g, "threshold": self.absolute_threshold, "lr": lr},
+                values={"mean_gain": g, "threshold": self.absolute_threshold, "lr": lr_value(lr)},
             )
         self.count += 1
         self._raw.append(g)
@@ -138,7 +139,7 @@ class MeanGainDriftDetector:
         self._high = self._high + 1 if self.drift is not None and self.drift > half else 0
         return self._check_drift(step, lr) + self._check_absolute(g, step, lr)
 
-    def _check_drift(self, step: int, lr: float | None) -> list[Event]:
+    def _check_drift(self, step: int, lr: float | LearningRate | None) -> list[Event]:
         d, ma = self.drift, self.moving_average
         half = self.drift_threshold / 2
         if d is None:
@@ -158,7 +159,7 @@ class MeanGainDriftDetector:
             "checks": checks,
             "threshold": self.drift_threshold,
             "mean_gain": self._raw[-1],
-            "lr": lr,
+            "lr": lr_value(lr),
         }
         if not firing:
             pct = "n/a" if d is None else f"{100 * d:+.1f}%"
@@ -183,14 +184,14 @@ class MeanGainDriftDetector:
             values=values,
         )
 
-    def _check_absolute(self, g: float, step: int, lr: float | None) -> list[Event]:
+    def _check_absolute(self, g: float, step: int, lr: float | LearningRate | None) -> list[Event]:
         thr = self.absolute_threshold
         over = g > thr
         self._calm = 0 if over else self._calm + 1
         # Clearing needs `consecutive` calm checks, so a gain hovering at the threshold
         # gives one alert, not one per crossing.
         firing = over or (self._abs_cond.active and self._calm < self.consecutive)
-        values: dict[str, Any] = {"mean_gain": g, "threshold": thr, "lr": lr}
+        values: dict[str, Any] = {"mean_gain": g, "threshold": thr, "lr": lr_value(lr)}
         depth = ""
         if self.num_layers is not None:
             values["num_layers"] = self.num_layers
@@ -215,7 +216,7 @@ class MeanGainDriftDetector:
             values=values,
         )
 
-    def _suggestions(self, step: int, lr: float | None) -> list[str]:
+    def _suggestions(self, step: int, lr: float | LearningRate | None) -> list[str]:
         out = [reduce_lr(lr), tighten_clip(self.gradient_clip)]
         w = self.warmup_steps
         if w is None:

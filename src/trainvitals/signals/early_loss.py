@@ -26,7 +26,7 @@ from typing import Any
 
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import ALERT, Event
-from trainvitals.signals.advice import reduce_lr, tighten_clip
+from trainvitals.signals.advice import LearningRate, lr_value, reduce_lr, tighten_clip, warmup_advice
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["EarlyLossDetector"]
@@ -65,7 +65,7 @@ class EarlyLossDetector:
         """The loss at initialisation this detector compares against (None before any)."""
         return self.uniform_loss if self.uniform_loss is not None else self._first
 
-    def update(self, loss: float, step: int, *, lr: float | None = None,
+    def update(self, loss: float, step: int, *, lr: float | LearningRate | None = None,
                gradient_clip: float | None = None) -> list[Event]:
         """Feed one step's loss; return the events it causes. Non-finite losses are
         skipped (`NonFiniteLossCheck` reports them)."""
@@ -98,11 +98,11 @@ class EarlyLossDetector:
                     else f"the loss at initialisation (step {self._first_step})")
             msg = (f"Loss above its initial level at step {step}: {x:.4g} is {ratio:.2f}x {what} "
                    f"{ref:.4g}: the updates made the model worse than untrained")
-            sugg = (reduce_lr(lr, 0.3), "Add or lengthen learning-rate warmup", tighten_clip(clip))
+            sugg = (reduce_lr(lr, 0.3), warmup_advice(lr), tighten_clip(clip))
         return self._above.observe(
             firing, severity=ALERT, step=step, message=msg, suggestions=sugg,
             values={"loss": x, "reference_loss": ref, "ratio": ratio, "first_loss": self._first,
-                    "uniform_loss": self.uniform_loss, "lr": lr},
+                    "uniform_loss": self.uniform_loss, "lr": lr_value(lr)},
             clear_message=f"loss_above_init cleared: loss {x:.4g} is back under {ref:.4g} x "
                           f"{1 + self.rise / 2:.2f}")
 
@@ -117,10 +117,10 @@ class EarlyLossDetector:
             firing, severity=ALERT, step=step,
             message=(f"Early loss jump at step {step}: {x:.4g} is {ratio:.2f}x the lowest loss so "
                      f"far {base:.4g} (step {self._min_step}), {self._seen} steps into the run"),
-            suggestions=(reduce_lr(lr), "Add or lengthen learning-rate warmup", tighten_clip(clip),
+            suggestions=(reduce_lr(lr), warmup_advice(lr), tighten_clip(clip),
                          f"Look at the batch of step {step} if the learning rate is known to be safe"),
             values={"loss": x, "running_min": base, "min_step": self._min_step, "ratio": ratio,
-                    "points_seen": self._seen, "lr": lr},
+                    "points_seen": self._seen, "lr": lr_value(lr)},
             clear_message=f"early_loss_jump cleared: loss {x:.4g} is back near the lowest {base:.4g}")
 
     def state_dict(self) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, INFO, WARNING, Event
+from trainvitals.signals.advice import increase_lr, learning_rate, reduce_lr, tighten_clip
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["EpochReport", "EpochEvaluator", "format_report"]
@@ -91,9 +92,12 @@ class EpochEvaluator:
 
     def update(self, epoch: int, train_loss: float, val_loss: float | None,
                lr: float | None = None, run_info: dict | None = None, *, step: int | None = None,
-               warmup_steps: int | None = None, last_finite_loss: float | None = None) -> EpochReport:
+               warmup_steps: int | None = None, last_finite_loss: float | None = None,
+               lr_now: float | None = None) -> EpochReport:
         """Record one epoch; return its metrics and (on evaluation epochs) findings.
 
+        ``lr`` (else ``run_info["lr"]``) is the peak LR advice names; ``lr_now``, the LR
+        in use at ``step``, is named beside it where the two differ.
         Optional, for judging by steps (module doc): ``step``, the optimizer step the
         epoch ended at; ``warmup_steps``, the run's linear warmup; ``last_finite_loss``,
         for an epoch whose train loss is non-finite, the last finite step loss before
@@ -110,6 +114,7 @@ class EpochEvaluator:
         if warmup_steps is not None:
             info.setdefault("warmup_steps", warmup_steps)
         warming = step is not None and bool(warmup_steps) and step <= warmup_steps
+        info["learning_rate"] = learning_rate(_finite(lr_now), _num(info, "lr"), step, warmup_steps)
         evaluated = epoch in self.evaluation_epochs
         report = EpochReport(epoch, evaluated, metrics=self._metrics(),
                              train_loss=train, val_loss=val)
@@ -149,17 +154,18 @@ class EpochEvaluator:
         if t1 is None and last_finite is not None and last_finite <= (1 + _HEALTHY_CLIMB) * t0:
             return [_bad_batch_event(epoch, raw_train, last_finite, t0, values)]
         if t1 is None or t1 > t0:
-            sugg = [_lr_change(lr, _LR_CUT_HARD),
+            sugg = [_lr_change(info, _LR_CUT_HARD),
                     f"Lengthen warmup: {warmup:.0f} → {2 * warmup:.0f} steps" if warmup
                     else "Add or lengthen learning-rate warmup",
-                    "Tighten gradient clipping"]
+                    tighten_clip(_num(info, "gradient_clip")) if "gradient_clip" in info
+                    else "Tighten gradient clipping"]
             shown = raw_train if t1 is None else f"{t1:.3f}"
             return [_event("lr_too_high", ALERT, f"Training loss rose in epoch 1: {t0:.3f} → "
                            f"{shown}: learning rate too high (instability)", epoch, sugg, values)]
         drop = _rate(t0, t1)
         if drop is None or drop >= self.improvement_threshold or warming:
             return []
-        sugg = [_lr_change(lr, _LR_RAISE),
+        sugg = [_lr_change(info, _LR_RAISE),
                 f"Shorten warmup: {warmup:.0f} → {warmup // 2:.0f} steps" if warmup
                 else "Check warmup: a long warmup keeps the learning rate near zero early",
                 "Check that the parameters are updating (frozen_parameters events)"]
@@ -175,8 +181,8 @@ class EpochEvaluator:
             return []
         msg = (f"No learning: val loss {val:.3f} is at the unigram entropy of the data "
                f"({b:.3f} nats): the model predicts no better than token frequencies")
-        sugg = [_lr_change(_num(info, "lr"), _LR_CUT_HARD) + " (a too-high learning rate "
-                "collapses a model to the unigram entropy without any NaN)",
+        sugg = [_lr_change(info, _LR_CUT_HARD) + "; a too-high learning rate "
+                "collapses a model to the unigram entropy without any NaN",
                 "Check the data: targets must be the inputs shifted by one token",
                 "Check that the parameters are updating (frozen_parameters events)"]
         values = {"val_loss": val, "baseline_loss": b}
@@ -230,7 +236,7 @@ class EpochEvaluator:
                    and gap - prev_gap >= _WIDENING and train_rate >= thr
                    and val_rate < max(thr, train_rate / 4))
         quiet = overfit or self._no_learning.active  # they explain a stalling val loss
-        cut = _lr_change(_num(info, "lr"), _LR_CUT)
+        cut = _lr_change(info, _LR_CUT)
         events = []
         if val_rate is not None and val_rate < thr and not quiet:
             msg = f"Slow validation improvement: {100 * val_rate:.1f}% (threshold: {100 * thr:.1f}%)"
@@ -385,11 +391,10 @@ def _n(x: float) -> str:
     return str(round(float(x), 6))
 
 
-def _lr_change(lr: float | None, factor: float) -> str:
-    verb = "Reduce" if factor < 1 else "Increase"
-    if lr:
-        return f"{verb} learning rate: {_lr(lr)} → {_lr(lr * factor)}"
-    return f"{verb} learning rate by {factor:.2g}x"  # the seed's wording, for offline logs
+def _lr_change(info: dict, factor: float) -> str:
+    """The LR advice of `info`'s learning rate (the peak, and the LR now where it differs)."""
+    rate = info.get("learning_rate") or learning_rate(None, _num(info, "lr"))
+    return (reduce_lr if factor < 1 else increase_lr)(rate, factor)
 
 
 def _schedule_advice(info: dict) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import ALERT, WARNING, Event
-from trainvitals.signals.advice import reduce_lr, tighten_clip
+from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = [
@@ -66,7 +66,7 @@ class GradNormJumpDetector:
         grad_norm: float,
         step: int,
         *,
-        lr: float | None = None,
+        lr: float | LearningRate | None = None,
         gradient_clip: float | None = None,
     ) -> list[Event]:
         """Feed one monitored step's global grad norm (before clipping)."""
@@ -206,7 +206,7 @@ def _nonfinite_message(step: int, bad_params: list[str], total: int, shown: int 
     return f"Non-finite gradients at step {step} in {len(bad_params)} of {total} parameters: {names}"
 
 
-def _nonfinite_suggestions(lr: float | None, gradient_clip: float | None) -> tuple[str, ...]:
+def _nonfinite_suggestions(lr: float | LearningRate | None, gradient_clip: float | None) -> tuple[str, ...]:
     return (
         reduce_lr(lr),
         tighten_clip(gradient_clip),
@@ -219,7 +219,7 @@ def nonfinite_gradient_event(
     bad_params: list[str],
     total: int,
     *,
-    lr: float | None = None,
+    lr: float | LearningRate | None = None,
     gradient_clip: float | None = None,
 ) -> Event:
     """One ``nonfinite_gradients`` alert naming the first few offending parameters.
@@ -255,7 +255,7 @@ class NonFiniteGradCheck:
         bad_params: list[str],
         total: int,
         *,
-        lr: float | None = None,
+        lr: float | LearningRate | None = None,
         gradient_clip: float | None = None,
     ) -> list[Event]:
         """Feed one step's list of parameters with non-finite gradients (may be empty)."""

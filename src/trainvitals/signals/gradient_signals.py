@@ -18,6 +18,7 @@ from typing import Any
 
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig
+from trainvitals.signals.advice import LearningRate
 from trainvitals.signals.drift import MeanGainDriftDetector
 from trainvitals.signals.grad_health import GradNormJumpDetector, NonFiniteGradCheck, VanishingFlowDetector
 
@@ -75,7 +76,7 @@ class GradientSignals:
         self.gradient_clip = gradient_clip
 
     def update(self, step: int, mean_gain: float | None = None, grad_norm: float | None = None,
-               gains: dict[str, float] | None = None, lr: float | None = None,
+               gains: dict[str, float] | None = None, lr: float | LearningRate | None = None,
                nonfinite_params: list[str] | None = None, total_params: int = 0,
                max_gain: float | None = None) -> list[Event]:
         events: list[Event] = []

@@ -11,6 +11,7 @@ from typing import Any
 
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig
+from trainvitals.signals.advice import LearningRate
 from trainvitals.signals.divergence import LossDivergenceDetector, UnigramCollapseDetector
 from trainvitals.signals.early_loss import EarlyLossDetector
 from trainvitals.signals.ema import LossEMA
@@ -36,17 +37,19 @@ class LossSignals:
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off
         self._smooth = self.ema or LossEMA(c.ema_alpha, c.ema_init)
 
-    def update(self, loss: float, step: int, epoch: int | None = None, lr: float | None = None,
+    def update(self, loss: float, step: int, epoch: int | None = None, lr: float | LearningRate | None = None,
                gradient_clip: float | None = None) -> tuple[float | None, list[Event]]:
-        """Returns (the EMA to log, or None when off or not yet defined; the events)."""
+        """Returns (the EMA to log, or None when off or not yet defined; the events).
+        `lr` (the LR in use, or a `LearningRate` naming the peak too) and `gradient_clip`
+        only shape the advice."""
         events = self.nonfinite.update(loss, step, epoch, lr=lr, gradient_clip=gradient_clip)
         if not math.isfinite(loss):
             return None, events
         events += self.early.update(loss, step, lr=lr, gradient_clip=gradient_clip)
         smooth = self._smooth.update(loss)
-        events += self.divergence.update(loss, step, ema=smooth)
+        events += self.divergence.update(loss, step, ema=smooth, lr=lr, gradient_clip=gradient_clip)
         if self.collapse is not None and smooth is not None:
-            events += self.collapse.update(smooth, step)
+            events += self.collapse.update(smooth, step, lr=lr, gradient_clip=gradient_clip)
         return (smooth if self.ema is not None else None), events
 
     @property

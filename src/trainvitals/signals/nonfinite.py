@@ -5,7 +5,7 @@ import math
 from typing import Any
 
 from trainvitals.events import ALERT, Event
-from trainvitals.signals.advice import reduce_lr, tighten_clip
+from trainvitals.signals.advice import LearningRate, lr_value, reduce_lr, tighten_clip
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["NonFiniteLossCheck"]
@@ -36,7 +36,7 @@ class NonFiniteLossCheck:
         step: int,
         epoch: int | None = None,
         *,
-        lr: float | None = None,
+        lr: float | LearningRate | None = None,
         gradient_clip: float | None = None,
     ) -> list[Event]:
         """Feed one step's loss; return the events it causes (usually none)."""
@@ -50,8 +50,8 @@ class NonFiniteLossCheck:
             f"Check the batch at step {step} for extreme values",
         )
         values: dict[str, Any] = {"loss": loss}
-        if lr is not None:
-            values["lr"] = lr
+        if lr_value(lr) is not None:
+            values["lr"] = lr_value(lr)
         if not bad:
             # Only reached with an active condition it clears; the count is the
             # length of the run that just ended.

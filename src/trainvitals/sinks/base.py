@@ -1,11 +1,14 @@
-"""The one path metrics and events take out: `log(tag, value, step)` and `emit(event)`."""
+"""The one path metrics and events take out: `log(tag, value, step)` and `emit(event)`;
+`settings(...)` once a run, the run's settings (`trainvitals.monitor.settings`)."""
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 from trainvitals.events import Event
 
-__all__ = ["Sink", "SinkHub"]
+__all__ = ["SETTINGS_TAG", "Sink", "SinkHub"]
+
+SETTINGS_TAG = "run/settings"  # TensorBoard: the tag of the settings text summary
 
 
 class Sink:
@@ -14,6 +17,7 @@ class Sink:
     def log(self, tag: str, value: float, step: int) -> None: ...
     def emit(self, event: Event) -> None: ...
     def text(self, line: str) -> None: ...
+    def settings(self, settings: dict[str, Any]) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -39,6 +43,10 @@ class SinkHub(Sink):
     def text(self, line: str) -> None:
         for s in self.sinks:
             s.text(line)
+
+    def settings(self, settings: dict[str, Any]) -> None:
+        for s in self.sinks:
+            s.settings(settings)
 
     def flush(self) -> None:
         for s in self.sinks:

@@ -6,6 +6,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from trainvitals.events import Event
 from trainvitals.sinks.base import Sink
@@ -33,6 +34,10 @@ class JSONLSink(Sink):
 
     def emit(self, event: Event) -> None:
         self._write({"type": "event", **event.to_dict()})
+
+    def settings(self, settings: dict[str, Any]) -> None:
+        """A `{"type": "settings", "step": 0, "settings": {...}}` line (step 0: a resume keeps it)."""
+        self._write({"type": "settings", "step": 0, "settings": settings})
 
     def _write(self, record: dict) -> None:
         self._f.write(json.dumps(record) + "\n")

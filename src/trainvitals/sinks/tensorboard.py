@@ -1,13 +1,15 @@
 """TensorBoard sink: scalars, events as text, and a layout that pairs loss with its EMA."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
 from trainvitals.events import Event
-from trainvitals.sinks.base import Sink
+from trainvitals.sinks.base import SETTINGS_TAG, Sink
 
 __all__ = ["TensorBoardSink", "LAYOUT"]
 
@@ -49,6 +51,10 @@ class TensorBoardSink(Sink):
         lines = [f"**{event.severity}** `{event.kind}` ({event.where()}): {event.message}"]
         lines += [f"- {s}" for s in event.suggestions]
         self.writer.add_text(f"events/{event.kind}", "\n".join(lines), event.step or 0)
+
+    def settings(self, settings: dict[str, Any]) -> None:
+        """One text summary at step 0 (tag `run/settings/text_summary`), JSON, read back by `analyze`."""
+        self.writer.add_text(SETTINGS_TAG, json.dumps(settings, sort_keys=True), 0)
 
     def flush(self) -> None:
         self._write()

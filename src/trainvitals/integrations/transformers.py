@@ -18,7 +18,9 @@ set instead. `on_nonfinite_loss="skip_step"` is not available here. Scalars and 
 go to the TensorBoard run HF writes (`TENSORBOARD_LOGGING_DIR`, else the newest
 `output_dir/runs/*`), events to the console too, from the main process only. Detector
 state is saved in `trainer_state.json` and restored with
-`restore_callback_states_from_checkpoint=True`.
+`restore_callback_states_from_checkpoint=True`. Under HF's DDP (torchrun) every figure
+is global: gradients are read after DDP's all-reduce, and the monitor reduces losses and
+activation-gradient norms over the ranks (README, "More than one process").
 """
 from __future__ import annotations
 

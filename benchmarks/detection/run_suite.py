@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import HF_OWN, build_report  # noqa: E402
+from report import HF_OWN, build_report, build_summary  # noqa: E402
 from scenarios import HOSTS, by_name  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     text = build_report(root, specs, args.split if args.host == "trainer" else "all", args.host)
     print(text)
     if args.markdown:
-        tables = [build_report(root, specs, half) for half in ("holdout", "tune")]
+        tables = [build_summary(root, specs, (*HOSTS, HF_OWN))]
+        tables += [build_report(root, specs, half) for half in ("holdout", "tune")]
         tables += [build_report(root, specs, "all", host) for host in (*HOSTS[1:], HF_OWN)]
         Path(args.markdown).write_text(_HEADER + "\n\n".join(tables) + "\n")
     return 0

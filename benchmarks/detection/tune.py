@@ -90,9 +90,9 @@ def tune(runs: list[Run]) -> tuple[dict, Score]:
 
 def _line(label: str, runs: list[Run], knobs: dict) -> str:
     sc = _evaluate(runs, knobs)
-    lead = "-" if sc.median_lead is None else f"{sc.median_lead:.0f}"
+    lead, pre = ("-" if x is None else f"{x:.0f}" for x in (sc.median_lead, sc.median_precursor_lead))
     warnings = sum(bool(warned(replay_suite(r, knobs))) for r in runs if r.healthy)
-    return (f"  {label:<28} recall {sc.caught}/{sc.failures}, median lead {lead} steps, "
+    return (f"  {label:<28} recall {sc.caught}/{sc.failures}, median lead {lead} steps ({pre} with a precursor), "
             f"false positives {sc.fp}/{sc.healthy}, healthy runs with a warning {warnings}/{sc.healthy}")
 
 
@@ -126,18 +126,16 @@ def main(argv: list[str] | None = None) -> int:
     print("\nchosen (shipped default in brackets):")
     for group, table in KNOBS.items():
         print(f"  {group}: " + ", ".join(f"{k}={knobs[k]} [{table[k][0]}]" for k in table))
-    print("\ntune half:")
-    print(_line("shipped defaults", tune_runs, {}))
-    print(_line("chosen", tune_runs, knobs))
-    print("holdout half (not used to choose):")
-    print(_line("shipped defaults", holdout, {}))
-    print(_line("chosen", holdout, knobs))
-    for host in (*HOSTS[1:], HF_OWN):
-        runs = load_runs(root, ALL_SPECS, "all", host)
+    no_settle = {"settle_steps": 0}  # what the drift warnings were before the settle steps
+    sections = [("tune half", tune_runs), ("holdout half (not used to choose)", holdout)]
+    sections += [(f"{host} (held out, not used to choose)", load_runs(root, ALL_SPECS, "all", host))
+                 for host in (*HOSTS[1:], HF_OWN)]
+    for title, runs in sections:
         if runs:
-            print(f"{host} (held out, not used to choose):")
+            print(f"\n{title}:")
             print(_line("shipped defaults", runs, {}))
             print(_line("chosen", runs, knobs))
+            print(_line("drift warnings from step 1", runs, no_settle))
     settle = shipped_default("settle_steps")
     print(f"\nthe gain's early transient on the tune half's healthy runs (drift above half its threshold, "
           f"steps <= 200; shipped mean_gain_drift_settle_steps = {settle}):")

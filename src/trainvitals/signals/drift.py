@@ -34,8 +34,8 @@ class MeanGainDriftDetector:
       be sustained: on each of the last ``consecutive`` checks the MA went up and the
       drift was above half the threshold. Once raised, it holds while the drift stays
       above half the threshold, and escalates to an alert past the threshold.
-      The warning waits for ``settle_steps``: in its first steps every healthy run we
-      measured has the mean gain dip 5-15% below its value at initialisation and come
+      The warning waits for ``settle_steps``: in their first ~55 steps the healthy runs
+      we traced have the mean gain dip 5-15% below its value at initialisation and come
       back (the README, "Which gain"), a rise of up to 16% of the moving average that a
       warning would report as drift. Within those steps the condition is tracked as
       ever and an alert (past the full threshold) is raised as ever; a warning is said

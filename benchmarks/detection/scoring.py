@@ -21,8 +21,9 @@ from trainvitals.signals.drift import MeanGainDriftDetector, SeedDriftBaseline
 from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.gradient_signals import first_block
 
-__all__ = ["Run", "load_run", "load_own_log", "failure_step", "loss_failure", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
-           "Score", "score", "first_event", "shipped_default", "has_precursor", "EARLY"]
+__all__ = ["Run", "load_run", "load_own_log", "failure_step", "loss_failure", "GROUPS", "COLUMNS", "replay_suite",
+           "detection_step", "gain_signal", "Score", "score", "first_event", "shipped_default", "has_precursor",
+           "EARLY"]
 
 _GAIN = "gradient_monitor/gain/"
 

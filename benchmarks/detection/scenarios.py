@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunSpec", "SPECS", "FAILURE_MODES", "by_name"]
+__all__ = ["RunSpec", "SPECS", "HOST_SPECS", "HOSTS", "ALL_SPECS", "FAILURE_MODES", "by_name"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class RunSpec:
     model: dict[str, Any] = field(default_factory=dict)  # model config overrides
     trainer: dict[str, Any] = field(default_factory=dict)  # TrainerConfig overrides
     fault: dict[str, Any] = field(default_factory=dict)  # see faults.py
+    host: str = "trainer"  # "trainer" (ours) | "hf" | "lightning" | "loop" (host_runs.py)
 
     @property
     def healthy(self) -> bool:
@@ -94,14 +95,54 @@ _FAILING = [
          steps_per_epoch=0, lr=3e-3, fault={"train_bytes": 4_000, "label_noise": 0.3, "passes_per_epoch": 15}),
 ]
 
-SPECS: list[RunSpec] = _HEALTHY + _FAILING
-FAILURE_MODES = sorted({s.mode for s in _FAILING})
+SPECS: list[RunSpec] = _HEALTHY + _FAILING  # our trainer's: the tune and holdout halves
+
+
+# --- the other hosts (host_runs.py): held out as a whole, never tuned on ------------------------
+# 3 epochs of 70 steps, warmup, cosine to 10%, clip 1.0, AdamW (0.9, 0.95). Sizes and seeds differ
+# from our trainer's runs and between hosts; cadences are the hosts' own (host_runs.py).
+H_BASE = {"epochs": 3, "steps_per_epoch": 70, "batch_size": 16, "lr": 2e-3, "warmup_steps": 40}
+H_SMALL = {"n_layers": 4, "d_model": 64, "n_heads": 4, "block_size": 64}
+H_NARROW = {"n_layers": 3, "d_model": 48, "n_heads": 4, "block_size": 48}
+H_DEEP = {"n_layers": 6, "d_model": 48, "n_heads": 4, "block_size": 48}
+
+
+def _host(host: str, name: str, mode: str, seed: int, model: dict, fault: dict | None = None,
+          **trainer: Any) -> RunSpec:
+    return RunSpec(f"{host}-{name}-s{seed}", mode, "holdout", seed, "lm", dict(model), {**H_BASE, **trainer},
+                   dict(fault or {}), host)
+
+
+def _host_runs(host: str, seeds: tuple[int, ...], sizes: tuple[dict, dict, dict], **cadence: Any) -> list[RunSpec]:
+    """Each host: two healthy runs, a too-high peak LR after warmup, a huge LR with no warmup
+    (fails in the first 10 steps), a bad batch (early or mid-run), a block left out of the optimizer."""
+    a, b, c = sizes
+    s = iter(seeds)
+    early_bad = {"hf": 6, "lightning": 120, "loop": 8}[host]
+    return [
+        _host(host, "healthy", "healthy", next(s), a, **cadence),
+        _host(host, "healthy-lr1e-3", "healthy", next(s), b, lr=1e-3, **cadence),
+        _host(host, "lr-too-high", "lr_too_high", next(s), a, lr=0.1, warmup_steps=50, **cadence),
+        _host(host, "huge-lr-no-warmup", "early_divergence", next(s), c, lr=1.0, warmup_steps=0, **cadence),
+        _host(host, f"bad-batch-step{early_bad}", "bad_batch", next(s), b, {"bad_step": early_bad}, **cadence),
+        _host(host, "block-not-in-optimizer", "frozen_layer", next(s), c, {"leave_out_block": 1}, **cadence),
+    ]
+
+
+HOST_SPECS: list[RunSpec] = (
+    _host_runs("hf", (61, 62, 63, 64, 65, 66), (H_SMALL, H_NARROW, H_DEEP), gradient_monitor_interval=10)
+    + _host_runs("lightning", (71, 72, 73, 74, 75, 76), (H_NARROW, H_DEEP, H_SMALL), gradient_monitor_interval=1)
+    + _host_runs("loop", (81, 82, 83, 84, 85, 86), (H_DEEP, H_SMALL, H_NARROW), gradient_monitor_interval=10)
+)
+HOSTS = ("trainer", "hf", "lightning", "loop")
+ALL_SPECS = SPECS + HOST_SPECS
+FAILURE_MODES = sorted({s.mode for s in _FAILING + HOST_SPECS if not s.healthy})
 
 
 def by_name(names: list[str] | None) -> list[RunSpec]:
     if not names:
-        return list(SPECS)
-    known = {s.name: s for s in SPECS}
+        return list(ALL_SPECS)
+    known = {s.name: s for s in ALL_SPECS}
     bad = [n for n in names if n not in known]
     if bad:
         raise SystemExit(f"unknown run(s): {', '.join(bad)}; known: {', '.join(known)}")

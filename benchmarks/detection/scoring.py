@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import median
 from typing import Any, Callable
 
 from trainvitals.analyze.readers import RunLog, read_run
 from trainvitals.analyze.replay import AnalyzeConfig, replay
+from trainvitals.analyze.roles import apply_roles
 from trainvitals.events import ALERT, Event
 from trainvitals.signals.drift import MeanGainDriftDetector, SeedDriftBaseline
 from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.gradient_signals import first_block
 
-__all__ = ["Run", "load_run", "failure_step", "loss_failure", "GROUPS", "COLUMNS", "replay_suite", "detection_step", "gain_signal",
-           "Score", "score", "first_event", "shipped_default"]
+__all__ = ["Run", "load_run", "load_own_log", "failure_step", "loss_failure", "GROUPS", "COLUMNS", "replay_suite",
+           "detection_step", "gain_signal", "Score", "score", "first_event", "shipped_default", "has_precursor",
+           "EARLY"]
 
 _GAIN = "gradient_monitor/gain/"
 
@@ -45,17 +47,30 @@ class Run:
         return self.mode == "healthy"
 
 
-def load_run(logdir: Path) -> Run:
+def load_run(logdir: Path, view: str | None = None) -> Run:
+    """One run as `trainvitals analyze` reads it: the log its host wrote (`view`, default
+    the one spec.json names: the run directory for our trainer), tags mapped by
+    `analyze.roles` as the command maps them. What the host raised live comes from the
+    JSONL our trainer writes, or from `events.jsonl` for the other hosts."""
     info = json.loads((logdir / "spec.json").read_text())
     spec = info["spec"]
-    log = read_run(logdir)
+    log = apply_roles(read_run(logdir / (view or info.get("view", "."))))
     s = log.series
     val = dict(s.get("val/loss", []))
     epochs = [(st, v, val.get(st)) for st, v in s.get("train/epoch_loss", [])]
     n_blocks = sum(t.startswith(_GAIN) for t in s)
+    events = log.events if spec.get("host", "trainer") == "trainer" else read_run(logdir / "events.jsonl").events
     return Run(spec["name"], spec["mode"], spec["split"], n_blocks, info["unigram_entropy"],
                list(s.get("train/step_loss", [])), dict(s.get("train/lr", [])), epochs, log, info,
-               [Event.from_dict(d) for d in log.events])
+               [Event.from_dict(d) for d in events])
+
+
+def load_own_log(logdir: Path, truth: Run) -> Run:
+    """An HF run as HF alone logged it (`trainer_state.json`: 10-step mean losses, no gains),
+    judged against the failure step of the full run's per-step losses (`truth`)."""
+    from host_runs import HF_OWN_LOG
+    own = load_run(logdir, HF_OWN_LOG)
+    return replace(own, losses=truth.losses, epochs=truth.epochs, live=[], log=replace(own.log, events=[]))
 
 
 # --- ground truth ------------------------------------------------------------------------
@@ -144,8 +159,8 @@ def gain_signal(run: Run, how: str) -> dict[int, float]:
 # --- the product's detectors, replayed ----------------------------------------------------
 # Each group's events depend only on its own thresholds (tune.py relies on this).
 GROUPS: dict[str, tuple[str, ...]] = {
-    "loss (non-finite, spike, divergence, collapse)": (
-        "nonfinite_loss", "loss_spike", "loss_divergence", "unigram_collapse"),
+    "loss (non-finite, early rise or jump, spike, divergence, collapse)": (
+        "nonfinite_loss", "loss_above_init", "early_loss_jump", "loss_spike", "loss_divergence", "unigram_collapse"),
     "mean gain (drift, absolute)": ("mean_gain_drift", "mean_gain_absolute"),
     "largest block gain (jump)": ("max_gain_jump",),
     "grad norm (jump, vanishing, non-finite)": ("grad_norm_jump", "vanishing_gradients", "nonfinite_gradients"),
@@ -158,7 +173,8 @@ _CONFIG_KNOBS = {"drift_threshold": "mean_gain_drift_threshold", "window": "mean
                  "improvement_threshold": "improvement_threshold",
                  "max_gain_jump_factor": "max_gain_jump_factor", "spike_factor": "spike_factor",
                  "climb": "divergence_climb", "patience": "divergence_patience",
-                 "consecutive": "mean_gain_drift_consecutive", "grad_norm_jump_factor": "grad_norm_jump_factor"}
+                 "consecutive": "mean_gain_drift_consecutive", "grad_norm_jump_factor": "grad_norm_jump_factor",
+                 "settle_steps": "mean_gain_drift_settle_steps"}
 
 
 def shipped_default(knob: str) -> Any:
@@ -212,7 +228,7 @@ def _seed_events(run: Run, maxlen: int, absolute: float) -> list[Event]:
 Column = Callable[[Run], list[Event]]
 _DEFAULTS = "TRAINVITALS DEFAULTS"
 COLUMNS: dict[str, Column] = {
-    f"{_DEFAULTS}, live (every alert the trainer raised)": lambda r: r.live,
+    f"{_DEFAULTS}, live (every alert raised while training)": lambda r: r.live,
     f"{_DEFAULTS}, replayed by `trainvitals analyze`": lambda r: replay_suite(r),
     **{f"· {group}": (lambda r, k=kinds: [e for e in replay_suite(r) if e.kind in k])
        for group, kinds in GROUPS.items()},
@@ -240,10 +256,25 @@ class Score:
     leads: list[int] = field(default_factory=list)  # failure step - detection step, caught runs
     fp: int = 0  # healthy runs with any detection
     healthy: int = 0
+    precursor_leads: list[int] = field(default_factory=list)  # caught runs with a precursor (has_precursor)
 
     @property
     def median_lead(self) -> float | None:
         return median(self.leads) if self.leads else None
+
+    @property
+    def median_precursor_lead(self) -> float | None:
+        return median(self.precursor_leads) if self.precursor_leads else None
+
+
+EARLY = 10  # a failure by this step leaves nothing to lead by
+
+
+def has_precursor(failure: tuple[int | None, str]) -> bool:
+    """Whether anything could show before the failure: not a failure in the first
+    `EARLY` steps, nor a non-finite loss (a batch or an overflow that breaks one step)."""
+    step, rule = failure
+    return step is not None and step > EARLY and rule != "non-finite loss"
 
 
 def score(runs: list[Run], detected: dict[str, int | None], fails: dict[str, tuple[int | None, str]]) -> Score:
@@ -262,4 +293,6 @@ def score(runs: list[Run], detected: dict[str, int | None], fails: dict[str, tup
         if at is not None and at <= f:
             out.caught += 1
             out.leads.append(f - at)
+            if has_precursor(fails[r.name]):
+                out.precursor_leads.append(f - at)
     return out

@@ -19,17 +19,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import load_runs  # noqa: E402
-from scenarios import SPECS  # noqa: E402
+from report import HF_OWN, load_runs, warned  # noqa: E402
+from scenarios import ALL_SPECS, HOSTS, SPECS  # noqa: E402
 from scoring import (GROUPS, Run, Score, detection_step, failure_step, replay_suite, score,  # noqa: E402
                      shipped_default)
+from trainvitals.analyze.replay import AnalyzeConfig, replay  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 MAX_FPR = 0.05  # the seed's bar
 
 # group -> knob -> values tried besides the shipped default (which is always tried first)
 _TRIED: dict[str, dict[str, tuple]] = {
-    "loss (non-finite, spike, divergence, collapse)": {
+    "loss (non-finite, early rise or jump, spike, divergence, collapse)": {
         "spike_factor": (2.0, 2.5, 3.0, 4.0), "climb": (0.1, 0.15, 0.2, 0.3), "patience": (10, 20, 40)},
     "mean gain (drift, absolute)": {
         "drift_threshold": (0.1, 0.15, 0.25, 0.5, 1.0), "window": (3, 5, 10), "consecutive": (2, 3, 5),
@@ -87,15 +88,31 @@ def tune(runs: list[Run]) -> tuple[dict, Score]:
     return best
 
 
-def _line(label: str, sc: Score) -> str:
-    lead = "-" if sc.median_lead is None else f"{sc.median_lead:.0f}"
-    return (f"  {label:<28} recall {sc.caught}/{sc.failures}, median lead {lead} steps, "
-            f"false positives {sc.fp}/{sc.healthy}")
+def _line(label: str, runs: list[Run], knobs: dict) -> str:
+    sc = _evaluate(runs, knobs)
+    lead, pre = ("-" if x is None else f"{x:.0f}" for x in (sc.median_lead, sc.median_precursor_lead))
+    warnings = sum(bool(warned(replay_suite(r, knobs))) for r in runs if r.healthy)
+    return (f"  {label:<28} recall {sc.caught}/{sc.failures}, median lead {lead} steps ({pre} with a precursor), "
+            f"false positives {sc.fp}/{sc.healthy}, healthy runs with a warning {warnings}/{sc.healthy}")
 
 
 def _evaluate(runs: list[Run], knobs: dict) -> Score:
     fails = {r.name: failure_step(r) for r in runs}
     return score(runs, {r.name: detection_step(replay_suite(r, knobs), r.mode) for r in runs}, fails)
+
+
+def early_drift(runs: list[Run]) -> list[tuple[str, list[int]]]:
+    """For each healthy run, the steps of its first 200 at which the mean gain's drift was
+    above half its threshold (a warning's level) with the shipped settings: how long the
+    gain's early dip and recovery lasts, which `mean_gain_drift_settle_steps` must cover."""
+    out = []
+    half = shipped_default("drift_threshold") / 2
+    for r in runs:
+        if r.healthy:
+            cfg = AnalyzeConfig(baseline_loss=r.unigram_entropy, num_layers=r.n_layers)
+            drift = replay(r.log, cfg).series.get("gradient_monitor/mean_gain_drift", [])
+            out.append((r.name, [st for st, v in drift if v > half and st <= 200]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,12 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     print("\nchosen (shipped default in brackets):")
     for group, table in KNOBS.items():
         print(f"  {group}: " + ", ".join(f"{k}={knobs[k]} [{table[k][0]}]" for k in table))
-    print("\ntune half:")
-    print(_line("shipped defaults", _evaluate(tune_runs, {})))
-    print(_line("chosen", sc))
-    print("holdout half (not used to choose):")
-    print(_line("shipped defaults", _evaluate(holdout, {})))
-    print(_line("chosen", _evaluate(holdout, knobs)))
+    no_settle = {"settle_steps": 0}  # what the drift warnings were before the settle steps
+    sections = [("tune half", tune_runs), ("holdout half (not used to choose)", holdout)]
+    sections += [(f"{host} (held out, not used to choose)", load_runs(root, ALL_SPECS, "all", host))
+                 for host in (*HOSTS[1:], HF_OWN)]
+    for title, runs in sections:
+        if runs:
+            print(f"\n{title}:")
+            print(_line("shipped defaults", runs, {}))
+            print(_line("chosen", runs, knobs))
+            print(_line("drift warnings from step 1", runs, no_settle))
+    settle = shipped_default("settle_steps")
+    print(f"\nthe gain's early transient on the tune half's healthy runs (drift above half its threshold, "
+          f"steps <= 200; shipped mean_gain_drift_settle_steps = {settle}):")
+    for name, steps in early_drift(tune_runs):
+        print(f"  {name:<32} {', '.join(map(str, steps)) or '-'}")
     return 0
 
 

@@ -157,6 +157,20 @@ def test_cadence_a_failing_run_in_ten_step_means(tmp_path):
     assert ("max_gain_jump", 4) in _alerts(_json(tmp_path / "mixed"))
 
 
+def test_cadence_ten_step_means_are_judged_in_steps(tmp_path):
+    # a loss that falls for 100 steps, then doubles and stays there: the EMA, the
+    # divergence patience and the spike history count steps, so its 10-step means must
+    # give the divergence within one logging interval of the per-step log, not 10x later
+    losses = [3.0 - 0.01 * s for s in range(100)] + [4.0] * 150
+    per_step = dict(_alerts(_json(_loss_csv(tmp_path / "d1.csv", enumerate(losses, 1)))))
+    means = dict(_alerts(_json(_loss_csv(tmp_path / "d10.csv", _means(losses, 10)))))
+    assert "loss_divergence" in per_step
+    assert per_step["loss_divergence"] <= means["loss_divergence"] <= per_step["loss_divergence"] + 10
+    # the EMA of the means is stamped at the logged steps only
+    ema = _json(_loss_csv(tmp_path / "d10.csv", _means(losses, 10)))["series"]["train/step_loss_ema"]
+    assert [s for s, _ in ema] == list(range(10, 251, 10))
+
+
 def _hf_trainer_run(out_dir, lr):
     transformers = pytest.importorskip("transformers")
     import torch

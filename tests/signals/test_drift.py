@@ -213,3 +213,47 @@ def test_seed_baseline_state_round_trip():
     resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))
     got = [[e.to_dict() for e in resumed.update(g, i)] for i, g in enumerate(gains[3:], start=3)]
     assert got == expected[3:] and any(expected)
+
+
+# The early dip and recovery of a healthy run's mean gain (healthy-small-s11 of the
+# detection benchmark, every 3rd step): a 16% rise of the moving average by step 49.
+HEALTHY_START = [(1, 1.18), (4, 1.17), (7, 1.10), (10, 1.05), (13, 1.12), (16, 1.35), (19, 1.02), (22, 1.02),
+                 (25, 1.03), (28, 1.03), (31, 1.06), (34, 1.08), (37, 1.15), (40, 1.14), (43, 1.33), (46, 1.22),
+                 (49, 1.21), (52, 1.21), (55, 1.19), (58, 1.21), (61, 1.16), (64, 1.17), (67, 1.15), (70, 1.14),
+                 (73, 1.14), (76, 1.13), (79, 1.12)] + [(s, 1.12) for s in range(82, 200, 3)]
+
+
+def _events(det, points):
+    return [(e.kind, e.severity, s) for s, g in points for e in det.update(g, s) if e.kind == "mean_gain_drift"]
+
+
+def _drift(settle):
+    return MeanGainDriftDetector(0.25, math.inf, 5, settle_steps=settle)
+
+
+def test_the_early_dip_and_recovery_of_the_gain_gives_no_drift_warning():
+    assert ("mean_gain_drift", "warning", 52) in _events(_drift(0), HEALTHY_START)  # what it said before
+    assert _events(_drift(100), HEALTHY_START) == []
+
+
+def test_a_drift_past_the_threshold_alerts_inside_the_settle_steps_as_before():
+    rising = [(s, 1.06 ** i) for i, s in enumerate(range(1, 120, 3))]
+    before, after = _events(_drift(0), rising), _events(_drift(100), rising)
+    alerts = [e for e in before if e[1] == "alert"]
+    assert alerts and alerts[0][2] < 100
+    assert [e for e in after if e[1] == "alert"] == alerts
+    assert [e for e in after if e[1] == "warning"] == []  # the warning came before the alert
+
+
+def test_a_drift_warning_that_still_holds_after_the_settle_steps_is_said_then():
+    # a gain rising 3% a check from step 55 on (a 16% drift, under the 25% threshold):
+    # a warning at 79 without the settle steps; held, and said at the first check >= 100
+    points = [(s, 1.0) for s in range(1, 55, 3)] + [(s, 1.03 ** i) for i, s in enumerate(range(55, 200, 3), 1)]
+    assert _events(_drift(0), points) == [("mean_gain_drift", "warning", 79)]
+    det = _drift(100)
+    first = _events(det, [p for p in points if p[0] < 94])
+    assert first == []
+    state = json.loads(json.dumps(det.state_dict()))  # a resume in the transient keeps the held warning
+    resumed = _drift(100)
+    resumed.load_state_dict(state)
+    assert _events(resumed, [p for p in points if p[0] >= 94]) == [("mean_gain_drift", "warning", 100)]

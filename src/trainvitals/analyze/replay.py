@@ -93,7 +93,11 @@ class _ReplayOutbox(Outbox):
 
     def log(self, tag: str, value: float, step: int) -> None:
         if (tag in DERIVED or tag.startswith("evaluation/")) and math.isfinite(value):
-            self.out.series.setdefault(tag, []).append((step, value))
+            points = self.out.series.setdefault(tag, [])
+            if points and points[-1][0] == step:  # a logged N-step mean is fed N times (_per_step)
+                points[-1] = (step, value)
+            else:
+                points.append((step, value))
 
     def emit(self, events, echo: bool = True) -> None:
         self.out.events += [events] if isinstance(events, Event) else list(events)
@@ -119,8 +123,8 @@ def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
         uniform = run.series["data/uniform_loss"][-1][1] if run.series.get("data/uniform_loss") else None
         part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
                                    peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
-        steps = [s for s, _ in losses]
-        part.report(box, steps, [v for _, v in losses], [lr_at(s) for s in steps], log_inputs=False)
+        steps, values = _per_step(losses)
+        part.report(box, steps, values, [lr_at(s) for s in steps], log_inputs=False)
     _replay_gradients(run, facts, monitor_cfg, lr_at, box)
     _replay_epochs(run, facts, monitor_cfg, baseline, lr_at, box)
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
@@ -175,6 +179,23 @@ def _replay_epochs(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfi
                 before_bad = next((v for _, v in reversed(losses[:bad]) if math.isfinite(v)), None)
             start = end
         part.report(box, epoch, step, train_loss, val.get(x), lr_at(x) if step else None, facts, before_bad)
+
+
+def _per_step(losses: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    """The loss detectors count steps (the EMA's decay, the divergence patience, the spike
+    history, the early horizon), so a loss logged every N steps (HF's `logging_steps=N`
+    mean) is fed once for each step it stands for: the steps since the previous logged
+    one, all stamped with the step it was logged at (nothing is known before). A
+    per-step log is fed as it is."""
+    steps: list[int] = []
+    values: list[float] = []
+    prev = 0
+    for step, value in losses:
+        n = max(1, step - prev)
+        steps += [step] * n
+        values += [value] * n
+        prev = step
+    return steps, values
 
 
 def _step_lookup(points: list[tuple[int, float]]):

@@ -33,6 +33,7 @@ class DetectorConfig:
     mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
     mean_gain_drift_window: int = 5  # checks the drift is measured over
     mean_gain_drift_consecutive: int = 3  # rising checks in a row before a drift is raised
+    mean_gain_drift_settle_steps: int = 100  # no drift warning before this step (alerts as ever): the gain's early dip
     max_gain_jump_factor: float = 10.0  # alert when the largest block gain tops N x the median of its last 20 checks
     grad_norm_jump_factor: float = 10.0  # alert when the grad norm tops N x the median of its last 20 checks
     frozen_patience: int = 3  # monitored steps without change before frozen_parameters
@@ -67,6 +68,7 @@ class DetectorConfig:
                         lo_open=True, allow_inf=True)
         check_range("mean_gain_drift_window", self.mean_gain_drift_window, 2)
         check_range("mean_gain_drift_consecutive", self.mean_gain_drift_consecutive, 1)
+        check_range("mean_gain_drift_settle_steps", self.mean_gain_drift_settle_steps, 0)
         check_range("max_gain_jump_factor", self.max_gain_jump_factor, 1, lo_open=True)
         check_range("grad_norm_jump_factor", self.grad_norm_jump_factor, 1, lo_open=True)
         check_range("frozen_patience", self.frozen_patience, 1)

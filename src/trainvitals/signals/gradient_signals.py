@@ -68,7 +68,8 @@ class GradientSignals:
         c = config if config is not None else DetectorConfig()
         self.drift = MeanGainDriftDetector(c.mean_gain_drift_threshold, c.mean_gain_absolute_threshold,
                                            c.mean_gain_drift_window, num_layers, c.mean_gain_drift_consecutive,
-                                           gradient_clip=gradient_clip, warmup_steps=warmup_steps)
+                                           gradient_clip=gradient_clip, warmup_steps=warmup_steps,
+                                           settle_steps=c.mean_gain_drift_settle_steps)
         self.jump = GradNormJumpDetector(c.grad_norm_jump_factor)
         self.max_gain_jump = max_gain_jump_detector(c.max_gain_jump_factor)
         self.vanishing = VanishingFlowDetector()

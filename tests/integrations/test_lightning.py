@@ -51,6 +51,9 @@ def test_grad_norm_is_taken_before_clipping_and_frozen_blocks_are_named(tmp_path
     frozen = [e for e in cb.events if e.kind == "frozen_parameters" and e.severity != "info"]
     assert len(frozen) == 1 and frozen[0].step == 7  # third monitored step (frozen_patience 3)
     assert frozen[0].values["params"] and all(p.startswith("model.gpt.blocks.1.") for p in frozen[0].values["params"])
+    # the run's settings, once, where analyze reads them: advice replayed from this log names them
+    settings = read_run(trainer.logger.log_dir).settings
+    assert settings["lr"] == pytest.approx(LR) and settings["gradient_clip"] == pytest.approx(0.01)
 
 
 def test_accumulation_sums_the_divided_micro_batch_losses(tmp_path):

@@ -20,6 +20,7 @@ available here.
 """
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -33,7 +34,7 @@ from trainvitals.events import Event
 from trainvitals.integrations._common import StepLoss, callback_config
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.monitor import Monitor
-from trainvitals.sinks.base import Sink, SinkHub
+from trainvitals.sinks.base import SETTINGS_TAG, Sink, SinkHub
 from trainvitals.sinks.console import ConsoleSink
 
 __all__ = ["TrainvitalsCallback"]
@@ -131,6 +132,16 @@ class _LoggerSink(Sink):
             self.flush()
             self._step = step
         self._metrics[tag] = value
+
+    def settings(self, settings: dict[str, Any]) -> None:
+        """The run's settings once: a TensorBoard logger gets the `run/settings` text that
+        `analyze` reads back; any other logger gets them as hyperparameters."""
+        for logger in self.trainer.loggers:
+            writer = getattr(logger, "experiment", None)
+            if hasattr(writer, "add_text"):
+                writer.add_text(SETTINGS_TAG, json.dumps(settings, sort_keys=True), 0)
+            else:
+                logger.log_hyperparams(settings)
 
     def flush(self) -> None:
         if self._metrics:

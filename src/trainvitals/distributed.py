@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["world_size", "rank", "is_main", "active", "init_from_env", "all_reduce_sum", "any_rank",
-           "shard_rows", "barrier", "shutdown", "gather_objects", "local_view", "is_sharded"]
+           "shard_rows", "barrier", "shutdown", "collective_device", "gather_objects", "local_view", "is_sharded"]
 
 
 def active() -> bool:
@@ -73,7 +73,7 @@ def any_rank(flag: torch.Tensor | bool) -> bool:
     """True on every rank if it is true on any (one collective and one host sync)."""
     t = torch.as_tensor(flag, dtype=torch.float32).reshape(())
     if active():
-        t = t.to(_collective_device())
+        t = t.to(collective_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t)
 
@@ -126,6 +126,8 @@ def local_view(t: torch.Tensor) -> torch.Tensor:
     return t.to_local() if hasattr(t, "to_local") and hasattr(t, "placements") else t
 
 
-def _collective_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) \
-        if dist.get_backend() == "nccl" else torch.device("cpu")
+def collective_device() -> torch.device:
+    """Where this rank's collectives run: its CUDA device under NCCL, else the CPU."""
+    if active() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")

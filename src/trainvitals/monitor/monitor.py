@@ -162,7 +162,7 @@ class Monitor(Outbox):
             train_loss = self.epoch_loss()
         if val_loss is not None and dist.active():  # each rank's validation loss: their mean
             val_loss = float(dist.all_reduce_sum(torch.tensor(float(val_loss), dtype=torch.float64,
-                                                              device=_device())) / dist.world_size())
+                                                              device=dist.collective_device())) / dist.world_size())
         self.log("train/epoch_loss", train_loss, self.step)
         if val_loss is not None:
             self.log("val/loss", val_loss, self.step)
@@ -234,7 +234,7 @@ class Monitor(Outbox):
         """The global figures of what is pending, in one all_reduce over the ranks: step
         losses become their mean, probe figures the global batch's; a stop asked on any
         rank is taken on all (the votes come back with the rest, in flush's one transfer)."""
-        device = _device()
+        device = dist.collective_device()
         reasons = list(StopReason)
         stop = torch.zeros(len(reasons), device=device)
         if self._rank_stop is not None:
@@ -326,13 +326,6 @@ def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     lr = g.get("initial_lr", g.get("lr"))  # a torch scheduler keeps the configured LR there
     return {k: float(v) for k, v in (("lr", lr), ("weight_decay", g.get("weight_decay")))
             if isinstance(v, (int, float))}
-
-
-def _device() -> torch.device:
-    """Where this rank's collectives run: its CUDA device under NCCL, else the CPU."""
-    if dist.active() and torch.distributed.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _to_host(parts: Iterable[torch.Tensor]) -> list[float]:

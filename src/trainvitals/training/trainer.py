@@ -188,7 +188,7 @@ class Trainer:
         self.model.train(was_training)
         if not sums:
             return None
-        total = dist.all_reduce_sum(torch.stack(sums).to(_collective_device(self.device)))
+        total = dist.all_reduce_sum(torch.stack(sums).to(dist.collective_device()))
         return float((total[:, 0] / total[:, 1]).mean())
 
     # --- the loop --------------------------------------------------------------------
@@ -412,10 +412,6 @@ def _rows(batch: Any) -> int:
         return batch.shape[0] if batch.dim() else 1
     items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
     return next((_rows(b) for b in items if isinstance(b, (torch.Tensor, list, tuple, dict))), 1)
-
-
-def _collective_device(device: torch.device) -> torch.device:
-    return device if dist.active() and torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,9 @@ class Run:
         loss.backward()
         if self.monitor is not None:
             self.monitor.after_backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+            self.monitor.clip_grad_norm_(1.0)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         if self.monitor is not None:

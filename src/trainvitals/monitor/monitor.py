@@ -6,7 +6,8 @@ A loop calls it at the points every loop has:
     for each optimizer step:
         forward, backward (any number of micro-batches)
         monitor.after_backward()          # gradients unscaled, not yet clipped
-        clip, optimizer.step()
+        monitor.clip_grad_norm_(max_norm) # or torch's: this one reuses the measured norms
+        optimizer.step()
         monitor.after_optimizer_step()    # may be left out: step_end() does it
         monitor.step_end(loss)            # the step's loss: a tensor stays on the device
     after validation:
@@ -87,6 +88,7 @@ class Monitor(Outbox):
         self._losses: list[tuple[int, Any, float | None, bool]] = []  # (step, loss tensor or float, lr, skipped)
         self._measured: list[tuple[int, GradientFlowStats, WeightUpdateStats | None]] = []
         self._flow_now: GradientFlowStats | None = None
+        self._clip_norm: torch.Tensor | None = None  # this step's total grad norm, for clip_grad_norm_
         self._lr_now: float | None = None
         self._epoch_loss = [0.0, 0]  # sum and count of the applied steps' losses this epoch
         self._before_nonfinite: float | None = None  # the epoch's last finite loss before its first non-finite
@@ -111,8 +113,22 @@ class Monitor(Outbox):
         if grad_scale is not None:
             stats = stats.scaled(grad_scale)
         self._flow_now = stats
+        if grad_scale is None and self.flow.grads_fp32 and not any(stats.sharded):
+            self._clip_norm = stats.grad_norm  # what clip_grad_norm_ would compute
         if self.updates is not None:
             self.updates.before_step()
+
+    def clip_grad_norm_(self, max_norm: float) -> torch.Tensor:
+        """`torch.nn.utils.clip_grad_norm_` over the model's parameters, with its result (the
+        total norm before clipping); call it after `after_backward()`, the gradients as they
+        were there. On a measured step the total norm is the one the monitor has just
+        computed, so the gradients are read once rather than twice (fp32, unsharded)."""
+        total, self._clip_norm = self._clip_norm, None
+        params = self.flow.parameters if self.flow is not None else list(self.model.parameters())
+        if total is None or not hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch < 2.6
+            return torch.nn.utils.clip_grad_norm_(params, max_norm)
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+        return total
 
     def after_optimizer_step(self) -> None:
         """The optimizer has stepped (or skipped the step)."""
@@ -130,7 +146,7 @@ class Monitor(Outbox):
         if self._flow_now is not None:
             weights = self.updates.collect() if self.updates is not None and self.updates.measured else None
             self._measured.append((self.step, self._flow_now, weights))
-        self._flow_now, self._lr_now = None, None
+        self._flow_now, self._lr_now, self._clip_norm = None, None, None
         self.arm()
         return self.flush() if self.step % self.config.log_every == 0 else []
 

@@ -247,11 +247,18 @@ class GradientFlowProbe:
         self.model: nn.Module | None = model
         # walking the module tree costs ~0.7 ms a call on a small model: once, here
         self._named_params = list(model.named_parameters())
+        self._dtensors = any(hasattr(p, "placements") for _, p in self._named_params)
+        self.grads_fp32 = True  # the last collect() read fp32 gradients only
         self.block_names = names
         self._blocks = [module for _, module in found]
         self._module_handles: list[Any] = []
         self._tensor_handles: list[Any] = []
         self._reset()
+
+    @property
+    def parameters(self) -> list[nn.Parameter]:
+        """The model's parameters, as when the probe was made."""
+        return [p for _, p in self._named_params]
 
     @property
     def blocks(self) -> list[tuple[str, nn.Module]]:
@@ -295,15 +302,18 @@ class GradientFlowProbe:
         """
         if self.model is None:
             raise RuntimeError("GradientFlowProbe is closed")
-        names, grads, sharded = [], [], []
-        for name, p in self._named_params:
-            if p.grad is not None:
-                names.append(name)
-                grads.append(local_view(p.grad))  # a DTensor's shard: its norm is summed over ranks
-                sharded.append(is_sharded(p.grad))
+        with_grad = [(name, p.grad) for name, p in self._named_params if p.grad is not None]
+        names = [name for name, _ in with_grad]
+        if self._dtensors:  # a DTensor's shard: its norm is summed over ranks
+            grads, sharded = [local_view(g) for _, g in with_grad], [is_sharded(g) for _, g in with_grad]
+        else:
+            grads, sharded = [g for _, g in with_grad], [False] * len(with_grad)
+        self.grads_fp32 = all(g.dtype == torch.float32 for g in grads)
         device = grads[0].device if grads else self._device()
         if grads:
-            param_norms = torch.stack([n.to(device) for n in torch._foreach_norm(grads, 2, dtype=torch.float32)])
+            norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+            param_norms = torch.stack(norms if all(n.device == device for n in norms)
+                                      else [n.to(device) for n in norms])
         else:
             param_norms = torch.zeros(0, device=device)
         call_norms, call_blocks = self._call_norms(device)

@@ -18,9 +18,10 @@ How dW is obtained, without keeping a copy of the model:
   per element in fp32, far below 1e-5 in the norm at usual learning rates).
 - Anything else (other optimizers, subclasses, bf16/fp16 weights, sparse or complex
   parameters, tensor learning rates, an optimizer whose defaults hold a key this
-  module does not know): a transient copy of just those parameters, made inside
-  ``optimizer.step()`` via a step pre-hook (one ``torch._foreach_mul`` per step) and
-  freed after. For low-precision weights the copy is the honest measure: an update
+  module does not know): a copy of just those parameters, taken after backward (again
+  in a step pre-hook where ``GradScaler`` hands a fused optimizer scaled gradients),
+  one buffer and one ``torch.stack`` per shape and dtype; transient on accelerators,
+  kept between steps on the CPU. For low-precision weights the copy is the honest measure: an update
   smaller than half a bf16 ulp is rounded away, and the weight really does not move.
 - A parameter outside the optimizer, without a gradient, or in a group with lr 0 has
   dW = 0 without any computation (for the three known optimizers).
@@ -149,9 +150,27 @@ class _Snapshot:
     zero: list[int]  # dW = 0 by construction
     rebuilt: dict[int, list[int]]  # param group index -> parameter indices
     groups: dict[int, dict[str, Any]]  # hyperparameters at step time
-    copied: list[int]
-    copies: list[torch.Tensor]
+    copied: list["_Copy"]  # the copied parameters, by layout
     found_inf: torch.Tensor | None
+
+
+@dataclass
+class _Copy:
+    """Copies of the parameters `indices`, all of one shape, dtype and device, as the rows
+    of one buffer: one `torch.stack` copies them and one norm call measures them, where a
+    copy and a norm per parameter cost a kernel launch each (53 on the default LM, 8 layouts)."""
+    indices: list[int]
+    buffer: torch.Tensor  # (len(indices), *shape)
+    rows: list[torch.Tensor]  # buffer.unbind(0)
+
+    @classmethod
+    def empty(cls, indices: list[int], like: torch.Tensor) -> "_Copy":
+        buffer = torch.empty((len(indices), *like.shape), dtype=like.dtype, device=like.device)
+        return cls(indices, buffer, list(buffer.unbind(0)))
+
+    def row_norms(self) -> torch.Tensor:
+        return torch.linalg.vector_norm(self.buffer.reshape(len(self.indices), -1), 2, dim=1,
+                                        dtype=torch.float32)
 
 
 class WeightUpdateProbe:
@@ -167,7 +186,8 @@ class WeightUpdateProbe:
         self.model, self.optimizer = model, optimizer
         self.mode, self.chunk_numel = mode, chunk_numel
         self._named_params = list(model.named_parameters())  # once: a module walk costs ~0.7 ms
-        self._buffers: dict[int, torch.Tensor] = {}  # CPU copies by parameter index, kept: no allocation per step
+        self._kept: tuple[tuple, list[_Copy]] | None = None  # CPU copy buffers, kept: no allocation per step
+        self._order: tuple[tuple[int, ...], torch.Tensor] | None = None  # the last permutation `_in_order` made
         self._handles: list[Any] = []
         self._snapshot: _Snapshot | None = None
         self._stepped = False
@@ -217,7 +237,7 @@ class WeightUpdateProbe:
         """Remove the step hooks and drop the model and optimizer."""
         self._remove_hooks()
         self._snapshot = self._stats = None
-        self._buffers = {}
+        self._kept = self._order = None
         self.model = self.optimizer = None  # type: ignore[assignment]
 
     # -- step hooks ----------------------------------------------------------------
@@ -263,19 +283,44 @@ class WeightUpdateProbe:
                 copied.append(i)
         local = [local_view(p.detach()) for p in params]  # a DTensor's shard; summed over ranks later
         device = local[0].device if local else torch.device("cpu")
-        weight_norms = _stack(torch._foreach_norm(local, 2, dtype=torch.float32), device)
-        copies = [self._copy_of(i, local[i]) for i in copied]
-        return _Snapshot(names, params, frozen, weight_norms, zero, rebuilt, groups, copied, copies, None)
+        copies = self._copies(copied, local)
+        taken = {i for c in copies for i in c.indices}
+        others = [i for i in range(len(local)) if i not in taken]
+        other_norms = torch._foreach_norm([local[i] for i in others], 2, dtype=torch.float32) if others else []
+        weight_norms = self._in_order(len(local), [(c.indices, c.row_norms()) for c in copies]
+                                      + [(others, _stack(other_norms, device))], device)
+        return _Snapshot(names, params, frozen, weight_norms, zero, rebuilt, groups, copies, None)
 
-    def _copy_of(self, index: int, p: torch.Tensor) -> torch.Tensor:
-        """A copy of `p` now: into a buffer kept between steps on the CPU (allocating and
-        first-touching megabytes each step costs more than the copy), transient elsewhere."""
-        if p.device.type != "cpu":
-            return p.detach().clone()
-        buf = self._buffers.get(index)
-        if buf is None or buf.shape != p.shape or buf.dtype != p.dtype:
-            buf = self._buffers[index] = torch.empty_like(p, memory_format=torch.contiguous_format)
-        return buf.copy_(p.detach())
+    def _copies(self, indices: list[int], local: list[torch.Tensor]) -> list[_Copy]:
+        """Copies of `local[i]` for `i` in `indices`, now: into buffers kept between steps on
+        the CPU (allocating and first-touching megabytes each step costs more than the copy),
+        transient elsewhere."""
+        key = tuple((i, local[i].shape, local[i].dtype, local[i].device) for i in indices)
+        if self._kept is not None and self._kept[0] == key:
+            copies = self._kept[1]
+        else:
+            layouts: dict[tuple, list[int]] = {}
+            for i, shape, dtype, dev in key:
+                layouts.setdefault((shape, dtype, dev), []).append(i)
+            copies = [_Copy.empty(idx, local[idx[0]]) for idx in layouts.values()]
+            on_cpu = all(dev.type == "cpu" for _, _, _, dev in key)
+            self._kept = (key, copies) if on_cpu else None
+        for c in copies:
+            torch.stack([local[i] for i in c.indices], out=c.buffer)
+        return copies
+
+    def _in_order(self, n: int, parts: list[tuple[list[int], torch.Tensor]], device: torch.device) -> torch.Tensor:
+        """One value per parameter, in parameter order, from parts that hold some indices each."""
+        parts = [(idx, v) for idx, v in parts if idx]
+        if not parts:
+            return torch.zeros(n, device=device)
+        order = tuple(i for idx, _ in parts for i in idx)
+        values = torch.cat([v.reshape(-1).to(device, torch.float32) for _, v in parts])
+        if order == tuple(range(n)):
+            return values
+        if self._order is None or self._order[0] != order or self._order[1].device != device:
+            self._order = (order, torch.tensor(order).argsort().to(device))
+        return values[self._order[1]]
 
     def _parameters(self) -> tuple[list[str], list[torch.Tensor], list[str]]:
         names, params, frozen = [], [], []
@@ -296,24 +341,18 @@ class WeightUpdateProbe:
     @torch.no_grad()
     def _measure(self, snap: _Snapshot) -> WeightUpdateStats:
         device = snap.weight_norms.device
-        updates: list[torch.Tensor | None] = [None] * len(snap.params)
-        if snap.zero:
-            zero = torch.zeros((), device=device)
-            for i in snap.zero:
-                updates[i] = zero
+        parts: list[tuple[list[int], torch.Tensor]] = [(snap.zero, torch.zeros(len(snap.zero), device=device))]
         for g, indices in snap.rebuilt.items():
             rebuild = _adam_norms if "betas" in snap.groups[g] else _sgd_norms
             norms = rebuild(self.optimizer, snap.groups[g], [snap.params[i] for i in indices],
                             self.chunk_numel)
-            for i, norm in zip(indices, norms):
-                updates[i] = norm
-        if snap.copied:
-            torch._foreach_sub_(snap.copies, [local_view(snap.params[i].detach()) for i in snap.copied])
-            for i, norm in zip(snap.copied, torch._foreach_norm(snap.copies, 2,
-                                                                 dtype=torch.float32)):
-                updates[i] = norm
-            snap.copies.clear()
-        update_norms = _stack(updates, device)
+            parts.append((indices, _stack(norms, device)))
+        if snap.copied:  # the copies become W_old - W_new
+            torch._foreach_sub_([r for c in snap.copied for r in c.rows],
+                                [local_view(snap.params[i].detach()) for c in snap.copied for i in c.indices])
+            parts += [(c.indices, c.row_norms()) for c in snap.copied]
+            snap.copied = []
+        update_norms = self._in_order(len(snap.params), parts, device)
         stepped = None
         if snap.found_inf is not None:
             stepped = snap.found_inf.to(device) == 0
@@ -324,7 +363,7 @@ class WeightUpdateProbe:
         names, params, frozen = self._parameters()
         device = params[0].device if params else torch.device("cpu")
         zeros = torch.zeros(len(params), device=device)
-        snap = _Snapshot(names, params, frozen, zeros, [], {}, {}, [], [], None)
+        snap = _Snapshot(names, params, frozen, zeros, [], {}, {}, [], None)
         no_step = torch.zeros((), dtype=torch.bool, device=device)
         return _stats(snap, zeros, no_step, skipped=True)
 

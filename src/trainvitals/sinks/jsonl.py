@@ -5,8 +5,9 @@ import json
 import math
 import os
 import time
+import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from trainvitals.events import Event
 from trainvitals.sinks.base import Sink
@@ -22,6 +23,8 @@ class JSONLSink(Sink):
             _purge(self.path, purge_step)
         self._f = open(self.path, "a", encoding="utf-8")
         self._heads: dict[str, str] = {}
+        self._lines: list[str] = []  # lines not yet written: one write a flush
+        weakref.finalize(self, _write_out, self._f, self._lines)  # a sink dropped unflushed loses nothing
 
     def log(self, tag: str, value: float, step: int) -> None:
         # the line json.dumps would write, built directly (a scalar a line is the hot path)
@@ -30,7 +33,7 @@ class JSONLSink(Sink):
             head = self._heads[tag] = '{"type": "scalar", "tag": %s, "step": ' % json.dumps(tag)
         value = float(value)
         shown = repr(value) if math.isfinite(value) else f'"{value}"'
-        self._f.write(f'{head}{int(step)}, "value": {shown}, "wall_time": {time.time()!r}}}\n')
+        self._lines.append(f'{head}{int(step)}, "value": {shown}, "wall_time": {time.time()!r}}}\n')
 
     def emit(self, event: Event) -> None:
         self._write({"type": "event", **event.to_dict()})
@@ -40,14 +43,22 @@ class JSONLSink(Sink):
         self._write({"type": "settings", "step": 0, "settings": settings})
 
     def _write(self, record: dict) -> None:
-        self._f.write(json.dumps(record) + "\n")
+        self._lines.append(json.dumps(record) + "\n")
 
     def flush(self) -> None:
+        _write_out(self._f, self._lines)
         self._f.flush()
 
     def close(self) -> None:
         if not self._f.closed:
+            self.flush()
             self._f.close()
+
+
+def _write_out(f: TextIO, lines: list[str]) -> None:
+    if lines and not f.closed:
+        f.write("".join(lines))
+        lines.clear()
 
 
 def _purge(path: Path, purge_step: int) -> None:

@@ -5,8 +5,8 @@
         for each optimizer step:
             on_step_begin(ctx)
             forward + backward (grad_accum_steps micro-batches)
-            monitor.after_backward()
             on_backward_end(ctx)           # gradients present, before clipping and step
+            monitor.after_backward()
             clip, optimizer.step(), monitor.step_end(loss)
             on_step_end(ctx)
         validation, monitor.end_epoch(val_loss)

@@ -225,11 +225,11 @@ class Trainer:
                 self.scaler.scale(loss).backward()
             step_loss += loss.detach().float()
         self.scaler.unscale_(self.optimizer)  # the monitor and hooks below see true gradients
-        self.monitor.after_backward()
         self._call("on_backward_end")
+        self.monitor.after_backward()  # measures the gradients the step will apply
         skip = self.monitor.skip_step(step_loss)  # a host sync, only under on_nonfinite_loss='skip_step'
         if cfg.gradient_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.gradient_clip)
+            self.monitor.clip_grad_norm_(cfg.gradient_clip)  # reuses a measured step's norms
         if not skip:
             self.scaler.step(self.optimizer)
         self.scaler.update()

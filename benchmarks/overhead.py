@@ -211,9 +211,10 @@ def sink_writes(n_steps: int = 125, tags: int = 80) -> None:
           f"TensorBoardSink {batched * 1e6:.1f} us a scalar")
 
 
-def phases(name: str, steps: int, weight_mode: str = "auto") -> None:
+def phases(name: str, rounds: int, weight_mode: str = "auto") -> None:
     """Wall time of each monitoring phase per measured step (interval 1), timed inside the
-    loop, against the bare step of the same run: a breakdown that machine noise barely moves."""
+    loop, against the bare step: `rounds` pairs of 10-step blocks, bare then measured, so
+    the machine's drift reaches both alike. A breakdown that noise barely moves."""
     import collections
     corpus = ByteCorpus(load_text(), BLOCK, BATCH)
     torch.manual_seed(0)
@@ -223,8 +224,9 @@ def phases(name: str, steps: int, weight_mode: str = "auto") -> None:
         from trainvitals.probes.weight_updates import WeightUpdateProbe
         m.updates = WeightUpdateProbe(loop.model, loop.opt, mode=weight_mode)
     spent: dict[str, float] = collections.defaultdict(float)
+    clip = "clip (the monitor's, less torch's in the bare step)"
 
-    def timed_method(obj, method: str, label: str) -> None:
+    def timed_method(obj, method: str, label: str, sign=lambda *a: 1) -> None:
         fn = getattr(obj, method)
 
         def wrapper(*a, **k):
@@ -232,31 +234,35 @@ def phases(name: str, steps: int, weight_mode: str = "auto") -> None:
             try:
                 return fn(*a, **k)
             finally:
-                spent[label] += time.perf_counter() - t
+                spent[label] += sign(*a) * (time.perf_counter() - t)
         setattr(obj, method, wrapper)
+    timed_method(loop, "clip", clip, sign=lambda monitor: 1 if monitor is not None else -1)
     timed_method(m.flow, "collect", "gradient norms (after backward)")
     timed_method(m.updates, "before_step", "weight snapshot (before the step)")
     timed_method(m.updates, "after_step", "weight update norms (after the step)")
     timed_method(m.gradients, "report", "gain/update tags and detectors (at logging steps)")
     timed_method(m.loss, "report", "loss tags and detectors (at logging steps)")
     timed_method(m.sinks, "flush", "sink flush (at logging steps)")
-    timed_method(loop, "clip", "clip (the monitor's, less torch's in the bare step)")
-    loop.run(5, "interval 1"), loop.run(5)
+    loop.run(LOG_EVERY, "interval 1"), loop.run(LOG_EVERY)
     spent.clear()
-    t = time.perf_counter()
-    loop.run(steps)
-    bare = (time.perf_counter() - t) / steps
-    spent["clip (the monitor's, less torch's in the bare step)"] *= -1
-    t = time.perf_counter()
-    loop.run(steps, "interval 1")
-    monitored = (time.perf_counter() - t) / steps
-    print(f"{name} (weight updates: mode={weight_mode!r}): bare step {bare * 1e3:.1f} ms, "
-          f"measured step {monitored * 1e3:.1f} ms")
+    bare, monitored = [], []
+    for _ in range(rounds):
+        for times, extra in ((bare, "bare"), (monitored, "interval 1")):
+            t = time.perf_counter()
+            loop.run(LOG_EVERY, extra)
+            times.append((time.perf_counter() - t) / LOG_EVERY)
+    steps = rounds * LOG_EVERY
+    bare_step = statistics.median(bare)
+    extra = statistics.median(b - a for a, b in zip(bare, monitored))
+    print(f"{name} (weight updates: mode={weight_mode!r}): bare step {bare_step * 1e3:.1f} ms, "
+          f"measured step {bare_step * 1e3 + extra * 1e3:.1f} ms (median over {rounds} pairs of blocks)")
     for label, secs in spent.items():
-        print(f"  {label:<52} {secs / steps * 1e3:6.2f} ms  {secs / steps / bare * 100:5.1f}%")
-    rest = monitored - bare - sum(spent.values()) / steps
+        print(f"  {label:<52} {secs / steps * 1e3:6.2f} ms  {secs / steps / bare_step * 100:5.1f}%")
+    total = sum(spent.values()) / steps
+    print(f"  {'total of the phases':<52} {total * 1e3:6.2f} ms  {total / bare_step * 100:5.1f}%")
+    rest = extra - total
     print(f"  {'the rest: block hooks in forward/backward, and noise':<52} {rest * 1e3:6.2f} ms  "
-          f"{rest / bare * 100:5.1f}%")
+          f"{rest / bare_step * 100:5.1f}%")
 
 
 def main() -> None:
@@ -281,7 +287,7 @@ def main() -> None:
         return
     if args.phases:
         for name in args.models.split(","):
-            phases(name, args.steps * 2, args.weight_mode)
+            phases(name, args.rounds * 2, args.weight_mode)
         return
     configs = args.configs.split(",")
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH}x{BLOCK}, "

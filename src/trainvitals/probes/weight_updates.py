@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -62,37 +62,18 @@ _KNOWN = {torch.optim.SGD: _SGD_KEYS, torch.optim.Adam: _ADAM_KEYS,
 
 @dataclass
 class WeightUpdateStats:
-    """One optimizer step's updates, as device tensors; ``param_names`` orders them."""
+    """One optimizer step's update and weight norms, as device tensors; ``param_names``
+    orders them. What follows from them (the ratios, their mean and maximum, the unchanged
+    parameters) is derived on the host by `from_host`: a few floats a parameter, where a
+    kernel each would cost more than the floats' transfer."""
 
     param_names: list[str]  # parameters with requires_grad=True
     update_norms: torch.Tensor  # ||dW||
     weight_norms: torch.Tensor  # ||W|| before the step
-    update_ratio: torch.Tensor  # ||dW|| / ||W||; 0 if dW = 0, NaN if W = 0 and dW != 0
-    update_ratio_mean: torch.Tensor  # over the parameters with a defined ratio
-    update_ratio_max: torch.Tensor
-    unchanged: torch.Tensor  # bool: dW exactly 0 in a step that happened
-    frozen_params: torch.Tensor  # count of `unchanged`
     intentionally_frozen: list[str]  # requires_grad=False: listed, never alerted
     skipped: bool = False  # the optimizer did not step
     stepped: torch.Tensor | None = None  # 0-d bool: the step was applied (None: it was)
     sharded: list[bool] = field(default_factory=list)  # per parameter: its norms are of this rank's shard
-
-    @classmethod
-    def build(cls, names: list[str], dw: torch.Tensor, w: torch.Tensor, stepped: torch.Tensor | None,
-              frozen: list[str], skipped: bool = False, sharded: list[bool] | None = None) -> WeightUpdateStats:
-        nan = torch.full((), math.nan, device=w.device)
-        ratio = torch.where(dw == 0, torch.zeros_like(dw), torch.where(w > 0, dw / w, nan))
-        defined = ~torch.isnan(ratio)
-        unchanged = dw == 0
-        if stepped is not None:
-            unchanged = unchanged & stepped
-        return cls(
-            param_names=names, update_norms=dw, weight_norms=w, update_ratio=ratio,
-            update_ratio_mean=ratio.nanmean() if len(names) else nan,
-            update_ratio_max=torch.where(defined, ratio, 0).max() if len(names) else nan,
-            unchanged=unchanged, frozen_params=unchanged.sum(), intentionally_frozen=frozen,
-            skipped=skipped, stepped=stepped, sharded=list(sharded or []),
-        )
 
     def local_sums(self) -> torch.Tensor:
         """What the ranks sum: squared update and weight norms of the sharded parameters
@@ -110,8 +91,7 @@ class WeightUpdateStats:
         roots, n = sums.sqrt(), sum(self.sharded)
         dw, w = self.update_norms.clone(), self.weight_norms.clone()
         dw[mask], w[mask] = roots[:n].to(dw.dtype), roots[n:].to(w.dtype)
-        return self.build(self.param_names, dw, w, self.stepped, self.intentionally_frozen, self.skipped,
-                          self.sharded)
+        return replace(self, update_norms=dw, weight_norms=w)
 
     def to_host(self) -> dict[str, Any]:
         """Plain Python values, moved to the host in one transfer."""
@@ -119,23 +99,29 @@ class WeightUpdateStats:
 
     def host_parts(self) -> list[torch.Tensor]:
         """The 1-d fp32 tensors `from_host` reads back, in order."""
-        head = torch.stack([self.update_ratio_mean, self.update_ratio_max,
-                            self.frozen_params.to(torch.float32)]).float()
-        return [head, self.update_ratio.float(), self.unchanged.to(torch.float32),
-                self.update_norms.float(), self.weight_norms.float()]
+        parts = [self.update_norms.float(), self.weight_norms.float()]
+        if self.stepped is not None:
+            parts.append(self.stepped.reshape(1).float())
+        return parts
 
     def from_host(self, values: list[float]) -> dict[str, Any]:
+        """``update_ratio`` = ||dW|| / ||W||: 0 if dW = 0, NaN if W = 0 and dW != 0; its mean
+        and maximum over the parameters where it is defined; ``unchanged``: dW exactly 0 in a
+        step that happened."""
         n = len(self.param_names)
-        ratios, flags = values[3:3 + n], values[3 + n:3 + 2 * n]
-        dw, w = values[3 + 2 * n:3 + 3 * n], values[3 + 3 * n:]
+        dw, w = values[:n], values[n:2 * n]
+        stepped = self.stepped is None or values[2 * n] != 0
+        ratios = [0.0 if d == 0 else (d / x if x > 0 else math.nan) for d, x in zip(dw, w)]
+        defined = [r for r in ratios if not math.isnan(r)]
+        unchanged = [name for name, d in zip(self.param_names, dw) if d == 0] if stepped else []
         return {
             "update_ratio": dict(zip(self.param_names, ratios)),
             "update_norms": dict(zip(self.param_names, dw)),
             "weight_norms": dict(zip(self.param_names, w)),
-            "update_ratio_mean": values[0],
-            "update_ratio_max": values[1],
-            "frozen_params": int(values[2]),
-            "unchanged": [name for name, flag in zip(self.param_names, flags) if flag],
+            "update_ratio_mean": sum(defined) / len(defined) if defined else math.nan,
+            "update_ratio_max": max(defined, default=0.0) if n else math.nan,
+            "frozen_params": len(unchanged),
+            "unchanged": unchanged,
             "intentionally_frozen": list(self.intentionally_frozen),
             "skipped": self.skipped,
         }
@@ -341,7 +327,8 @@ class WeightUpdateProbe:
     @torch.no_grad()
     def _measure(self, snap: _Snapshot) -> WeightUpdateStats:
         device = snap.weight_norms.device
-        parts: list[tuple[list[int], torch.Tensor]] = [(snap.zero, torch.zeros(len(snap.zero), device=device))]
+        parts: list[tuple[list[int], torch.Tensor]] = \
+            [(snap.zero, torch.zeros(len(snap.zero), device=device))] if snap.zero else []
         for g, indices in snap.rebuilt.items():
             rebuild = _adam_norms if "betas" in snap.groups[g] else _sgd_norms
             norms = rebuild(self.optimizer, snap.groups[g], [snap.params[i] for i in indices],
@@ -370,8 +357,8 @@ class WeightUpdateProbe:
 
 def _stats(snap: _Snapshot, dw: torch.Tensor, stepped: torch.Tensor | None,
            skipped: bool = False) -> WeightUpdateStats:
-    return WeightUpdateStats.build(snap.names, dw, snap.weight_norms, stepped, snap.frozen, skipped,
-                                   [is_sharded(p) for p in snap.params])
+    return WeightUpdateStats(snap.names, dw, snap.weight_norms, snap.frozen, skipped, stepped,
+                             [is_sharded(p) for p in snap.params])
 
 
 def _stack(norms: list[torch.Tensor], device: torch.device) -> torch.Tensor:

@@ -4,7 +4,8 @@ Two models: our default LM (4 blocks, d_model 128, batch 16x128) and a transform
 is not ours (4 `nn.TransformerEncoderLayer` blocks, pre-LN, causal). For each, the same
 nanoGPT-style loop (forward, backward, clip, AdamW step), on one model and optimizer,
 runs in blocks of `--steps` steps under each configuration in turn, the order rotating
-every round:
+every round, with a bare block between any two (so each block is compared with the bare
+blocks just before and after it: the machine's drift cancels but for one block's worth):
 
   bare          the loop alone: the baseline
   trainer       our `Trainer` with the gradient monitor off (loss, EMA and logging on)
@@ -17,10 +18,11 @@ every round:
                 each written to TensorBoard (what HF users write in a callback)
 
 Every configuration that logs writes TensorBoard (and ours JSONL too) to a temp dir.
-Printed: tokens/s, and per round the ratio of each block's time to the bare block of
-that round, median over rounds. Pairing cancels the drift of a shared machine.
+Printed: tokens/s, and the ratio of each block's time to the mean of its two bare
+neighbours: the median over rounds, and the mean with twice its standard error (the
+error bar says whether a difference of 1% is resolved on this machine).
 
-    python benchmarks/overhead.py [--steps 30] [--rounds 5] [--threads 2] [--models lm,user]
+    python benchmarks/overhead.py [--steps 10] [--rounds 30] [--threads 2] [--models lm,user]
     python benchmarks/overhead.py --phases       # where a monitored step's time goes, by phase
     python benchmarks/overhead.py --phases --weight-mode rebuild   # the Adam rebuild instead of a copy
     python benchmarks/overhead.py --profile      # the same, by torch operator
@@ -29,6 +31,7 @@ that round, median over rounds. Pairing cancels the drift of a shared machine.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -93,6 +96,7 @@ class Loop:
         self.latest: dict[str, torch.Tensor] = {}
 
     def run(self, steps: int, extra: str = "bare") -> None:
+        self.running = extra
         monitor = self.monitors.get(extra)
         if monitor is not None:
             monitor.arm()
@@ -103,15 +107,8 @@ class Loop:
             self.step += 1
             if monitor is not None:
                 monitor.after_backward()
-            elif extra == "lightning":
-                from lightning.pytorch.utilities import grad_norm
-                self.latest = grad_norm(self.model, 2)  # its documented use, every step
-                if self.step % LOG_EVERY == 0:  # self.log_dict: the latest values at each logging step
-                    for k, v in self.latest.items():
-                        self.writer.add_scalar(k, float(v), self.step)
-            elif extra == "per-param":
-                for name, p in self.model.named_parameters():
-                    self.writer.add_scalar(f"grad_norm/{name}", p.grad.norm().item(), self.step)
+            elif extra in self.alternatives:
+                self.alternatives[extra]()
             self.clip(monitor)
             self.opt.step()
             self.opt.zero_grad(set_to_none=True)
@@ -120,6 +117,21 @@ class Loop:
         if monitor is not None:
             monitor.detach()  # what a block measured is reported inside it
 
+
+    @property
+    def alternatives(self) -> dict:
+        return {"lightning": self.lightning, "per-param": self.per_param}
+
+    def lightning(self) -> None:
+        from lightning.pytorch.utilities import grad_norm
+        self.latest = grad_norm(self.model, 2)  # its documented use, every step
+        if self.step % LOG_EVERY == 0:  # self.log_dict: the latest values at each logging step
+            for k, v in self.latest.items():
+                self.writer.add_scalar(k, float(v), self.step)
+
+    def per_param(self) -> None:
+        for name, p in self.model.named_parameters():
+            self.writer.add_scalar(f"grad_norm/{name}", p.grad.norm().item(), self.step)
 
     def clip(self, monitor: Monitor | None) -> None:
         """torch's clip, or the monitor's (the documented call: it reuses a measured step's norms)."""
@@ -153,28 +165,42 @@ def batches(corpus: ByteCorpus):
         epoch += 1
 
 
-def measure(name: str, steps: int, rounds: int, configs: list[str]) -> dict[str, tuple[float, float]]:
+def measure(name: str, steps: int, rounds: int, configs: list[str]) -> dict[str, tuple[float, ...]]:
+    """Per configuration: tokens/s, and the median and the mean over rounds of its block's
+    time against the bare blocks run just before and just after it (the machine's drift
+    over one block pair is what is left), with twice the mean's standard error."""
     corpus = ByteCorpus(load_text(), BLOCK, BATCH)
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
     torch.manual_seed(0)
     loop = Loop(MODELS[name](), batches(corpus), tmp)
-    runs = {c: (lambda n, c=c: loop.run(n, c)) for c in configs if c != "trainer"}
+    runs = {c: (lambda n, c=c: loop.run(n, c)) for c in ["bare", *configs] if c != "trainer"}
     if "trainer" in configs and name == "lm":  # our Trainer computes an LM loss on our batches
         trainer = TrainerRun(loop, corpus, tmp / "trainer")
         runs["trainer"] = trainer.run
     for run in runs.values():
         run(3)  # warm up allocator, threads and each configuration's first-call costs
+
+    def block(c: str) -> float:
+        t = time.perf_counter()
+        runs[c](steps)
+        return time.perf_counter() - t
+    others = [c for c in runs if c != "bare"]
     times: dict[str, list[float]] = {c: [] for c in runs}
+    ratios: dict[str, list[float]] = {c: [] for c in runs}
     for r in range(rounds):
-        order = list(runs)[r % len(runs):] + list(runs)[:r % len(runs)]
-        for c in order:
-            t = time.perf_counter()
-            runs[c](steps)
-            times[c].append(time.perf_counter() - t)
-    out = {}
-    for c, ts in times.items():
-        ratio = statistics.median(t / b for t, b in zip(ts, times["bare"]))
-        out[c] = (steps * BATCH * BLOCK / statistics.median(ts), ratio)
+        before = block("bare")
+        for c in others[r % len(others):] + others[:r % len(others)]:
+            t = block(c)
+            after = block("bare")
+            times[c].append(t)
+            times["bare"] += [before, after]
+            ratios[c].append(t / ((before + after) / 2))
+            before = after
+    out = {"bare": (steps * BATCH * BLOCK / statistics.median(times["bare"]), 1.0, 1.0, 0.0)}
+    for c in others:
+        se = statistics.stdev(ratios[c]) / len(ratios[c]) ** 0.5 if len(ratios[c]) > 1 else math.nan
+        out[c] = (steps * BATCH * BLOCK / statistics.median(times[c]), statistics.median(ratios[c]),
+                  statistics.fmean(ratios[c]), 2 * se)
     return out
 
 
@@ -211,67 +237,133 @@ def sink_writes(n_steps: int = 125, tags: int = 80) -> None:
           f"TensorBoardSink {batched * 1e6:.1f} us a scalar")
 
 
+HOOKS = "block hooks (forward hooks, activation-gradient norms)"
+BACKWARD = "after_backward, the rest (every step)"
+END = "step_end, the rest: the flush's transfer and unpacking"
+
+
+def _timed_fn(fn, totals: dict, label: str):
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            totals[label] += time.perf_counter() - t
+    return wrapper
+
+
+def _in_backward(norm, spent: dict, loop: "Loop"):
+    """`torch.linalg.vector_norm`, timed into the running configuration's hooks when called
+    inside a backward (where only our tensor hooks call it)."""
+    def wrapper(*a, **k):
+        if torch._C._current_graph_task_id() == -1 or loop.running not in spent:
+            return norm(*a, **k)
+        t = time.perf_counter()
+        try:
+            return norm(*a, **k)
+        finally:
+            spent[loop.running][HOOKS] += time.perf_counter() - t
+    return wrapper
+
+
 def phases(name: str, rounds: int, weight_mode: str = "auto") -> None:
-    """Wall time of each monitoring phase per measured step (interval 1), timed inside the
-    loop, against the bare step: `rounds` pairs of 10-step blocks, bare then measured, so
-    the machine's drift reaches both alike. A breakdown that noise barely moves."""
+    """Wall time of each monitoring phase per step, at the default interval and at interval 1,
+    timed inside the loop around our own calls, against the bare step: `rounds` rounds of
+    10-step blocks, bare, default, bare, interval 1, so the machine's drift reaches all
+    alike. Whole-step ratios on a shared CPU vary by several percent between identical
+    blocks; these timings do not."""
     import collections
     corpus = ByteCorpus(load_text(), BLOCK, BATCH)
     torch.manual_seed(0)
     loop = Loop(MODELS[name](), batches(corpus), Path(tempfile.mkdtemp()))
-    m = loop.monitors["interval 1"]
-    if weight_mode != "auto":
-        from trainvitals.probes.weight_updates import WeightUpdateProbe
-        m.updates = WeightUpdateProbe(loop.model, loop.opt, mode=weight_mode)
-    spent: dict[str, float] = collections.defaultdict(float)
+    configs = ("default", "interval 1")
+    spent = {c: collections.defaultdict(float) for c in configs}
     clip = "clip (the monitor's, less torch's in the bare step)"
 
-    def timed_method(obj, method: str, label: str, sign=lambda *a: 1) -> None:
-        fn = getattr(obj, method)
+    def timed(obj, method: str, totals: dict, label: str) -> None:
+        setattr(obj, method, _timed_fn(getattr(obj, method), totals, label))
+    for c in configs:
+        m = loop.monitors[c]
+        if weight_mode != "auto":
+            from trainvitals.probes.weight_updates import WeightUpdateProbe
+            m.updates = WeightUpdateProbe(loop.model, loop.opt, mode=weight_mode)
+        timed(m.flow, "collect", spent[c], "gradient norms (after backward)")
+        timed(m.updates, "before_step", spent[c], "weight snapshot (before the step)")
+        timed(m.updates, "after_step", spent[c], "weight update norms (after the step)")
+        timed(m.gradients, "report", spent[c], "gain/update tags and detectors (at logging steps)")
+        timed(m.loss, "report", spent[c], "loss tags and detectors (at logging steps)")
+        timed(m.sinks, "flush", spent[c], "sink flush (at logging steps)")
+        timed(m, "step_end", spent[c], "step_end (every step; holds the flushes above)")
+        timed(m, "after_backward", spent[c], "after_backward")
+        for factory in ("_pre_hook", "_post_hook"):  # the block hooks the forward runs
+            make = getattr(m.flow, factory)
+            setattr(m.flow, factory, lambda index, make=make, c=c: _timed_fn(make(index), spent[c], HOOKS))
+    # the activation-gradient norms the tensor hooks take in backward: our only norms there
+    vector_norm, torch.linalg.vector_norm = torch.linalg.vector_norm, _in_backward(torch.linalg.vector_norm, spent, loop)
+    others = {"lightning": "Lightning's grad_norm every step, logged every 10th",
+              "per-param": "per-parameter p.grad.norm().item() to TensorBoard"}
+    for c in others:
+        setattr(loop, c.replace("-", "_"), _timed_fn(getattr(loop, c.replace("-", "_")), spent.setdefault(
+            c, collections.defaultdict(float)), others[c]))
+    clip_time = collections.defaultdict(float)
+    fn = loop.clip
 
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                spent[label] += sign(*a) * (time.perf_counter() - t)
-        setattr(obj, method, wrapper)
-    timed_method(loop, "clip", clip, sign=lambda monitor: 1 if monitor is not None else -1)
-    timed_method(m.flow, "collect", "gradient norms (after backward)")
-    timed_method(m.updates, "before_step", "weight snapshot (before the step)")
-    timed_method(m.updates, "after_step", "weight update norms (after the step)")
-    timed_method(m.gradients, "report", "gain/update tags and detectors (at logging steps)")
-    timed_method(m.loss, "report", "loss tags and detectors (at logging steps)")
-    timed_method(m.sinks, "flush", "sink flush (at logging steps)")
-    loop.run(LOG_EVERY, "interval 1"), loop.run(LOG_EVERY)
-    spent.clear()
-    bare, monitored = [], []
+    def timed_clip(monitor):
+        t = time.perf_counter()
+        fn(monitor)
+        clip_time[loop.running] += time.perf_counter() - t
+    loop.clip = timed_clip
+    for c in ("bare", *configs, *others):
+        loop.run(LOG_EVERY * 3, c)
+    for totals in spent.values():
+        totals.clear()
+    clip_time.clear()
+    times = {c: [] for c in ("bare", *configs, *others)}
     for _ in range(rounds):
-        for times, extra in ((bare, "bare"), (monitored, "interval 1")):
-            t = time.perf_counter()
-            loop.run(LOG_EVERY, extra)
-            times.append((time.perf_counter() - t) / LOG_EVERY)
-    steps = rounds * LOG_EVERY
-    bare_step = statistics.median(bare)
-    extra = statistics.median(b - a for a, b in zip(bare, monitored))
-    print(f"{name} (weight updates: mode={weight_mode!r}): bare step {bare_step * 1e3:.1f} ms, "
-          f"measured step {bare_step * 1e3 + extra * 1e3:.1f} ms (median over {rounds} pairs of blocks)")
-    for label, secs in spent.items():
-        print(f"  {label:<52} {secs / steps * 1e3:6.2f} ms  {secs / steps / bare_step * 100:5.1f}%")
-    total = sum(spent.values()) / steps
-    print(f"  {'total of the phases':<52} {total * 1e3:6.2f} ms  {total / bare_step * 100:5.1f}%")
-    rest = extra - total
-    print(f"  {'the rest: block hooks in forward/backward, and noise':<52} {rest * 1e3:6.2f} ms  "
-          f"{rest / bare_step * 100:5.1f}%")
+        for c in (*configs, *others):
+            for mode in ("bare", c):
+                t = time.perf_counter()
+                loop.run(LOG_EVERY * 3, mode)
+                times[mode].append((time.perf_counter() - t) / (LOG_EVERY * 3))
+    steps = rounds * LOG_EVERY * 3
+    bare_step = statistics.median(times["bare"])
+    print(f"{name} (weight updates: mode={weight_mode!r}): bare step {bare_step * 1e3:.1f} ms "
+          f"(median of {len(times['bare'])} 30-step blocks); ms per step, % of the bare step")
+    print(f"  {'phase':<52} {'default':>15} {'interval 1':>15}")
+    nested = "step_end (every step; holds the flushes above)"
+    order = [HOOKS, "gradient norms (after backward)", "weight snapshot (before the step)",
+             "weight update norms (after the step)", "loss tags and detectors (at logging steps)",
+             "gain/update tags and detectors (at logging steps)", "sink flush (at logging steps)"]
+    totals = {}
+    for c in configs:
+        own = spent[c]
+        inside = sum(own[k] for k in order[4:])  # step_end calls the reports and the flush
+        own[END] = own.pop(nested, 0.0) - inside - own["weight update norms (after the step)"]
+        own[BACKWARD] = own.pop("after_backward", 0.0) - own[order[1]] - own[order[2]]
+        own[clip] = clip_time[c] - clip_time["bare"] * steps / (len(times["bare"]) * LOG_EVERY * 3)
+        totals[c] = sum(own.values()) / steps
+    for label in [*order, BACKWARD, END, clip]:
+        cells = [f"{spent[c][label] / steps * 1e3:6.2f} ({spent[c][label] / steps / bare_step * 100:4.1f}%)"
+                 for c in configs]
+        print(f"  {label:<52} {cells[0]:>15} {cells[1]:>15}")
+    cells = [f"{totals[c] * 1e3:6.2f} ({totals[c] / bare_step * 100:4.1f}%)" for c in configs]
+    print(f"  {'total of our calls':<52} {cells[0]:>15} {cells[1]:>15}")
+    for c, label in others.items():
+        secs = spent[c][label] / steps
+        print(f"  instead, {label:<43} {'':>15} {secs * 1e3:6.2f} ({secs / bare_step * 100:4.1f}%)")
+    whole = [statistics.median(times[c]) / bare_step for c in configs]
+    print(f"  {'whole step / bare (median of blocks; noisy)':<52} {whole[0]:>15.3f} {whole[1]:>15.3f}")
+    torch.linalg.vector_norm = vector_norm
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=30, help="steps a block (a multiple of log_every counts flushes fairly)")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=10, help="steps a block (a multiple of log_every counts flushes fairly)")
+    ap.add_argument("--rounds", type=int, default=30, help="rounds (with --phases: rounds / 5 rounds of 30-step blocks)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models", default="lm,user")
-    ap.add_argument("--configs", default="bare,trainer,default,interval 1,lightning,per-param")
+    ap.add_argument("--configs", default="trainer,default,interval 1,lightning,per-param",
+                    help="compared with the bare loop, which runs between any two of them")
     ap.add_argument("--profile", action="store_true", help="torch.profiler table of measured steps")
     ap.add_argument("--phases", action="store_true", help="time of each monitoring phase per measured step")
     ap.add_argument("--weight-mode", default="auto", choices=("auto", "rebuild", "copy"),
@@ -287,15 +379,16 @@ def main() -> None:
         return
     if args.phases:
         for name in args.models.split(","):
-            phases(name, args.rounds * 2, args.weight_mode)
+            phases(name, max(1, args.rounds // 5), args.weight_mode)
         return
     configs = args.configs.split(",")
     print(f"{torch.get_num_threads()} threads, torch {torch.__version__}, batch {BATCH}x{BLOCK}, "
           f"{args.rounds} rounds of {args.steps}-step blocks, log_every {LOG_EVERY}")
-    print(f"{'model':<6} {'configuration':<12} {'tokens/s':>10} {'time vs bare (median of rounds)':>32}")
+    print(f"{'model':<6} {'configuration':<12} {'tokens/s':>10} {'time vs bare: median':>21} "
+          f"{'mean +- 2 SE (rounds)':>22}")
     for name in args.models.split(","):
-        for c, (tps, ratio) in measure(name, args.steps, args.rounds, configs).items():
-            print(f"{name:<6} {c:<12} {tps:>10.0f} {ratio:>32.4f}")
+        for c, (tps, median, mean, err) in measure(name, args.steps, args.rounds, configs).items():
+            print(f"{name:<6} {c:<12} {tps:>10.0f} {median:>21.4f} {mean:>14.4f} +- {err:.4f}")
     print("targets: default <= 1.01, interval 1 <= 1.03, trainer >= 0.98x bare in tokens/s (ratio <= 1.02), "
           "interval 1 below lightning and per-param")
 

@@ -34,7 +34,8 @@ Modes: ``"rebuild"`` rebuilds wherever the list above allows; ``"copy"`` copies 
 parameter; ``"auto"`` (default) rebuilds on accelerators, where memory is what a copy of
 the model costs, and copies on the CPU, where time is: there the rebuild's extra
 passes over the optimizer state cost more (default LM, 0.9M parameters, 2 threads:
-5.4 ms a measured step rebuilt, 3.4 ms copied; `benchmarks/overhead.py --phases`). All results stay on the
+snapshot and update norms 3.6 ms a measured step rebuilt, 2.0 ms copied;
+`benchmarks/overhead.py --phases`, 2026-12-02). All results stay on the
 device until ``WeightUpdateStats.to_host()``, which makes one transfer.
 """
 from __future__ import annotations

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from trainvitals import distributed as dist
 from trainvitals.tasks.translation.data import (
     BOS_ID,
     EOS_ID,
@@ -64,16 +65,19 @@ def evaluate(model: TranslationTransformer, data: TranslationData,
     """(loss, token accuracy) on the validation pairs, both averaged per target token.
 
     The loss is plain cross-entropy (no label smoothing), comparable with
-    data.unigram_entropy().
+    data.unigram_entropy(). Under torch.distributed each rank takes its rows of every
+    batch and the sums are reduced (one collective): the figures of one process.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    hits = torch.zeros((), dtype=torch.long, device=device)
+    hits = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     try:
-        for src, tgt_in, tgt_out in data.val_batches(batch_size):
+        for src, tgt_in, tgt_out in map(dist.shard_rows, data.val_batches(batch_size)):
+            if not len(tgt_out):
+                continue  # a last batch with fewer rows than ranks
             count += int((tgt_out != PAD_ID).sum())  # on the CPU copy: no device sync
             src, tgt_in, tgt_out = src.to(device), tgt_in.to(device), tgt_out.to(device)
             logits = model(src, tgt_in)
@@ -84,7 +88,11 @@ def evaluate(model: TranslationTransformer, data: TranslationData,
             hits += ((logits.argmax(dim=-1) == tgt_out) & keep).sum()
     finally:
         model.train(was_training)
-    return float(loss_sum) / count, float(hits) / count
+    totals = torch.stack([loss_sum, hits, torch.tensor(float(count), dtype=torch.float64, device=device)])
+    if dist.active():
+        totals = dist.all_reduce_sum(totals.to(dist.collective_device()))
+    loss_sum, hits, count = totals.tolist()
+    return loss_sum / count, hits / count
 
 
 def decode_examples(model: TranslationTransformer, data: TranslationData,

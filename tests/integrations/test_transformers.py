@@ -105,3 +105,14 @@ def test_skip_step_is_refused_with_the_alternatives():
 
 def test_no_argument_callback_has_the_one_config_defaults():
     assert TrainvitalsCallback().config == MonitorConfig()
+
+
+@pytest.mark.parametrize("warmup, steps", [(0.25, 2), (3, 3), (0, None)])
+def test_warmup_is_the_steps_hf_schedules(tmp_path, warmup, steps):
+    """A warmup given as a share of the run is turned into steps, as HF's scheduler does,
+    so advice can say "in warmup" and analyze reads the same figure."""
+    cb = TrainvitalsCallback()
+    trainer, args = train(tmp_path, cb, 8, warmup_steps=warmup)
+    trainer.train()
+    assert cb.monitor.run_info.get("warmup_steps") == steps
+    assert args.get_warmup_steps(8) == (steps or 0)

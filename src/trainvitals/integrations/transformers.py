@@ -80,7 +80,9 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
             sinks = SinkHub([TensorBoardSink(self.logdir or _hf_tensorboard_dir(args)),
                              ConsoleSink(progress_bar=False)])
         vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-        warmup = args.warmup_steps if args.warmup_steps >= 1 else None  # under 1 it is a ratio
+        # the warmup HF's scheduler gets (`warmup_steps` under 1, or `warmup_ratio`, is a share of max_steps)
+        warmup = args.get_warmup_steps(state.max_steps) if state.max_steps else \
+            (args.warmup_steps if args.warmup_steps >= 1 else None)
         info = {"gradient_clip": args.max_grad_norm or None, "warmup_steps": int(warmup) if warmup else None,
                 "epochs": args.num_train_epochs, "uniform_loss": math.log(vocab) if vocab else None}
         self.monitor = Monitor(model, real, self.config, blocks=self.blocks, sinks=sinks,

@@ -268,10 +268,11 @@ def _in_backward(norm, spent: dict, loop: "Loop"):
 
 def phases(name: str, rounds: int, weight_mode: str = "auto") -> None:
     """Wall time of each monitoring phase per step, at the default interval and at interval 1,
-    timed inside the loop around our own calls, against the bare step: `rounds` rounds of
-    10-step blocks, bare, default, bare, interval 1, so the machine's drift reaches all
-    alike. Whole-step ratios on a shared CPU vary by several percent between identical
-    blocks; these timings do not."""
+    timed inside the loop around our own calls, against the bare step; and the alternatives'
+    own calls (Lightning's `grad_norm`, the per-parameter loop). `rounds` rounds of 30-step
+    blocks, each configuration after a bare block, so the machine's drift reaches all alike.
+    Whole-step ratios on a shared CPU vary by several percent between identical blocks;
+    these timings do not."""
     import collections
     corpus = ByteCorpus(load_text(), BLOCK, BATCH)
     torch.manual_seed(0)

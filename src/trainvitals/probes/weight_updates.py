@@ -137,7 +137,7 @@ class _Snapshot:
     zero: list[int]  # dW = 0 by construction
     rebuilt: dict[int, list[int]]  # param group index -> parameter indices
     groups: dict[int, dict[str, Any]]  # hyperparameters at step time
-    copied: list["_Copy"]  # the copied parameters, by layout
+    copied: list[_Copy]  # the copied parameters, by layout
     found_inf: torch.Tensor | None
 
 
@@ -271,8 +271,7 @@ class WeightUpdateProbe:
         local = [local_view(p.detach()) for p in params]  # a DTensor's shard; summed over ranks later
         device = local[0].device if local else torch.device("cpu")
         copies = self._copies(copied, local)
-        taken = {i for c in copies for i in c.indices}
-        others = [i for i in range(len(local)) if i not in taken]
+        others = sorted(set(range(len(local))) - set(copied))  # their norms straight from the weights
         other_norms = torch._foreach_norm([local[i] for i in others], 2, dtype=torch.float32) if others else []
         weight_norms = self._in_order(len(local), [(c.indices, c.row_norms()) for c in copies]
                                       + [(others, _stack(other_norms, device))], device)

@@ -44,7 +44,7 @@ from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReadi
 from trainvitals.monitor.loss import LossMonitorCallback
 from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.monitor.settings import run_settings
-from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
+from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats, unwrap
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
 from trainvitals.sinks.base import SinkHub
 from trainvitals.sinks.console import ConsoleSink
@@ -332,7 +332,7 @@ class Monitor(Outbox):
 def _param_groups(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]]) -> dict[str, str]:
     """Parameter name -> the block that holds it, else the module that owns it."""
     block_of = {id(p): name for name, block in blocks for p in block.parameters()}
-    return {name: block_of.get(id(p), name.rpartition(".")[0] or name) for name, p in model.named_parameters()}
+    return {name: block_of.get(id(p), name.rpartition(".")[0] or name) for name, p in unwrap(model).named_parameters()}
 
 
 def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:

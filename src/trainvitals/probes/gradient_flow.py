@@ -29,6 +29,16 @@ runs) and on its output (after it returns); in backward those tensor hooks store
   gain NaN; means, maxima and products are taken over the measured blocks.
 - Forward calls during a backward (activation-checkpoint recomputation) are ignored.
 
+Under ``torch.compile`` the hooks see that Dynamo is tracing them and put gauges
+(``probes/gauge.py``) in the graph instead of tensor hooks: no graph break. The block
+hooks then stay attached for good (Dynamo does not see hooks added or removed after it
+compiled, and re-adding them would recompile), so every step runs the same graphs and
+a step that is not measured only adds to a buffer nobody reads. Calls of one block in a
+measured step are pooled there: its gain is sqrt(sum ||dL/dx||^2 / sum ||dL/dy||^2) over
+the calls, the gain over the step's whole batch (equal to the eager gain when the block
+runs once a step). A model must be compiled after the probe is attached (Dynamo keeps
+what it compiled before, without the hooks): the `Monitor` attaches at construction.
+
 ``nonfinite`` flags a parameter whose gradient 2-norm is NaN or inf: a NaN or inf in
 the gradient, or entries past ~1e19 whose squares overflow fp32, which
 ``clip_grad_norm_(error_if_nonfinite=True)`` treats the same way.
@@ -46,12 +56,26 @@ import torch.nn as nn
 
 from trainvitals.distributed import is_sharded, local_view
 from trainvitals.errors import ConfigError
+from trainvitals.probes.gauge import with_first_float_gauged
 
-__all__ = ["GradientFlowProbe", "GradientFlowStats", "find_blocks"]
+__all__ = ["GradientFlowProbe", "GradientFlowStats", "find_blocks", "unwrap"]
 
 _LISTS = (nn.ModuleList, nn.Sequential)
 # -1 outside a backward; a forward seen inside one is activation-checkpoint recomputation.
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside `torch.compile`'s and DDP's wrappers (whose parameter names carry
+    `_orig_mod.` and `module.`)."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if isinstance(inner, nn.Module):
+            model = inner
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
 
 
 def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -67,7 +91,7 @@ def find_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ("decoder.self_layers.0").
     """
     lists: list[tuple[str, nn.Module]] = []
-    for path, module in model.named_modules():
+    for path, module in unwrap(model).named_modules():
         if any(found == "" or path.startswith(f"{found}.") for found, _ in lists):
             continue
         if isinstance(module, _LISTS) and _block_like(list(module)):
@@ -126,20 +150,22 @@ class GradientFlowStats:
     call_norms: torch.Tensor | None = None  # (2, n_calls): ||dL/dx||, ||dL/dy|| of each measured call
     call_blocks: list[int] = field(default_factory=list)  # the block of each call
     sharded: list[bool] = field(default_factory=list)  # per parameter: its norm is of this rank's shard
+    measured: torch.Tensor | None = None  # (n_calls,) bool, when known only on the device (compiled)
 
     @classmethod
     def build(cls, call_norms: torch.Tensor, call_blocks: list[int], block_names: list[str],
-              param_norms: torch.Tensor, param_names: list[str], sharded: list[bool]) -> GradientFlowStats:
-        gains, mean_gain, max_gain, amplification = _gains(call_norms, call_blocks, len(block_names))
+              param_norms: torch.Tensor, param_names: list[str], sharded: list[bool],
+              measured: torch.Tensor | None = None) -> GradientFlowStats:
+        gains, mean_gain, max_gain, amplification = _gains(call_norms, call_blocks, len(block_names), measured)
         return cls(gains, list(block_names), mean_gain, max_gain, amplification,
                    torch.linalg.vector_norm(param_norms), param_norms, param_names, ~torch.isfinite(param_norms),
-                   call_norms, call_blocks, sharded)
+                   call_norms, call_blocks, sharded, measured)
 
     def scaled(self, grad_scale: torch.Tensor | float) -> GradientFlowStats:
         """Gradient norms divided by a loss scale still in the gradients (gains are ratios:
         the scale cancels in them)."""
         return self.build(self.call_norms, self.call_blocks, self.block_names, self.param_norms / grad_scale,
-                          self.param_names, self.sharded)
+                          self.param_names, self.sharded, self.measured)
 
     def local_sums(self) -> torch.Tensor:
         """What the ranks sum: the squared norms of each call's activation gradients, and
@@ -158,7 +184,7 @@ class GradientFlowStats:
             param_norms = param_norms.clone()
             param_norms[_mask(self.sharded, param_norms.device)] = roots[n:].to(param_norms.dtype)
         return self.build(roots[:n].reshape(self.call_norms.shape), self.call_blocks, self.block_names,
-                          param_norms, self.param_names, self.sharded)
+                          param_norms, self.param_names, self.sharded, self.measured)
 
     def to_host(self) -> dict[str, Any]:
         """Plain Python values, moved to the host in one transfer."""
@@ -197,14 +223,23 @@ def _mask(flags: list[bool], device: torch.device) -> torch.Tensor:
     return torch.tensor(flags, dtype=torch.bool).to(device, non_blocking=True)
 
 
-def _gains(call_norms: torch.Tensor, call_blocks: list[int], n_blocks: int) -> tuple[torch.Tensor, ...]:
+def _gains(call_norms: torch.Tensor, call_blocks: list[int], n_blocks: int,
+           measured: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """Per-block gains, their mean and maximum over the measured blocks, and the product of
-    every call's gain. A block called several times gets the geometric mean of its calls."""
+    every call's gain. A block called several times gets the geometric mean of its calls.
+    `measured`: one pooled call per block, in block order, measured where True."""
     device = call_norms.device
     nan = torch.full((), math.nan, device=device)
     if not call_blocks:
         return torch.full((n_blocks,), math.nan, device=device), nan, nan, nan
     ratios = call_norms[0] / call_norms[1]
+    if measured is not None:  # decided on the device: no host sync
+        ratios = torch.where(measured, ratios, nan)
+        some = measured.any()
+        mean = torch.where(measured, ratios, 0.0).sum() / measured.sum()
+        largest = torch.where(some, torch.where(measured, ratios, -math.inf).max(), nan)
+        product = torch.where(some, torch.where(measured, ratios, 1.0).prod(), nan)
+        return ratios, mean, largest, product
     if call_blocks == list(range(n_blocks)):  # every block measured once, in block order
         return ratios, ratios.mean(), ratios.max(), ratios.prod()
     values = []
@@ -233,6 +268,7 @@ class GradientFlowProbe:
 
     def __init__(self, model: nn.Module,
                  blocks: Sequence[tuple[str, nn.Module]] | None = None) -> None:
+        model = unwrap(model)
         found = find_blocks(model) if blocks is None else list(blocks)
         if blocks is None and not found:
             raise ConfigError(
@@ -253,6 +289,10 @@ class GradientFlowProbe:
         self._blocks = [module for _, module in found]
         self._module_handles: list[Any] = []
         self._tensor_handles: list[Any] = []
+        self._measuring = False
+        self._compiled = False  # Dynamo traced the hooks: they stay attached (module docstring)
+        # (n_blocks, 4) leaf whose .grad the gauges fill: sum ||dL/dx||^2, calls, sum ||dL/dy||^2, calls
+        self._sink: torch.Tensor | None = None
         self._reset()
 
     @property
@@ -267,14 +307,20 @@ class GradientFlowProbe:
 
     @property
     def attached(self) -> bool:
-        return bool(self._module_handles)
+        """Whether the next forward/backward is measured (between ``attach()`` and ``detach()``)."""
+        return self._measuring
 
     def attach(self) -> None:
         """Hook every block for the next forward/backward; starts a fresh measurement."""
         if self.model is None:
             raise RuntimeError("GradientFlowProbe is closed")
         self._reset()
-        if self.attached:
+        device = self._device()
+        if self._sink is None or self._sink.device != device:
+            self._sink = torch.zeros(len(self._blocks), 4, device=device, requires_grad=True)
+        self._sink.grad = None
+        self._measuring = True
+        if self._module_handles:
             return
         for index, block in enumerate(self._blocks):
             self._module_handles.append(
@@ -282,17 +328,27 @@ class GradientFlowProbe:
             self._module_handles.append(block.register_forward_hook(self._post_hook(index)))
 
     def detach(self) -> None:
-        """Remove every hook; what was measured so far stays for ``collect()``."""
-        for handle in self._module_handles + self._tensor_handles:
+        """Stop measuring and remove the hooks (under torch.compile the block hooks stay,
+        until ``close()``); what was measured so far stays for ``collect()``."""
+        self._measuring = False
+        for handle in self._tensor_handles:
             handle.remove()
-        self._module_handles, self._tensor_handles = [], []
+        self._tensor_handles = []
+        if not self._compiled:
+            self._remove_module_hooks()
         self._last_out = None
 
     def close(self) -> None:
-        """Detach and drop the model."""
+        """Remove every hook and drop the model."""
         self.detach()
+        self._remove_module_hooks()
         self._reset()
-        self.model, self._blocks = None, []
+        self.model, self._blocks, self._sink = None, [], None
+
+    def _remove_module_hooks(self) -> None:
+        for handle in self._module_handles:
+            handle.remove()
+        self._module_handles = []
 
     @torch.no_grad()
     def collect(self) -> GradientFlowStats:
@@ -316,12 +372,22 @@ class GradientFlowProbe:
                                       else [n.to(device) for n in norms])
         else:
             param_norms = torch.zeros(0, device=device)
-        call_norms, call_blocks = self._call_norms(device)
+        measured = None
+        pooled = self._sink.grad if self._sink is not None else None
+        if pooled is not None:  # the gauges of a compiled graph ran (eager calls, if any, are left out)
+            self._compiled = True
+            measured = (pooled[:, 1] > 0) & (pooled[:, 3] > 0)
+            call_norms, call_blocks = pooled[:, 0::2].T.sqrt().to(device), list(range(len(self._blocks)))
+            measured = measured.to(device)
+            self._sink.grad = None
+        else:
+            call_norms, call_blocks = self._call_norms(device)
         for handle in self._tensor_handles:
             handle.remove()
         self._tensor_handles = []
         self._reset()
-        return GradientFlowStats.build(call_norms, call_blocks, self.block_names, param_norms, names, sharded)
+        return GradientFlowStats.build(call_norms, call_blocks, self.block_names, param_norms, names, sharded,
+                                       measured)
 
     # -- internals -------------------------------------------------------------------
 
@@ -347,9 +413,14 @@ class GradientFlowProbe:
         return slot
 
     def _pre_hook(self, index: int) -> Callable:
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if _graph_task_id() != -1:
-                return  # recomputation inside a backward
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if torch.compiler.is_compiling():  # Dynamo is tracing: a gauge in the graph
+                sink = self._sink[index, 0:2]
+                if _first_float_tensor(args) is not None:
+                    return with_first_float_gauged(args, sink)[0], kwargs
+                return args, with_first_float_gauged(kwargs, sink)[0]
+            if not self._measuring or _graph_task_id() != -1:
+                return None  # not measured, or recomputation inside a backward
             x = _first_float_tensor(args)
             if x is None:
                 x = _first_float_tensor(kwargs)
@@ -364,9 +435,11 @@ class GradientFlowProbe:
         return hook
 
     def _post_hook(self, index: int) -> Callable:
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            if _graph_task_id() != -1 or index not in self._pending:
-                return
+        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
+            if torch.compiler.is_compiling():
+                return with_first_float_gauged(output, self._sink[index, 2:4])[0]
+            if not self._measuring or _graph_task_id() != -1 or index not in self._pending:
+                return None
             x_slot = self._pending.pop(index)
             y = _first_float_tensor(output)
             y_slot = None

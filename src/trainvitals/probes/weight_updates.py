@@ -50,6 +50,7 @@ import torch.nn as nn
 
 from trainvitals.distributed import is_sharded, local_view
 from trainvitals.errors import check_choice, check_range, check_type
+from trainvitals.probes.gradient_flow import unwrap
 
 __all__ = ["WeightUpdateProbe", "WeightUpdateStats"]
 
@@ -172,7 +173,7 @@ class WeightUpdateProbe:
         check_range("chunk_numel", chunk_numel, 1)
         self.model, self.optimizer = model, optimizer
         self.mode, self.chunk_numel = mode, chunk_numel
-        self._named_params = list(model.named_parameters())  # once: a module walk costs ~0.7 ms
+        self._named_params = list(unwrap(model).named_parameters())  # once: a module walk costs ~0.7 ms
         self._kept: tuple[tuple, list[_Copy]] | None = None  # CPU copy buffers, kept: no allocation per step
         self._order: tuple[tuple[int, ...], torch.Tensor] | None = None  # the last permutation `_in_order` made
         self._handles: list[Any] = []

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Sequence
 
 import torch
 import torch.nn as nn
+from torch.amp.grad_scaler import OptState
 
 from trainvitals import distributed as dist
 from trainvitals.events import Event
@@ -95,6 +96,7 @@ class Monitor(Outbox):
         self._last_finite: float | None = None
         self._skipping = False  # skip_step() said this step is left out
         self._rank_stop: tuple[StopReason, str] | None = None  # asked on this rank, not yet reduced
+        self._scaler_steps: set[int] = set()  # measured steps under an enabled GradScaler
         self.arm()
 
     # --- the loop's points ----------------------------------------------------------------
@@ -102,17 +104,24 @@ class Monitor(Outbox):
         """Whether optimizer step `step` (1-based) is measured."""
         return (step - 1) % self.config.gradient_monitor_interval == 0
 
-    def after_backward(self, grad_scale: torch.Tensor | float | None = None) -> None:
-        """The step's gradients are complete and not yet clipped. If they still carry a
-        loss scale (fp16 before `GradScaler.unscale_`), pass it: norms are divided by it."""
+    def after_backward(self, grad_scale: torch.amp.GradScaler | torch.Tensor | float | None = None) -> None:
+        """The step's gradients are complete and not yet clipped. Under fp16 with a
+        `GradScaler`, pass the scaler: its scale stays on the device (`get_scale()` would be
+        a host sync), gradients not yet unscaled are divided by it, and a step whose scaled
+        gradients overflowed (the scaler skips it) is not measured (no false
+        `nonfinite_gradients` alert). A disabled scaler (`enabled=False`) changes nothing.
+        A tensor or float is taken as the loss scale still in the gradients."""
         self._lr_now = self.current_lr()
         if self.flow is None or not self.flow.attached:
             return
+        grad_scale, scaler = _loss_scale(grad_scale, self.optimizer)
         stats = self.flow.collect()
         self.flow.detach()
         if grad_scale is not None:
             stats = stats.scaled(grad_scale)
         self._flow_now = stats
+        if scaler:
+            self._scaler_steps.add(self.step + 1)
         if grad_scale is None and self.flow.grads_fp32 and not any(stats.sharded):
             self._clip_norm = stats.grad_norm  # what clip_grad_norm_ would compute
         if self.updates is not None:
@@ -239,10 +248,13 @@ class Monitor(Outbox):
         for step, flow, weights in measured:
             g = flow.from_host(next(values))
             w = weights.from_host(next(values)) if weights is not None else None
+            if step in self._scaler_steps and not math.isfinite(g["grad_norm"]):
+                continue  # the scaled gradients overflowed: the GradScaler skips this step
             reading = GradientReading(g["gains"], g["grad_norm"], nonfinite_params=g["nonfinite_params"],
                                       total_params=len(g["param_grad_norms"]), weights=w,
                                       param_grad_norms=g["param_grad_norms"], groups=self.groups)
             self.gradients.report(self, step, reading, lrs.get(step), self.epoch)
+        self._scaler_steps.difference_update(step for step, _, _ in measured)
         self.sinks.flush()
         return self.events[start:]
 
@@ -333,6 +345,21 @@ def _param_groups(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]]) -> 
     """Parameter name -> the block that holds it, else the module that owns it."""
     block_of = {id(p): name for name, block in blocks for p in block.parameters()}
     return {name: block_of.get(id(p), name.rpartition(".")[0] or name) for name, p in unwrap(model).named_parameters()}
+
+
+def _loss_scale(grad_scale: Any, optimizer: torch.optim.Optimizer | None) -> tuple[Any, bool]:
+    """(the loss scale still in the gradients, or None; whether an enabled GradScaler is in use)."""
+    if not isinstance(grad_scale, torch.amp.GradScaler):
+        return grad_scale, False
+    if not grad_scale.is_enabled():
+        return None, False
+    # private but long-stable: the scale as a device tensor (get_scale() is .item()), and
+    # whether unscale_() has already run for this optimizer this step
+    states = grad_scale._per_optimizer_states
+    states = [states[id(optimizer)]] if optimizer is not None and id(optimizer) in states else states.values()
+    if any(state["stage"] is OptState.UNSCALED for state in states):
+        return None, True
+    return grad_scale._scale, True
 
 
 def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:

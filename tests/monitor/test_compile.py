@@ -21,6 +21,7 @@ from trainvitals import Monitor, MonitorConfig
 from trainvitals.sinks.base import SinkHub
 
 _OURS = os.path.dirname(trainvitals.__file__)
+pytestmark = pytest.mark.filterwarnings("error:gradient gains not measured")
 
 
 class CountingBackend:
@@ -184,3 +185,23 @@ def test_block_without_input_gradient_is_unmeasured_not_zero():
     assert math.isnan(compiled["gains"]["transformer.0"])
     for key in ("mean_gain", "max_gain", "amplification"):
         assert math.isfinite(compiled[key]) and _close(compiled[key], eager[key])
+
+
+def test_a_model_compiled_before_the_monitor_is_reported_not_silently_unmeasured():
+    """Dynamo does not guard on empty hook dicts: code compiled before the Monitor existed
+    runs without its hooks. The gains are then NaN, and the user is told why, once."""
+    torch._dynamo.reset()
+    raw = NanoGPT()
+    model = torch.compile(raw, backend=CountingBackend())
+    (idx, targets), *rest = batches(3)
+    model(idx, targets)[1].backward()
+    sink = Memory()
+    monitor = Monitor(model, None, MonitorConfig(gradient_monitor_interval=1), sinks=SinkHub([sink]))
+    with pytest.warns(UserWarning, match="make the Monitor first") as caught:
+        for idx, targets in rest:
+            model(idx, targets)[1].backward()
+            monitor.after_backward()
+            monitor.step_end(0.0)
+    monitor.close()
+    assert len([w for w in caught if "make the Monitor first" in str(w.message)]) == 1
+    assert all(math.isnan(v) for _, v in sink.scalars["gradient_monitor/gain/transformer.0"])

@@ -45,6 +45,7 @@ the gradient, or entries past ~1e19 whose squares overflow fp32, which
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -165,6 +166,7 @@ class GradientFlowProbe:
         self._tensor_handles: list[Any] = []
         self._measuring = False
         self._compiled = False  # Dynamo traced the hooks: they stay attached (module docstring)
+        self._warned = False
         # (n_blocks, 4) leaf whose .grad the gauges fill: sum ||dL/dx||^2, calls, sum ||dL/dy||^2, calls
         self._sink: torch.Tensor | None = None
         self._reset()
@@ -193,7 +195,7 @@ class GradientFlowProbe:
         if self._sink is None or self._sink.device != device:
             self._sink = torch.zeros(len(self._blocks), 4, device=device, requires_grad=True)
         self._sink.grad = None
-        self._measuring = True
+        self._measuring = self._window = True
         if self._module_handles:
             return
         for index, block in enumerate(self._blocks):
@@ -256,6 +258,13 @@ class GradientFlowProbe:
             self._sink.grad = None
         else:
             call_norms, call_blocks = self._call_norms(device)
+            if self._window and grads and self._blocks and not self._hooks_ran and not self._warned:
+                self._warned = True
+                warnings.warn(
+                    "gradient gains not measured: the block hooks did not run in this step's forward, or no "
+                    "block's input or output carried a gradient. If the model was compiled and run before "
+                    "the Monitor was made, make the Monitor first (torch.compile keeps the code it compiled "
+                    "without the hooks)", stacklevel=3)
         for handle in self._tensor_handles:
             handle.remove()
         self._tensor_handles = []
@@ -270,6 +279,8 @@ class GradientFlowProbe:
         self._calls: list[tuple[int, int | None, int | None]] = []  # block, x slot, y slot
         self._pending: dict[int, int | None] = {}
         self._last_out: tuple[weakref.ref, int, int] | None = None
+        self._hooks_ran = False  # an eager hook ran while measuring
+        self._window = False  # attach() opened this measurement window
 
     def _device(self) -> torch.device:
         p = next(self.model.parameters(), None) if self.model is not None else None
@@ -295,6 +306,7 @@ class GradientFlowProbe:
                 return args, with_first_float_gauged(kwargs, sink)[0]
             if not self._measuring or _graph_task_id() != -1:
                 return None  # not measured, or recomputation inside a backward
+            self._hooks_ran = True
             x = _first_float_tensor(args)
             if x is None:
                 x = _first_float_tensor(kwargs)

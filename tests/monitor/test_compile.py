@@ -1,49 +1,24 @@
 """A monitored model under torch.compile compiles as it would unmonitored (STYLE.md habit 17).
 
-A counting backend runs Dynamo's graphs and counts, step by step, the ops that ran inside
-them: the model's own, and the gauges the probe adds (told apart by the file they were
-traced from). Monitored and bare runs must run the same model ops compiled on every step,
-with no graph break and no second compilation when measured and unmeasured steps alternate.
+A counting backend (`tiny_models.CountingBackend`) counts, step by step, the ops that ran
+inside compiled graphs: the model's own, and the gauges the probe adds. Monitored and bare
+runs must run the same model ops compiled on every step, with no graph break and no
+second compilation when measured and unmeasured steps alternate.
 """
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
 import torch._dynamo
 from torch._dynamo.utils import counters
-from tiny_models import KwargBlocksGPT, Memory, NanoGPT, batches
+from tiny_models import CountingBackend, KwargBlocksGPT, Memory, NanoGPT, batches
 
-import trainvitals
 from trainvitals import Monitor, MonitorConfig
 from trainvitals.sinks.base import SinkHub
 
-_OURS = os.path.dirname(trainvitals.__file__)
 pytestmark = pytest.mark.filterwarnings("error:gradient gains not measured")
-
-
-class CountingBackend:
-    """Counts graphs compiled and the ops run inside them; `inner` compiles them (default:
-    Dynamo's graph run as it is)."""
-
-    def __init__(self, inner: str | None = None) -> None:
-        self.inner = torch._dynamo.lookup_backend(inner) if inner else None
-        self.graphs = 0
-        self.model_ops = self.probe_ops = 0
-
-    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
-        self.graphs += 1
-        ops = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
-        ours = sum(_OURS in (n.meta.get("stack_trace") or "") for n in ops)
-        compiled = self.inner(gm, example_inputs) if self.inner else gm.forward
-
-        def run(*args: object) -> object:
-            self.model_ops += len(ops) - ours
-            self.probe_ops += ours
-            return compiled(*args)
-        return run
 
 
 def train(make_model, steps: int, interval: int | None, backend: CountingBackend | None = None,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import math
 
 import torch
-from tiny_models import Memory, NanoGPT, batches
+import torch._dynamo
+from tiny_models import CountingBackend, Memory, NanoGPT, batches
 
 from trainvitals import Monitor, MonitorConfig
 from trainvitals.probes.sync_counter import count_host_syncs
@@ -23,12 +24,17 @@ from trainvitals.sinks.base import SinkHub
 
 
 def run(dtype: torch.dtype, *, scaler_on: bool, pass_scaler: bool = True, unscale_first: bool = False,
-        steps: int = 4, init_scale: float = 2.0 ** 16, backoff: float = 0.5) -> dict:
+        steps: int = 4, init_scale: float = 2.0 ** 16, backoff: float = 0.5,
+        backend: CountingBackend | None = None) -> dict:
     """Per step: host syncs inside the monitor's calls, the true grad norm (measured by
     torch after unscaling, outside the count); the logged scalars; the events."""
     torch.manual_seed(0)
     model = NanoGPT()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    compiled = model
+    if backend is not None:
+        torch._dynamo.reset()
+        compiled = torch.compile(model, backend=backend)
     scaler = torch.amp.GradScaler("cpu", enabled=scaler_on, init_scale=init_scale, backoff_factor=backoff)
     sink = Memory()
     monitor = Monitor(model, optimizer, MonitorConfig(gradient_monitor_interval=1, log_every=steps),
@@ -36,7 +42,7 @@ def run(dtype: torch.dtype, *, scaler_on: bool, pass_scaler: bool = True, unscal
     syncs, true_norms = [], []
     for idx, targets in batches(steps):
         with torch.autocast("cpu", dtype=dtype):
-            _, loss = model(idx, targets)
+            _, loss = compiled(idx, targets)
         scaler.scale(loss).backward()
         if unscale_first:
             scaler.unscale_(optimizer)
@@ -106,3 +112,14 @@ def test_bf16_with_a_disabled_scaler_as_nanogpt_writes_it():
     logged = [v for _, v in out["scalars"]["gradient_monitor/grad_norm"]]
     assert all(math.isclose(got, want, rel_tol=1e-5) for got, want in zip(logged, out["true_norms"], strict=True))
     assert all(math.isfinite(g) for g in _gains(out["scalars"]))
+
+
+def test_fp16_with_grad_scaler_under_compile_equals_eager():
+    backend = CountingBackend()
+    compiled = run(torch.float16, scaler_on=True, backend=backend)
+    eager = run(torch.float16, scaler_on=True)
+    assert backend.graphs == 1 and compiled["syncs"][:3] == [0, 0, 0]
+    for tag, series in eager["scalars"].items():
+        if tag.startswith("gradient_monitor/"):
+            for (s1, v1), (s2, v2) in zip(series, compiled["scalars"][tag], strict=True):
+                assert s1 == s2 and math.isclose(v1, v2, rel_tol=1e-5), (tag, s1)

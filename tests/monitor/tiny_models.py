@@ -3,19 +3,23 @@
 `NanoGPT` follows nanoGPT's `model.py` layout (a `transformer` ModuleDict holding `wte`,
 `wpe`, `drop`, `h`, `ln_f`; a tied `lm_head`; `forward(idx, targets) -> (logits, loss)`),
 written here at toy size. `KwargBlocksGPT` calls its blocks the way HF models do: the
-hidden states as a keyword, a tuple back.
+hidden states as a keyword, a tuple back. `CountingBackend` counts what runs compiled.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
+import torch._dynamo
 import torch.nn as nn
 import torch.nn.functional as F
 
+import trainvitals
 from trainvitals.sinks.base import Sink
 
 VOCAB, BLOCK_SIZE = 32, 12
+_OURS = os.path.dirname(trainvitals.__file__)
 
 
 class Memory(Sink):
@@ -24,6 +28,29 @@ class Memory(Sink):
 
     def log(self, tag: str, value: float, step: int) -> None:
         self.scalars.setdefault(tag, []).append((step, value))
+
+
+class CountingBackend:
+    """A torch.compile backend counting the graphs it compiles and the ops that run inside
+    them: the model's, and trainvitals' own (told apart by the file they were traced
+    from). `inner` compiles the graphs (default: Dynamo's graph run as it is)."""
+
+    def __init__(self, inner: str | None = None) -> None:
+        self.inner = torch._dynamo.lookup_backend(inner) if inner else None
+        self.graphs = 0
+        self.model_ops = self.probe_ops = 0
+
+    def __call__(self, gm: torch.fx.GraphModule, example_inputs: list) -> object:
+        self.graphs += 1
+        ops = [n for n in gm.graph.nodes if n.op in ("call_function", "call_method", "call_module")]
+        ours = sum(_OURS in (n.meta.get("stack_trace") or "") for n in ops)
+        compiled = self.inner(gm, example_inputs) if self.inner else gm.forward
+
+        def run(*args: object) -> object:
+            self.model_ops += len(ops) - ours
+            self.probe_ops += ours
+            return compiled(*args)
+        return run
 
 
 class SelfAttention(nn.Module):

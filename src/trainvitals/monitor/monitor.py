@@ -5,7 +5,7 @@ A loop calls it at the points every loop has:
     monitor = Monitor(model, optimizer, MonitorConfig())
     for each optimizer step:
         forward, backward (any number of micro-batches)
-        monitor.after_backward()          # gradients unscaled, not yet clipped
+        monitor.after_backward()          # not yet clipped (fp16: grad_scale=scaler)
         monitor.clip_grad_norm_(max_norm) # or torch's: this one reuses the measured norms
         optimizer.step()
         monitor.after_optimizer_step()    # may be left out: step_end() does it
@@ -15,7 +15,8 @@ A loop calls it at the points every loop has:
 
 Step 1, then every `gradient_monitor_interval` steps, is measured: the block hooks are
 attached when the previous step ends, so a host needs no call before the forward, and
-removed after that step's backward. Losses and measurements stay on the device until a
+removed after that step's backward (under torch.compile they stay, traced into the graph:
+`probes/gradient_flow.py`; make the Monitor before the first compiled forward). Losses and measurements stay on the device until a
 logging step (every `log_every` steps, and at `flush()` / `end_epoch()`), when they
 cross to the host in one transfer and feed the detectors. Each call returns the events
 it raised; `events` holds all of them. Decisions are for the host to carry out:

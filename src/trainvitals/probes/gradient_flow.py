@@ -248,13 +248,12 @@ class GradientFlowProbe:
                                       else [n.to(device) for n in norms])
         else:
             param_norms = torch.zeros(0, device=device)
-        measured = None
-        pooled = self._sink.grad if self._sink is not None else None
+        measured = None  # known on the host: the eager calls' blocks
+        pooled = self._sink.grad if self._sink is not None and self._window else None
         if pooled is not None:  # the gauges of a compiled graph ran (eager calls, if any, are left out)
             self._compiled = True
-            measured = (pooled[:, 1] > 0) & (pooled[:, 3] > 0)
+            measured = ((pooled[:, 1] > 0) & (pooled[:, 3] > 0)).to(device)
             call_norms, call_blocks = pooled[:, 0::2].T.sqrt().to(device), list(range(len(self._blocks)))
-            measured = measured.to(device)
             self._sink.grad = None
         else:
             call_norms, call_blocks = self._call_norms(device)

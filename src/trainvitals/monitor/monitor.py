@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 
 from trainvitals import distributed as dist
-from trainvitals.errors import ConfigError, RunDirError
+from trainvitals.errors import ConfigError
 from trainvitals.events import Event
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
@@ -54,7 +54,7 @@ from trainvitals.monitor.settings import run_settings
 from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
 from trainvitals.sinks.base import Sink, SinkHub
-from trainvitals.sinks.console import ConsoleSink
+from trainvitals.sinks.logdir import loop_sinks
 from trainvitals.training.rundir import RunDir
 
 __all__ = ["Monitor"]
@@ -120,7 +120,13 @@ class Monitor(Outbox):
         self.arm()
         if resume is not None:
             self.load_state_dict(resume)
-        self.sinks = self._open_sinks(logdir, resume, console, sinks)
+        if not dist.is_main():
+            self.sinks = SinkHub()  # one voice: rank 0's
+        elif isinstance(sinks, SinkHub):
+            self.sinks = sinks
+        else:
+            self.sinks, self._rundir = loop_sinks(logdir, self.step if resume is not None else None, console,
+                                                  sinks or [])
 
     # --- the loop's points ----------------------------------------------------------------
     def monitors(self, step: int) -> bool:
@@ -364,31 +370,6 @@ class Monitor(Outbox):
 
     def __exit__(self, *exc: object) -> None:
         self.close()  # after an exception too: the steps before it are logged
-
-    def _open_sinks(self, logdir: str | Path | None, resume: dict[str, Any] | None, console: bool,
-                    sinks: SinkHub | Sequence[Sink] | None) -> SinkHub:
-        if not dist.is_main():
-            return SinkHub()  # one voice: rank 0's
-        if isinstance(sinks, SinkHub):
-            return sinks
-        extra = list(sinks or [])
-        console = console and not any(isinstance(s, ConsoleSink) for s in extra)
-        if logdir is None:
-            return SinkHub(([ConsoleSink()] if console else []) + extra)
-        from trainvitals.sinks.logdir import open_sinks  # TensorBoard's writer: a slow import, only here
-        self._rundir = RunDir(logdir)
-        hint = f"Monitor(..., logdir={str(logdir)!r}, resume=<the monitor's state_dict() from your checkpoint>)"
-        notes = self._rundir.claim(resume=resume is not None, how_to_resume=hint)
-        try:
-            hub = open_sinks(logdir, purge_step=self.step + 1 if resume is not None else None, console=console)
-        except OSError as e:
-            self._rundir.release()
-            raise RunDirError(f"logdir={str(logdir)!r}: cannot write the logs ({e.strerror or e}); "
-                              f"give a writable logdir") from None
-        hub.sinks += extra
-        for line in notes:
-            hub.text(line)
-        return hub
 
     def arm(self) -> None:
         """Attach the block hooks if the next step is measured (done after every step; call

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from trainvitals import Monitor, MonitorConfig
+from trainvitals import Monitor
 from trainvitals.tasks.lm.data import load_text
 from trainvitals.tasks.lm.model import GPT, GPTConfig
 
@@ -96,7 +96,7 @@ def main() -> None:
 
     accum = args.gradient_accumulation_steps
     # --- snippet: plain_loop ---
-    with Monitor(raw_model, optimizer, MonitorConfig(), logdir=args.logdir) as monitor:
+    with Monitor(raw_model, optimizer, logdir=args.logdir) as monitor:
         for iter_num in range(1, args.max_iters + 1):
             step_loss = 0.0
             for micro_step in range(accum):

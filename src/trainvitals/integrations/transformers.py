@@ -154,7 +154,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
             return  # a fresh run, even when this callback trained before
         name = type(self).__name__
         record = state.stateful_callbacks.get(name)
-        if isinstance(record, list):  # several of us: HF keeps them in order; ours is the first
+        if isinstance(record, list):  # several TrainvitalsCallbacks: HF cannot tell them apart; the first's
             record = record[0] if record else None
         saved = ((record or {}).get("attributes") or {}).get("saved_state")
         if saved is not None and saved.get("step") == state.global_step:

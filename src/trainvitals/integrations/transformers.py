@@ -19,9 +19,10 @@ go to the TensorBoard run HF writes (`TENSORBOARD_LOGGING_DIR`, else the newest
 `output_dir/runs/*`), events to the console too, from the main process only. Detector
 state is saved in `trainer_state.json` (`stateful_callbacks`) and read back from the
 checkpoint a run resumes from, with HF's defaults (`restore_callback_states_from_checkpoint`
-is not needed); a checkpoint without it continues our steps from HF's `global_step`. Under HF's DDP (torchrun) every figure
-is global: gradients are read after DDP's all-reduce, and the monitor reduces losses and
-activation-gradient norms over the ranks (README, "More than one process").
+is not needed); our steps are HF's `global_step`, so a checkpoint without our state still
+continues them. Under HF's DDP (torchrun) every figure is global: gradients are read
+after DDP's all-reduce, and the monitor reduces losses and activation-gradient norms
+over the ranks (README, "More than one process").
 """
 from __future__ import annotations
 

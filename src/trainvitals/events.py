@@ -40,6 +40,7 @@ KINDS = (
     "lr_too_high",
     "no_learning",
     "bad_batch",
+    "gain_not_measurable",
     "action",
     "cleared",
 )

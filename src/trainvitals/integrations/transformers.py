@@ -17,10 +17,12 @@ HF cannot have its LR changed by a callback, so `reduce_lr` actions name the val
 set instead. `on_nonfinite_loss="skip_step"` is not available here. Scalars and events
 go to the TensorBoard run HF writes (`TENSORBOARD_LOGGING_DIR`, else the newest
 `output_dir/runs/*`), events to the console too, from the main process only. Detector
-state is saved in `trainer_state.json` and restored with
-`restore_callback_states_from_checkpoint=True`. Under HF's DDP (torchrun) every figure
-is global: gradients are read after DDP's all-reduce, and the monitor reduces losses and
-activation-gradient norms over the ranks (README, "More than one process").
+state is saved in `trainer_state.json` (`stateful_callbacks`) and read back from the
+checkpoint a run resumes from, with HF's defaults (`restore_callback_states_from_checkpoint`
+is not needed); our steps are HF's `global_step`, so a checkpoint without our state still
+continues them. Under HF's DDP (torchrun) every figure is global: gradients are read
+after DDP's all-reduce, and the monitor reduces losses and activation-gradient norms
+over the ranks (README, "More than one process").
 """
 from __future__ import annotations
 
@@ -87,8 +89,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
                 "epochs": args.num_train_epochs, "uniform_loss": math.log(vocab) if vocab else None}
         self.monitor = Monitor(model, real, self.config, blocks=self.blocks, sinks=sinks,
                                run_info={k: v for k, v in info.items() if v is not None}, can_set_lr=False)
-        if self.saved_state is not None:
-            self.monitor.load_state_dict(self.saved_state)
+        self._resume(state)
         self._accum = args.gradient_accumulation_steps
         # HF divides each rank's token sum by the global token count: the step's loss is
         # then the sum over ranks, where the monitor reduces a mean
@@ -115,7 +116,8 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
             return
         self._remove_grad_hooks()
         loss = self._loss.take(mean=not self._sum_losses)
-        self.monitor.step_end(loss if loss is not None else float("nan"))
+        # HF's step: a resume that found no state of ours still logs beside HF's own figures
+        self.monitor.step_end(loss if loss is not None else float("nan"), step=state.global_step)
         if self.monitor.stop_reason is not None:
             control.should_training_stop = True
 
@@ -145,6 +147,25 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
                 "attributes": {"saved_state": saved}}
 
     # --- internals ------------------------------------------------------------------------
+    def _resume(self, state) -> None:
+        """A resumed HF run (global_step > 0) continues the detectors from the state saved in
+        the checkpoint's `trainer_state.json`, which HF has loaded into `state` whether or
+        not `restore_callback_states_from_checkpoint` rebuilt this callback from it."""
+        if not state.global_step:
+            return  # a fresh run, even when this callback trained before
+        name = type(self).__name__
+        record = state.stateful_callbacks.get(name)
+        if isinstance(record, list):  # several TrainvitalsCallbacks: HF cannot tell them apart; the first's
+            record = record[0] if record else None
+        saved = ((record or {}).get("attributes") or {}).get("saved_state")
+        if saved is not None and saved.get("step") == state.global_step:
+            self.monitor.load_state_dict(saved)
+            return
+        if record is None:  # HF's checkpoint save indexes every stateful callback it has by name
+            state.stateful_callbacks[name] = self.state()
+        self.monitor.text(f"trainvitals: resuming at step {state.global_step} from a checkpoint without "
+                          f"trainvitals' state; the steps continue, the detectors (EMA, drift) start afresh")
+
     def _capture_loss(self, module, args, kwargs, output) -> None:
         loss = getattr(output, "loss", None) if not isinstance(output, dict) else output.get("loss")
         if module.training and torch.is_grad_enabled() and isinstance(loss, torch.Tensor):

@@ -6,7 +6,7 @@ by `gain_aggregates`, whoever measured them. Tags written:
 
 | tag | when |
 |---|---|
-| `gradient_monitor/mean_gain`, `mean_gain_all`, `max_gain`, `amplification`, `gain/<block>` | block gains known |
+| `gradient_monitor/mean_gain`, `mean_gain_all`, `max_gain`, `amplification`, `gain/<block>` | block gains known (a block without one: a `gain_not_measurable` event, once) |
 | `gradient_monitor/grad_norm`, `gradient_monitor/grad_norm/<group>` | grad norm known |
 | `gradient_monitor/mean_gain_ma`, `gradient_monitor/mean_gain_drift` | drift detector |
 | `weight_monitor/update_ratio/<group>`, `update_ratio_mean`, `update_ratio_max`, `frozen_params` | a measured step |
@@ -69,17 +69,20 @@ class GradientMonitorCallback:
         self.signals = GradientSignals(self.config, num_layers, gradient_clip=gradient_clip,
                                        warmup_steps=warmup_steps)
         self.frozen = FrozenParamsDetector(self.config.frozen_patience)
+        self.unmeasurable: list[str] = []  # blocks whose gain could not be measured (said once)
 
     def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
                epoch: int | None = None, log_inputs: bool = True) -> None:
-        agg = gain_aggregates(r.gains)
+        # a NaN gain is a block not measured: left out of every figure, said once (below)
+        gains = {block: g for block, g in r.gains.items() if not math.isnan(g)}
+        agg = gain_aggregates(gains)
         mean_gain = agg["mean_gain"] if r.gains else r.mean_gain
         max_gain = agg["max_gain"] if r.gains else r.max_gain
         if log_inputs:
             for tag, value in agg.items():
                 if value is not None:
                     out.log(f"gradient_monitor/{tag}", value, step)
-            for block, gain in r.gains.items():
+            for block, gain in gains.items():
                 out.log(f"gradient_monitor/gain/{block}", gain, step)
             if r.grad_norm is not None:
                 out.log("gradient_monitor/grad_norm", r.grad_norm, step)
@@ -87,8 +90,9 @@ class GradientMonitorCallback:
                 for group, norm in group_norms(r.param_grad_norms, r.groups).items():
                     out.log(f"gradient_monitor/grad_norm/{group}", norm, step)
         rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
-        events = self.signals.update(step, mean_gain, r.grad_norm, r.gains or None, rate, r.nonfinite_params,
-                                     r.total_params, max_gain)
+        events = self._unmeasurable_now(step, [b for b in r.gains if b not in gains], r.nonfinite_params)
+        events += self.signals.update(step, mean_gain, r.grad_norm, gains or None, rate, r.nonfinite_params,
+                                      r.total_params, max_gain)
         if mean_gain is not None:
             for tag, value in (("gradient_monitor/mean_gain_ma", self.signals.moving_average),
                                ("gradient_monitor/mean_gain_drift", self.signals.mean_gain_drift)):
@@ -108,6 +112,19 @@ class GradientMonitorCallback:
         if mean_gain is not None:
             out.status["Gain"] = f"{mean_gain:.3f}"
         self._act_on_gain_alerts(out, events, step, rate.peak or lr, epoch)
+
+    def _unmeasurable_now(self, step: int, unmeasured: list[str], nonfinite: list[str] | None) -> list[Event]:
+        """One info event the first time blocks have no gain while the gradients are finite:
+        no gradient reached their input (its producer is frozen, as the embeddings under
+        LoRA are) or their output. With non-finite gradients, nonfinite_gradients says why."""
+        new = [b for b in unmeasured if b not in self.unmeasurable]
+        if not new or nonfinite:
+            return []
+        self.unmeasurable += new
+        return [Event("gain_not_measurable", INFO,
+                      f"Gain of {', '.join(new)} not measurable at step {step}: no gradient reaches "
+                      f"{'its' if len(new) == 1 else 'their'} input (e.g. frozen embeddings); left out of "
+                      f"every gain figure", step, values={"blocks": new}, source="gradient_monitor")]
 
     def _ratios(self, w: dict[str, Any], groups: dict[str, str] | None) -> dict[str, float]:
         """Update ratios per group, and per parameter with `log_per_param` (or no groups)."""
@@ -138,8 +155,10 @@ class GradientMonitorCallback:
                        source="gradient_monitor"))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"signals": self.signals.state_dict(), "frozen": self.frozen.state_dict()}
+        return {"signals": self.signals.state_dict(), "frozen": self.frozen.state_dict(),
+                "unmeasurable": list(self.unmeasurable)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.signals.load_state_dict(state["signals"])
         self.frozen.load_state_dict(state["frozen"])
+        self.unmeasurable = list(state.get("unmeasurable", []))  # absent from older snapshots

@@ -2,16 +2,21 @@
 
 A loop calls it at the points every loop has:
 
-    monitor = Monitor(model, optimizer, MonitorConfig())
-    for each optimizer step:
+    with Monitor(model, optimizer, MonitorConfig(), logdir="runs/a") as monitor:
+      for each optimizer step:
         forward, backward (any number of micro-batches)
         monitor.after_backward()          # not yet clipped (fp16: grad_scale=scaler)
         monitor.clip_grad_norm_(max_norm) # or torch's: this one reuses the measured norms
         optimizer.step()
         monitor.after_optimizer_step()    # may be left out: step_end() does it
         monitor.step_end(loss)            # the step's loss: a tensor stays on the device
-    after validation:
+      after validation:
         monitor.end_epoch(val_loss=...)   # the epoch's train loss is the mean of its steps
+    # leaving the block (or close()) reports the last steps and closes the logs
+
+Steps are optimizer steps counted from 1: step s is logged at s. A loop that counts its
+own way passes its number, `step_end(loss, step=n)` (nanoGPT: `iter_num + 1`, the
+optimizer steps done once iteration `iter_num` has stepped).
 
 Step 1, then every `gradient_monitor_interval` steps, is measured: the block hooks are
 attached when the previous step ends, so a host needs no call before the forward, and
@@ -32,6 +37,7 @@ global batch's and every rank's detectors see the same numbers and decide the sa
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
@@ -39,6 +45,7 @@ import torch.nn as nn
 from torch.amp.grad_scaler import OptState
 
 from trainvitals import distributed as dist
+from trainvitals.errors import ConfigError
 from trainvitals.events import Event
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
@@ -48,27 +55,39 @@ from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.monitor.settings import run_settings
 from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats, unwrap
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
-from trainvitals.sinks.base import SinkHub
-from trainvitals.sinks.console import ConsoleSink
+from trainvitals.sinks.base import Sink, SinkHub
+from trainvitals.sinks.logdir import loop_sinks
+from trainvitals.training.rundir import RunDir
 
 __all__ = ["Monitor"]
 
 
 class Monitor(Outbox):
-    """`run_info`: facts about the run that advice names or detectors compare with (`lr` =
+    """Where it writes: `logdir`, a directory of this run's own, gets TensorBoard event files
+    and `metrics.jsonl`; the console prints events and reports (`console=False`: not);
+    `sinks`, a list, adds sinks of yours beside them. A `logdir` that already holds another
+    run's logs is refused (one run per directory); to continue a run, pass `resume=` the
+    `state_dict()` you saved with your checkpoint: the detectors continue from it and what
+    the logs hold after its step is dropped. `sinks=SinkHub([...])` instead: exactly those
+    sinks, no `logdir` or console, closed by you (what a framework host passes).
+
+    `run_info`: facts about the run that advice names or detectors compare with (`lr` =
     the peak LR you set, `gradient_clip`, `warmup_steps`, `weight_decay`, `unigram_entropy`,
     `uniform_loss` = ln of the vocabulary size, model sizes);
-    `lr` and `weight_decay` default to the optimizer's. `sinks` default to the console.
+    `lr` and `weight_decay` default to the optimizer's.
     `can_set_lr=False` for a host that cannot apply `lr_scale` (its LR actions then say
-    what to set instead). Under torch.distributed, ranks other than 0 get no sinks."""
+    what to set instead). Under torch.distributed, ranks other than 0 write nothing.
+    Used as a context manager, it is closed when the block ends."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
-                 config: MonitorConfig | None = None, *, blocks: Sequence[tuple[str, nn.Module]] | None = None,
-                 sinks: SinkHub | None = None, run_info: dict[str, Any] | None = None,
-                 can_set_lr: bool = True) -> None:
-        if not dist.is_main():
-            sinks = SinkHub()  # one voice: rank 0's
-        super().__init__(sinks if sinks is not None else SinkHub([ConsoleSink(progress_bar=False)]), can_set_lr)
+                 config: MonitorConfig | None = None, *, logdir: str | Path | None = None,
+                 resume: dict[str, Any] | None = None, console: bool = True,
+                 sinks: SinkHub | Sequence[Sink] | None = None, blocks: Sequence[tuple[str, nn.Module]] | None = None,
+                 run_info: dict[str, Any] | None = None, can_set_lr: bool = True) -> None:
+        if isinstance(sinks, SinkHub) and logdir is not None:
+            raise ConfigError("sinks=SinkHub(...) is the whole set of sinks, so logdir= cannot be added to it; "
+                              "pass sinks as a list to add them beside the logdir's")
+        super().__init__(SinkHub(), can_set_lr)  # the sinks are opened last: a refused monitor writes nothing
         self.config = c = config if config is not None else MonitorConfig()
         self.model, self.optimizer = model, optimizer
         self.run_info = {**_optimizer_facts(optimizer), **(run_info or {})}
@@ -98,7 +117,19 @@ class Monitor(Outbox):
         self._skipping = False  # skip_step() said this step is left out
         self._rank_stop: tuple[StopReason, str] | None = None  # asked on this rank, not yet reduced
         self._scaler_steps: set[int] = set()  # measured steps under an enabled GradScaler
+        self._fresh = True  # nothing reported yet: the first report logs the run's settings
+        self._rundir: RunDir | None = None
+        self._owns_sinks = not isinstance(sinks, SinkHub)
         self.arm()
+        if resume is not None:
+            self.load_state_dict(resume)
+        if not dist.is_main():
+            self.sinks = SinkHub()  # one voice: rank 0's
+        elif isinstance(sinks, SinkHub):
+            self.sinks = sinks
+        else:
+            self.sinks, self._rundir = loop_sinks(logdir, self.step if resume is not None else None, console,
+                                                  sinks or [])
 
     # --- the loop's points ----------------------------------------------------------------
     def monitors(self, step: int) -> bool:
@@ -145,10 +176,14 @@ class Monitor(Outbox):
         if self.updates is not None and self.updates.armed:
             self.updates.after_step()
 
-    def step_end(self, loss: torch.Tensor | float) -> list[Event]:
-        """The step is done; `loss` is its loss (the mean over its micro-batches, unscaled)."""
+    def step_end(self, loss: torch.Tensor | float, step: int | None = None) -> list[Event]:
+        """The step is done; `loss` is its loss (the mean over its micro-batches, unscaled).
+        `step`: your number for it, if you count steps your own way (above the last one)."""
+        if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step <= self.step):
+            raise ConfigError(f"step_end(step={step!r}): expected an int above the previous step ({self.step}); "
+                              f"steps are optimizer steps counted from 1")
         self.after_optimizer_step()
-        self.step += 1
+        self.step = self.step + 1 if step is None else step
         lr = self._lr_now if self._lr_now is not None else self.current_lr()
         self._losses.append((self.step, loss.detach() if isinstance(loss, torch.Tensor) else float(loss), lr,
                              self._skipping))
@@ -240,7 +275,8 @@ class Monitor(Outbox):
                 self._last_finite = loss
             elif self._before_nonfinite is None:
                 self._before_nonfinite = self._last_finite
-        if steps and steps[0] == 1:  # so `analyze` knows the reference levels and settings too
+        if steps and self._fresh:  # so `analyze` knows the reference levels and settings too
+            self._fresh = False
             for tag in ("unigram_entropy", "uniform_loss"):
                 if self.run_info.get(tag):
                     self.log(f"data/{tag}", self.run_info[tag], 0)
@@ -306,6 +342,7 @@ class Monitor(Outbox):
                 **{k: p.state_dict() for k, p in parts.items() if p is not None}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._fresh = False  # the resumed run's logs hold its settings
         self.step, self.epoch, self.lr_scale = state["step"], state["epoch"], state["lr_scale"]
         self._epoch_loss = list(state["epoch_loss"])
         self._last_finite, self._before_nonfinite = state["last_finite"], state["before_nonfinite"]
@@ -326,7 +363,8 @@ class Monitor(Outbox):
         self._flow_now = None
 
     def close(self) -> None:
-        """Report what is pending and remove every hook; the monitor measures nothing after."""
+        """Report what is pending and remove every hook; the monitor measures nothing after.
+        Closes the sinks it opened and gives up its `logdir`."""
         self.flush()
         if self.flow is not None:
             self.flow.close()
@@ -334,6 +372,17 @@ class Monitor(Outbox):
             self.updates.close()
         self.flow = self.updates = None
         self._flow_now = None
+        if self._owns_sinks:
+            self.sinks.close()
+        if self._rundir is not None:
+            self._rundir.release()
+            self._rundir = None
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # after an exception too: the steps before it are logged
 
     def arm(self) -> None:
         """Attach the block hooks if the next step is measured (done after every step; call

@@ -25,9 +25,12 @@ def format_event(event: Event) -> str:
 
 
 class ConsoleSink(Sink):
+    """Events and report lines on stdout. `progress_bar=True`: a tqdm bar on stderr as well,
+    for a host that moves it (`progress()`; our `Trainer` does, a `Monitor` does not)."""
+
     echoes = True  # prints events; SinkHub.emit(echo=False) skips it
 
-    def __init__(self, progress_bar: bool = True, total: int | None = None, stream=None) -> None:
+    def __init__(self, progress_bar: bool = False, total: int | None = None, stream=None) -> None:
         self.stream = stream or sys.stdout
         self.bar = None
         if progress_bar:

@@ -13,9 +13,7 @@ from trainvitals import distributed as dist
 from trainvitals.config import TrainerConfig
 from trainvitals.errors import ConfigError, RunDirError
 from trainvitals.sinks.base import SinkHub
-from trainvitals.sinks.console import ConsoleSink
-from trainvitals.sinks.jsonl import JSONLSink
-from trainvitals.sinks.tensorboard import TensorBoardSink
+from trainvitals.sinks.logdir import JSONL_NAME, open_sinks
 from trainvitals.training import snapshot as snap
 from trainvitals.training.data_identity import fingerprint, resolved
 from trainvitals.training.rundir import RunDir, run_artifacts, rundir_of
@@ -26,20 +24,8 @@ __all__ = ["new_logdir", "open_sinks", "find_resume", "RESUME_FLAGS", "resumed_c
 # flags that may change on --resume; the rest comes from the snapshot (given equal, they are accepted)
 RESUME_FLAGS = {"epochs", "max_steps", "logdir", "progress_bar", "device", "log_every"}
 
-JSONL_NAME = "metrics.jsonl"
-
-
 def new_logdir(task: str) -> str:
     return str(Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{task}")
-
-
-def open_sinks(logdir: str, purge_step: int | None, progress_bar: bool, total: int | None) -> SinkHub:
-    Path(logdir).mkdir(parents=True, exist_ok=True)
-    return SinkHub([
-        TensorBoardSink(logdir, purge_step=purge_step),
-        JSONLSink(Path(logdir) / JSONL_NAME, purge_step=purge_step),
-        ConsoleSink(progress_bar=progress_bar, total=total),
-    ])
 
 
 def find_resume(resume: str, logdir: str) -> Path:

@@ -68,8 +68,10 @@ class RunDir:
         return self.path / LOCK_NAME
 
     # --- claiming -----------------------------------------------------------------
-    def claim(self, *, resume: bool) -> list[str]:
-        """Take the directory for this run; returns lines to print (what was cleaned up)."""
+    def claim(self, *, resume: bool, how_to_resume: str | None = None) -> list[str]:
+        """Take the directory for this run; returns lines to print (what was cleaned up).
+        `how_to_resume`: how a host other than the CLI continues a run (its own checkpoint,
+        not our snapshots), named when a new run is refused."""
         p, shown = self.path, str(self.path)
         if p.exists() and not p.is_dir():
             raise RunDirError(f"logdir={shown!r} is a file, not a directory; give a directory")
@@ -77,6 +79,10 @@ class RunDir:
             found = run_artifacts(p)
             if found:
                 self._refuse_if_live()
+                if how_to_resume is not None:
+                    raise RunDirError(
+                        f"logdir={shown!r} already holds another run's logs ({', '.join(found)}); give another "
+                        f"logdir for a new run, or continue that run with {how_to_resume}; nothing was changed")
                 if snap.latest_snapshot(p / "snapshots") is None:
                     raise RunDirError(
                         f"logdir={shown!r} already holds the logs of another run ({', '.join(found)}) that saved "

@@ -40,6 +40,7 @@ KINDS = (
     "lr_too_high",
     "no_learning",
     "bad_batch",
+    "val_loss_above_best",
     "action",
     "cleared",
 )

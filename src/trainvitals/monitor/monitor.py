@@ -179,11 +179,14 @@ class Monitor(Outbox):
         """After a validation made anywhere in the loop (every N steps, mid-epoch): log
         `val_loss` and run the post-epoch checks with the mean loss of the applied steps
         since the previous evaluation (or `train_loss`). `epoch`, the host's epoch (HF's
-        fractional one), names the evaluation; default: the epochs ended so far. Losses
+        fractional one), names the evaluation; default: the epochs ended so far (none
+        named before `end_epoch()` is first called). Losses
         may be floats, 0-dim tensors or NumPy scalars. A second evaluation at the step of
         one that had a val loss (the same weights: HF's `evaluate()` after `train()`) is
         not recorded again."""
-        return self._evaluation(val_loss, train_loss, self.epoch if epoch is None else epoch)
+        if epoch is None:  # the epochs ended so far, if the loop has epochs
+            epoch = self.epoch if self.epoch else math.nan
+        return self._evaluation(val_loss, train_loss, epoch)
 
     def end_epoch(self, val_loss: Any = None, train_loss: Any = None) -> list[Event]:
         """An epoch ended, after its validation if any: log its train loss (`train_loss`,

@@ -58,6 +58,9 @@ _PROGRESS_STEPS = 30
 # A step loss at most this far above the previous epoch's mean is healthy (the
 # divergence check's climb): a non-finite loss right after it came from its batch.
 _HEALTHY_CLIMB = 0.2
+# A finding ends after this many evaluations without it: on evaluations every 10 steps,
+# overfitting and slow improvement came and went with the noise of one evaluation.
+_CLEAR_AFTER = 3
 _FINDINGS = ("slow_improvement", "overfitting", "plateau", "underfitting")
 # a history entry: [index, train, val, lr, step, host epoch]; None where unknown
 _I, _TRAIN, _VAL, _LR, _STEP, _HOST = range(6)
@@ -94,6 +97,7 @@ class EpochEvaluator:
         self._no_learning = Condition("no_learning", _SOURCE)
         self._findings = {k: Condition(k, _SOURCE) for k in _FINDINGS + ("val_loss_above_best",)}
         self._above_best = 0  # evaluations in a row with the val loss well above its best
+        self._not_held: dict[str, int] = {}  # evaluations in a row each finding has not held
 
     def update(self, epoch: int, train_loss: float, val_loss: float | None,
                lr: float | None = None, run_info: dict | None = None, *, step: int | None = None,
@@ -103,7 +107,8 @@ class EpochEvaluator:
 
         ``epoch`` is the evaluation's 0-based number (the epoch, where evaluations are
         epoch ends); ``host_epoch``, the host's epoch at an evaluation that is not an
-        epoch end (HF's fractional one, Lightning's), names it (None: epoch `epoch` ended).
+        epoch end (HF's fractional one, Lightning's; NaN for a host without epochs),
+        names it (None: epoch `epoch` ended).
         ``lr`` (else ``run_info["lr"]``) is the peak LR advice names; ``lr_now``, the LR
         in use at ``step``, is named beside it where the two differ.
         Optional, for judging by steps (module doc): ``step``, the optimizer step of the
@@ -112,8 +117,8 @@ class EpochEvaluator:
         non-finite one. None leaves the rules counting evaluations.
         """
         train, val = _finite(train_loss), _finite(val_loss)
-        host = _finite(host_epoch)
-        host = None if host is None else round(host, 2)  # HF's float epoch; as read back from a log
+        # HF's float epoch, as read back from a log (float32); NaN: a host without epochs
+        host = None if host_epoch is None else round(float(host_epoch), 2)
         # An evaluation seen again (resumed from an earlier snapshot) replaces what followed it.
         while self._history and self._history[-1][_I] >= epoch:
             self._history.pop()
@@ -262,8 +267,14 @@ class EpochEvaluator:
 
     def _observe(self, cond: Condition, firing: bool, report: EpochReport, severity: str, msg: str,
                  sugg: list[str], values: dict, clear: str) -> list[Event]:
-        """One event when the condition starts, none while it holds, info when it clears;
-        a full report (an evaluation `evaluation_epochs` names) restates what holds."""
+        """One event when the condition starts, none while it holds, info when it has not
+        held for _CLEAR_AFTER evaluations (one noisy evaluation does not end a finding, nor
+        start it again); a full report (an evaluation `evaluation_epochs` names) restates
+        what holds."""
+        quiet = 0 if firing else self._not_held.get(cond.kind, 0) + 1
+        self._not_held[cond.kind] = quiet
+        if cond.active and 0 < quiet < _CLEAR_AFTER and cond.kind in self._findings:
+            return []
         events = cond.observe(firing, severity=severity, message=msg, step=report.step,
                               epoch=report.event_epoch, suggestions=sugg, values=values, clear_message=clear)
         if firing and not events and report.evaluated:
@@ -280,16 +291,19 @@ class EpochEvaluator:
         gap, prev_gap = _gap(cur), _gap(prev)
         values = {"val_loss": cur[_VAL], "train_loss": cur[_TRAIN], "improvement_rate": val_rate,
                   "train_improvement_rate": train_rate, "train_val_gap": gap}
-        if report.host_epoch is not None:
+        if _finite(report.host_epoch) is not None:
             values["epoch"] = report.host_epoch
         healthy = min(_HEALTHY_GAP, self.gap_threshold)
         small_gap = gap is None or gap <= healthy
-        # Overfitting: the gap is past healthy AND widening, train still falls, and val
-        # stalls, rises, or improves at under a quarter of train's pace. A large gap that
-        # holds steady while both losses stall (the seed's Scenario 1) is not overfitting.
-        overfit = (gap is not None and prev_gap is not None and gap > healthy
-                   and gap - prev_gap >= _WIDENING and train_rate >= thr
-                   and val_rate < max(thr, train_rate / 4))
+        # Overfitting (`_widening`). A large gap that holds steady while both losses stall
+        # (the seed's Scenario 1) is not overfitting.
+        overfit = self._widening(prev, cur, healthy)
+        best = min((e for e in h[:-1] if e[_VAL] is not None), key=lambda e: e[_VAL], default=None)
+        if not overfit and best is not None and cur[_VAL] >= best[_VAL] * (1 + thr) and self._widening(best, cur, healthy):
+            # val back above its best while train fell since: measured from there, whatever the
+            # evaluations' spacing (with evaluations every 5 steps, the span `_ref` compares
+            # reaches back into the first fast descent and hides the turn)
+            overfit, prev, prev_gap = True, best, _gap(best)
         quiet = overfit or explained or self._no_learning.active  # they explain a stalling val loss
         cut = lr_change(info, _LR_CUT)
         found: dict[str, tuple[str, list[str]]] = {}
@@ -312,8 +326,8 @@ class EpochEvaluator:
                    f"({'severe' if severe else 'mild'}, threshold: {100 * self.gap_threshold:.1f}%);"
                    f" val loss {prev[_VAL]:.3f} → {cur[_VAL]:.3f} while train loss {prev[_TRAIN]:.3f} → "
                    f"{cur[_TRAIN]:.3f}")
-            best = min((e for e in h if e[_VAL] is not None), key=lambda e: e[_VAL])
-            at_best = None if best is cur else (evaluation_where(best[_I], best[_STEP], best[_HOST]), best[_VAL])
+            at_best = None if best is None or best[_VAL] >= cur[_VAL] else \
+                (evaluation_where(best[_I], best[_STEP], best[_HOST]), best[_VAL])
             found["overfitting"] = (msg, regularization_advice(info, severe, at_best))
         if self._plateau(_VAL) and not quiet:
             sugg = [cut, schedule_advice(info), "Consider early stopping if this persists"]
@@ -334,6 +348,14 @@ class EpochEvaluator:
             events += self._observe(self._findings[kind], kind in found, report, WARNING, msg, sugg, values,
                                     f"{kind} cleared at {report.where}")
         return events
+
+    def _widening(self, prev: list, cur: list, healthy: float) -> bool:
+        """Overfitting from `prev` to `cur`: the gap is past healthy AND widening, train
+        still falls, and val stalls, rises, or improves at under a quarter of train's pace."""
+        gap, prev_gap, thr = _gap(cur), _gap(prev), self.improvement_threshold
+        train_rate, val_rate = _rate(prev[_TRAIN], cur[_TRAIN]), _rate(prev[_VAL], cur[_VAL])
+        return (gap is not None and prev_gap is not None and gap > healthy and gap - prev_gap >= _WIDENING
+                and train_rate >= thr and val_rate < max(thr, train_rate / 4))
 
     def _underfitting(self, healthy: float) -> bool:
         """Small gap, both losses improving 1-5% an evaluation (over the steps `_ref`
@@ -365,12 +387,14 @@ class EpochEvaluator:
     def state_dict(self) -> dict[str, Any]:
         return {"history": [list(e) for e in self._history],
                 "no_learning": self._no_learning.state_dict(), "above_best": self._above_best,
+                "not_held": dict(self._not_held),
                 "findings": {k: c.state_dict() for k, c in self._findings.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._history = [(list(e) + [None, None])[:6] for e in state["history"]]  # older: no step, epoch
         self._no_learning.load_state_dict(state["no_learning"])
         self._above_best = state.get("above_best", 0)
+        self._not_held = dict(state.get("not_held", {}))
         for k, c in self._findings.items():
             if k in state.get("findings", {}):
                 c.load_state_dict(state["findings"][k])

@@ -20,11 +20,12 @@ _RULE = "=" * 70
 
 def evaluation_label(index: int, step: int | None = None, host_epoch: float | None = None) -> str:
     """The report's name of evaluation `index` (0-based): "Epoch 3" for an epoch end
-    (`host_epoch` None), else "evaluation 4, step 400, epoch 0.64"."""
+    (`host_epoch` None), else "evaluation 4, step 400, epoch 0.64" ("evaluation 4, step
+    400" where `host_epoch` is NaN: a host without epochs)."""
     if host_epoch is None:
         return f"Epoch {index}"
     parts = [f"evaluation {index + 1}"] + ([f"step {step}"] if step is not None else [])
-    return ", ".join(parts + [f"epoch {_epoch_text(host_epoch)}"])
+    return ", ".join(parts + ([f"epoch {_epoch_text(host_epoch)}"] if math.isfinite(host_epoch) else []))
 
 
 def evaluation_where(index: int, step: int | None = None, host_epoch: float | None = None) -> str:
@@ -41,7 +42,8 @@ def _epoch_text(epoch: float) -> str:
 @dataclass
 class EpochReport:
     """What the evaluator found at one evaluation (`epoch`: its 0-based number, the
-    epoch where evaluations are epoch ends; `host_epoch`: the host's epoch, None there)."""
+    epoch where evaluations are epoch ends; `host_epoch`: the host's epoch, None there,
+    NaN for a host without epochs)."""
     epoch: int
     evaluated: bool
     events: list[Event] = field(default_factory=list)
@@ -61,20 +63,23 @@ class EpochReport:
         return evaluation_where(self.epoch, self.step, self.host_epoch)
 
     @property
-    def event_epoch(self) -> int:
-        """The epoch an event of this evaluation carries: the host's, whole."""
-        return self.epoch if self.host_epoch is None else int(math.floor(self.host_epoch))
+    def event_epoch(self) -> int | None:
+        """The epoch an event of this evaluation carries: the host's, whole (None: it has none)."""
+        if self.host_epoch is None:
+            return self.epoch
+        return int(math.floor(self.host_epoch)) if math.isfinite(self.host_epoch) else None
 
 
 def format_report(report: EpochReport) -> str:
-    """The seed's console block for one report ('' for a quiet, unevaluated one)."""
+    """The seed's console block for one report: on the evaluations `evaluation_epochs`
+    names, and on any other that raised a finding ('' for the rest)."""
     name = report.label
     cannot = f"⚠️  {name[0].upper()}{name[1:]}: Cannot evaluate ({report.reason})" if report.reason else ""
-    if not report.events and (cannot or not report.evaluated):
+    issues = [e for e in report.events if e.severity != INFO]
+    if not issues and (cannot or not report.evaluated):  # a finding that cleared is echoed as an event
         return cannot
     lines = [_RULE, f"POST-EPOCH EVALUATION ({name})", _RULE]
     lines += [cannot] if cannot else []
-    issues = [e for e in report.events if e.severity != INFO]
     if not issues and not cannot:
         lines.append("✅ All checks passed - training progressing well")
     elif issues:

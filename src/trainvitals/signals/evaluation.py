@@ -246,7 +246,9 @@ class EpochEvaluator:
         best = min(earlier, key=lambda e: e[_VAL])
         above = val > best[_VAL] * (1 + self.val_loss_rise)
         self._above_best = self._above_best + 1 if above else 0
-        firing = self._above_best >= self.val_loss_rise_patience
+        cond = self._findings["val_loss_above_best"]
+        # once raised, it holds while the val loss stays above (a dip below starts no new count)
+        firing = above and (cond.active or self._above_best >= self.val_loss_rise_patience)
         where = evaluation_where(best[_I], best[_STEP], best[_HOST])
         rise = val / best[_VAL] - 1 if best[_VAL] > 0 else math.inf
         msg = (f"Validation loss {val:.3f} is {100 * rise:.0f}% above its best ({best[_VAL]:.3f} at {where}) "
@@ -261,7 +263,7 @@ class EpochEvaluator:
             sugg += [lr_change(info, _LR_CUT_HARD), _tighten(info)]
         values = {"val_loss": val, "best_val_loss": best[_VAL], "best_step": best[_STEP],
                   "evaluations_above": self._above_best, "rise": rise}
-        return self._observe(self._findings["val_loss_above_best"], firing, report, ALERT, msg, sugg, values,
+        return self._observe(cond, firing, report, ALERT, msg, sugg, values,
                              f"val_loss_above_best cleared: val loss {val:.3f} is within "
                              f"{100 * self.val_loss_rise:.0f}% of its best {best[_VAL]:.3f}")
 

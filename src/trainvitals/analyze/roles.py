@@ -8,9 +8,10 @@ a known convention (HF `Trainer`, from its TensorBoard log or its `trainer_state
 An epoch series (`train/epoch` in HF's logs: progress in epochs at each logged step,
 1.0 at the end of the first) turns the step losses into epoch losses at each epoch's
 last logged step, so the post-epoch checks run on such logs too (where `eval/loss` is
-logged at epoch ends, its steps are those). Step losses logged as N-step means (HF with
-`logging_steps=N`) are weighted by the steps each covers; exact when N divides the
-epoch, the mean of what was logged otherwise.
+logged at epoch ends, its steps are those; logged every N steps, the replay evaluates
+at each of them instead, with `span_means` of the step losses between). Step losses
+logged as N-step means (HF with `logging_steps=N`) are weighted by the steps each
+covers; exact when N divides the epoch, the mean of what was logged otherwise.
 """
 from __future__ import annotations
 

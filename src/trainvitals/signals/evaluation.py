@@ -26,12 +26,16 @@ import math
 from typing import Any
 
 from trainvitals.errors import ConfigError, check_range, check_type
-from trainvitals.events import ALERT, INFO, WARNING, Event
-from trainvitals.signals.advice import learning_rate, tighten_clip
+from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.signals.advice import learning_rate
 from trainvitals.signals.evaluation_advice import (
     capacity_advice, longer_advice, lr_change, more_capacity, num, regularization_advice, schedule_advice,
-    stop_early, warmup_check)
+    stop_early, tighten, warmup_check)
+from trainvitals.signals.evaluation_lr import LR_CUT_HARD, check_lr
 from trainvitals.signals.evaluation_report import EpochReport, evaluation_where, format_report
+from trainvitals.signals.evaluation_report import finite as _finite
+from trainvitals.signals.evaluation_report import improvement as _rate
+from trainvitals.signals.evaluation_report import report_event as _event
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["EpochReport", "EpochEvaluator", "format_report"]
@@ -48,16 +52,11 @@ _NO_LEARNING_FRAC = 0.98  # val within 2% of the unigram entropy (or above): not
 # known, otherwise less than 25% of the first evaluation's val loss gone.
 _HIGH_OF_BASELINE, _HIGH_DROP = 0.70, 0.25
 _LR_CUT = 0.5           # seed: "Reduce learning rate by 0.5x"
-_LR_CUT_HARD = 1 / 3    # a rising or collapsed loss needs a firmer cut (seed: 3e-4 -> 1e-4)
-_LR_RAISE = 3.0
 # With steps known, "still falling" is measured over at least this many steps (longer
 # epochs: over the previous one). Measured on 10-step epochs of our tiny LM: 20 steps
 # still calls a healthy run stuck; 30 does not, and finds a collapse at lr 0.3 by step
 # 60 (50: step 90; 100: step 140).
 _PROGRESS_STEPS = 30
-# A step loss at most this far above the previous epoch's mean is healthy (the
-# divergence check's climb): a non-finite loss right after it came from its batch.
-_HEALTHY_CLIMB = 0.2
 # A finding ends after this many evaluations without it: on evaluations every 10 steps,
 # overfitting and slow improvement came and went with the noise of one evaluation.
 _CLEAR_AFTER = 3
@@ -182,35 +181,7 @@ class EpochEvaluator:
         h = self._history
         if report.epoch != 1 or len(h) < 2 or h[-2][_I] != 0 or h[-2][_TRAIN] is None:
             return []
-        warming = info["learning_rate"].in_warmup
-        t0, t1 = h[-2][_TRAIN], _finite(raw_train)
-        lr, warmup = num(info, "lr"), num(info, "warmup_steps")
-        span = "in epoch 1" if report.host_epoch is None else \
-            f"from the 1st to the 2nd evaluation ({report.where})"
-        values = {"train_loss_0": t0, "train_loss_1": t1, "lr": lr}
-        if t1 is None and last_finite is not None and last_finite <= (1 + _HEALTHY_CLIMB) * t0:
-            return [_bad_batch_event(report, raw_train, last_finite, t0, values)]
-        # A rise smaller than the improvement threshold is no move either way (a LoRA
-        # fine-tune's first epochs: 5.952 -> 5.964, +0.2%); divergence climbs by tens of %.
-        if t1 is None or t1 > t0 * (1 + self.improvement_threshold):
-            sugg = [lr_change(info, _LR_CUT_HARD),
-                    f"Lengthen warmup: {warmup:.0f} → {2 * warmup:.0f} steps" if warmup
-                    else "Add or lengthen learning-rate warmup",
-                    _tighten(info)]
-            shown = raw_train if t1 is None else f"{t1:.3f}"
-            return [_event("lr_too_high", ALERT, f"Training loss rose {span}: {t0:.3f} → "
-                           f"{shown}: learning rate too high (instability)", report, sugg, values)]
-        drop = _rate(t0, t1)
-        if drop is None or drop >= self.improvement_threshold or warming:
-            return []
-        sugg = [lr_change(info, _LR_RAISE),
-                f"Shorten warmup: {warmup:.0f} → {warmup // 2:.0f} steps" if warmup
-                else "Check warmup: a long warmup keeps the learning rate near zero early",
-                "Check that the parameters are updating (frozen_parameters events)"]
-        return [_event("lr_too_low", WARNING, f"Training loss barely moved {span}: "
-                       f"{t0:.3f} → {t1:.3f} ({100 * drop:.1f}%, threshold: "
-                       f"{100 * self.improvement_threshold:.1f}%): learning rate may be too low "
-                       "(cold start)", report, sugg, {**values, "improvement": drop})]
+        return check_lr(h[-2][_TRAIN], raw_train, report, info, self.improvement_threshold, last_finite)
 
     def _check_no_learning(self, report: EpochReport, val: float | None, info: dict) -> list[Event]:
         b = self.baseline_loss
@@ -218,7 +189,7 @@ class EpochEvaluator:
             return []
         msg = (f"No learning: val loss {val:.3f} is at the unigram entropy of the data "
                f"({b:.3f} nats): the model predicts no better than token frequencies")
-        sugg = [lr_change(info, _LR_CUT_HARD) + "; a too-high learning rate "
+        sugg = [lr_change(info, LR_CUT_HARD) + "; a too-high learning rate "
                 "collapses a model to the unigram entropy without any NaN",
                 "Check the data: targets must be the inputs shifted by one token",
                 "Check that the parameters are updating (frozen_parameters events)"]
@@ -260,7 +231,7 @@ class EpochEvaluator:
             msg += f"; the training loss fell {best[_TRAIN]:.3f} → {h[-1][_TRAIN]:.3f} meanwhile (overfitting)"
             sugg += regularization_advice(info, False, None)[:3]
         else:
-            sugg += [lr_change(info, _LR_CUT_HARD), _tighten(info)]
+            sugg += [lr_change(info, LR_CUT_HARD), tighten(info)]
         values = {"val_loss": val, "best_val_loss": best[_VAL], "best_step": best[_STEP],
                   "evaluations_above": self._above_best, "rise": rise}
         return self._observe(cond, firing, report, ALERT, msg, sugg, values,
@@ -409,41 +380,6 @@ def _span_share(a: list, b: list) -> float:
     return min(1.0, max(b[_STEP] - a[_STEP], 1) / _PROGRESS_STEPS)
 
 
-def _tighten(info: dict) -> str:
-    return tighten_clip(num(info, "gradient_clip")) if "gradient_clip" in info else "Tighten gradient clipping"
-
-
-def _bad_batch_event(report: EpochReport, raw_train: float, last: float, t0: float, values: dict) -> Event:
-    first = "epoch 0" if report.host_epoch is None else "1st evaluation"
-    return _event("bad_batch", ALERT, f"Training loss became {raw_train} {'in epoch 1' if report.host_epoch is None else 'by ' + report.where} right after a "
-                  f"healthy step loss {last:.3f} ({first} mean: {t0:.3f}): one bad batch, not the "
-                  "learning rate", report,
-                  ["Check the data of the step that went non-finite (the nonfinite_loss event names "
-                   "it): extreme values, empty or corrupt sequences, wrong token ids",
-                   "Resume from the last finite snapshot, skipping that batch",
-                   "Set on_nonfinite_loss = \"skip_step\" so such a step is not applied"],
-                  {**values, "last_finite_loss": last})
-
-
-def _event(kind: str, severity: str, message: str, report: EpochReport, suggestions, values) -> Event:
-    return Event(kind, severity, message, report.step, report.event_epoch, tuple(suggestions), values, _SOURCE)
-
-
-def _finite(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
-def _rate(before: float | None, after: float | None) -> float | None:
-    """Relative improvement, positive when the loss fell."""
-    if before is None or after is None or before <= 0:
-        return None
-    return (before - after) / before
-
-
-def _lr(x: float) -> str:
-    return f"{x:.1e}"
 
 
 def _gap(entry: list) -> float | None:

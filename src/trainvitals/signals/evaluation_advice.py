@@ -9,10 +9,10 @@ names it: `max_steps` where a step count bounds it (HF `max_steps`, Lightning
 from __future__ import annotations
 
 import math
-from trainvitals.signals.advice import increase_lr, learning_rate, reduce_lr
+from trainvitals.signals.advice import increase_lr, learning_rate, reduce_lr, tighten_clip
 
 __all__ = ["lr_change", "schedule_advice", "warmup_check", "capacity_advice", "more_capacity",
-           "longer_advice", "regularization_advice", "stop_early", "num"]
+           "longer_advice", "regularization_advice", "stop_early", "tighten", "num"]
 
 # Common widths, so that advice proposes a size people use (seed: 512 -> 768, 768 -> 512).
 _WIDTHS = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
@@ -35,6 +35,10 @@ def lr_change(info: dict, factor: float) -> str:
     """The LR advice of `info`'s learning rate (the peak, and the LR now where it differs)."""
     rate = info.get("learning_rate") or learning_rate(None, num(info, "lr"))
     return (reduce_lr if factor < 1 else increase_lr)(rate, factor)
+
+
+def tighten(info: dict) -> str:
+    return tighten_clip(num(info, "gradient_clip")) if "gradient_clip" in info else "Tighten gradient clipping"
 
 
 def schedule_advice(info: dict) -> str:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from trainvitals.events import INFO, Event
 
-__all__ = ["EpochReport", "format_report", "evaluation_label", "evaluation_where"]
+__all__ = ["EpochReport", "format_report", "evaluation_label", "evaluation_where", "report_event", "finite",
+           "improvement"]
 
 _RULE = "=" * 70
+_SOURCE = "evaluation"
 
 
 def evaluation_label(index: int, step: int | None = None, host_epoch: float | None = None) -> str:
@@ -90,3 +93,21 @@ def format_report(report: EpochReport) -> str:
         lines.append("")
     lines += [f"ℹ️  {e.message}" for e in report.events if e.severity == INFO]
     return "\n".join(lines + [_RULE])
+
+
+def report_event(kind: str, severity: str, message: str, report: EpochReport, suggestions, values) -> Event:
+    """An event of the evaluation `report` describes, at its step and the host's epoch."""
+    return Event(kind, severity, message, report.step, report.event_epoch, tuple(suggestions), values, _SOURCE)
+
+
+def finite(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)
+
+
+def improvement(before: float | None, after: float | None) -> float | None:
+    """Relative improvement, positive when the loss fell."""
+    if before is None or after is None or before <= 0:
+        return None
+    return (before - after) / before

@@ -9,8 +9,10 @@ from typing import Any
 
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import INFO, Event
-from trainvitals.signals.evaluation import _event, _finite, _lr
+from trainvitals.signals.advice import fmt_lr
 from trainvitals.signals.evaluation_report import EpochReport
+from trainvitals.signals.evaluation_report import finite as _finite
+from trainvitals.signals.evaluation_report import report_event as _event
 
 __all__ = ["Action", "PlateauLRPolicy"]
 
@@ -85,7 +87,7 @@ class PlateauLRPolicy:
             return []
         self.bad_epochs, self.cooldown_left = 0, self.cooldown
         reason = findings[0] if findings else "no val improvement"
-        event = _event("action", INFO, f"auto_adjust: learning rate {_lr(lr)} → {_lr(new_lr)} "
+        event = _event("action", INFO, f"auto_adjust: learning rate {fmt_lr(lr)} → {fmt_lr(new_lr)} "
                        f"after {reason} at {report.where}", report, (),
                        {"old_lr": lr, "new_lr": new_lr})
         return [Action("reduce_lr", epoch, event, old_lr=lr, new_lr=new_lr, reason=reason)]

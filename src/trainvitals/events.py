@@ -41,6 +41,7 @@ KINDS = (
     "no_learning",
     "bad_batch",
     "gain_not_measurable",
+    "val_loss_above_best",
     "action",
     "cleared",
 )

@@ -145,7 +145,8 @@ def test_rising_first_epoch_is_lr_too_high_alert(epoch_1_train):
 def test_lr_check_only_after_epoch_1():
     ev = EpochEvaluator(evaluation_epochs=())
     for e, (t, v) in enumerate([(3.2, 3.3), (2.5, 2.6), (2.6, 2.7), (2.6, 2.7)]):
-        assert ev.update(e, t, v).events == []
+        # the later rise is a finding of the diagnosis (every evaluation), not of the LR check
+        assert not {"lr_too_high", "lr_too_low"} & set(kinds(ev.update(e, t, v)))
 
 
 def test_no_learning_fires_at_the_unigram_entropy_and_not_below_it():

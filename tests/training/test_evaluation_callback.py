@@ -5,8 +5,9 @@ from test_loss_monitor import Memory, data
 
 from trainvitals.config import TrainerConfig
 from trainvitals.sinks.base import SinkHub
+from trainvitals.tasks.lm.model import GPT, GPTConfig
 from trainvitals.training.callbacks import TrainerCallback
-from trainvitals.training.trainer import Trainer
+from trainvitals.training.trainer import LanguageModelTrainer, Trainer
 
 
 class Printed(Memory):
@@ -48,3 +49,29 @@ def test_no_validation_says_it_cannot_evaluate():
     cfg = TrainerConfig(epochs=3, lr=1e-2, warmup_steps=0, progress_bar=False, enable_gradient_monitor=False)
     Trainer(nn.Linear(4, 1), cfg, criterion=nn.functional.mse_loss, sinks=SinkHub([mem])).fit(data(4))
     assert any("Cannot evaluate (no validation loss)" in line for line in mem.lines)
+
+
+def test_a_run_of_many_short_epochs_that_overfits_is_told_after_epoch_3():
+    """2-step epochs of a tiny LM on 8 sequences of 16 symbols: the val loss is best at
+    epoch 5, then climbs while the train loss falls. The checks run at every epoch, not
+    only at `evaluation_epochs` (2, 3); the climb well above the best is an alert."""
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 16, (10, 17), generator=torch.Generator().manual_seed(0))
+    train = [(tokens[i:i + 4, :-1], tokens[i:i + 4, 1:]) for i in (0, 4)]
+    val = [(tokens[8:, :-1], tokens[8:, 1:])]
+    mem = Printed()
+    cfg = TrainerConfig(epochs=20, lr=6e-3, warmup_steps=0, lr_schedule="constant", progress_bar=False,
+                        enable_gradient_monitor=False, weight_decay=0.0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layers=2, n_heads=2, d_model=32))
+    LanguageModelTrainer(model, cfg, sinks=SinkHub([mem])).fit(train, val)
+    val_loss = [v for _, v in mem.scalars["val/loss"]]
+    best = val_loss.index(min(val_loss))
+    found = [(e.kind, e.severity, e.epoch) for e in mem.events if e.source == "evaluation"]
+    assert best > 3 and ("overfitting", "warning", best + 1) in found, (best, found)
+    # the alert: the first epoch ending a run of 3 at more than 10% above the best
+    above = [i for i, v in enumerate(val_loss) if i > best and v > 1.1 * val_loss[best]]
+    assert [f for f in found if f[1] == "alert"] == [("val_loss_above_best", "alert", above[2])]
+    assert above[:3] == [above[0], above[0] + 1, above[0] + 2]
+    text = "\n".join(mem.lines)
+    assert f"POST-EPOCH EVALUATION (Epoch {best + 1})" in text  # the seed's naming: epochs
+    assert f"Stop early: keep the snapshot from epoch {best}" in text

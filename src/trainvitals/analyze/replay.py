@@ -2,8 +2,8 @@
 
 The parts (`trainvitals.monitor.loss`, `.gradients`, `.evaluation`) get the logged
 values instead of probe readings, so what is computed beside a detector (the gain
-aggregates from per-block gains, the EMA, the drift series, the step stamped on epoch
-events, the report text) is the same code live and offline.
+aggregates from per-block gains, the EMA, the drift series, the step stamped on
+evaluation events, the report text) is the same code live and offline.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from trainvitals.analyze.readers import RunLog
+from trainvitals.analyze.roles import span_means
 from trainvitals.errors import check_range
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig, MonitorConfig
@@ -126,7 +127,7 @@ def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
         steps, values = _per_step(losses)
         part.report(box, steps, values, [lr_at(s) for s in steps], log_inputs=False)
     _replay_gradients(run, facts, monitor_cfg, lr_at, box)
-    _replay_epochs(run, facts, monitor_cfg, baseline, lr_at, box)
+    _replay_evaluations(run, facts, monitor_cfg, baseline, lr_at, box)
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
     return out
 
@@ -160,25 +161,43 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
         part.report(box, step, reading, lr_at(step), log_inputs=False)
 
 
-def _replay_epochs(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, baseline: float | None,
-                   lr_at, box: _ReplayOutbox) -> None:
-    train = run.series.get("train/epoch_loss", [])
-    val = dict(run.series.get("val/loss", []))
-    if not train:
+def _replay_evaluations(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, baseline: float | None,
+                        lr_at, box: _ReplayOutbox) -> None:
+    """Every evaluation the run made, in order, through the live glue: where our monitor
+    logged one (`evaluation/train_loss`, with the host's `evaluation/epoch` where it named
+    one), with the train loss it used; in another writer's log, each val loss at its step
+    with the mean step loss since the previous one (HF `eval_steps`), or each epoch end
+    where evaluations are epoch ends (its epoch loss, and the val loss logged there)."""
+    s = run.series
+    val, epoch_loss = dict(s.get("val/loss", [])), dict(s.get("train/epoch_loss", []))
+    if not val and not epoch_loss:
         return
     part = PostEpochEvaluationCallback(monitor_cfg, baseline)
-    losses, start = run.series.get("train/step_loss", []), 0
-    for i, (x, train_loss) in enumerate(train):
-        # an epoch CSV counts epochs; a trainer log writes epoch values at the step they ended
-        epoch, step = (x, None) if run.index == "epoch" else (i, x)
-        before_bad = None
-        if step is not None:  # as live: the last finite step loss before the epoch's first non-finite one
-            end = bisect.bisect_right([s for s, _ in losses], step)
-            bad = next((k for k in range(start, end) if not math.isfinite(losses[k][1])), None)
-            if bad is not None:
-                before_bad = next((v for _, v in reversed(losses[:bad]) if math.isfinite(v)), None)
-            start = end
-        part.report(box, epoch, step, train_loss, val.get(x), lr_at(x) if step else None, facts, before_bad)
+    if run.index == "epoch":  # an epoch CSV counts epochs, and has no steps
+        for epoch, train in epoch_loss.items():
+            part.report(box, int(epoch), None, train, val.get(epoch), None, facts)
+        return
+    losses = s.get("train/step_loss", [])
+    logged = dict(s.get("evaluation/train_loss", []))
+    if logged:
+        steps, train_of, host = sorted(logged), logged.get, dict(s.get("evaluation/epoch", [])).get
+    elif val and not set(val) <= set(epoch_loss):  # evaluations every N steps, not at epoch ends
+        steps = sorted(val)
+        train_of = dict(zip(steps, span_means(losses, steps))).get
+        progress = dict(s.get("train/epoch", []))
+        host = progress.get
+    else:
+        steps, train_of, host = sorted(epoch_loss), epoch_loss.get, (lambda step: None)
+    at, start = [step for step, _ in losses], 0
+    for index, step in enumerate(steps):
+        # as live: the last finite step loss before the first non-finite one since the previous evaluation
+        end = bisect.bisect_right(at, step)
+        bad = next((k for k in range(start, end) if not math.isfinite(losses[k][1])), None)
+        before_bad = None if bad is None else next((v for _, v in reversed(losses[:bad]) if math.isfinite(v)), None)
+        start = end
+        train = train_of(step)
+        part.report(box, index, step, math.nan if train is None else train, val.get(step), lr_at(step), facts,
+                    before_bad, host_epoch=host(step))
 
 
 def _per_step(losses: list[tuple[int, float]]) -> tuple[list[int], list[float]]:

@@ -8,9 +8,10 @@ a known convention (HF `Trainer`, from its TensorBoard log or its `trainer_state
 An epoch series (`train/epoch` in HF's logs: progress in epochs at each logged step,
 1.0 at the end of the first) turns the step losses into epoch losses at each epoch's
 last logged step, so the post-epoch checks run on such logs too (where `eval/loss` is
-logged at epoch ends, its steps are those). Step losses logged as N-step means (HF with
-`logging_steps=N`) are weighted by the steps each covers; exact when N divides the
-epoch, the mean of what was logged otherwise.
+logged at epoch ends, its steps are those; logged every N steps, the replay evaluates
+at each of them instead, with `span_means` of the step losses between). Step losses
+logged as N-step means (HF with `logging_steps=N`) are weighted by the steps each
+covers; exact when N divides the epoch, the mean of what was logged otherwise.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from dataclasses import replace
 from trainvitals.analyze.readers import RunLog
 from trainvitals.errors import ConfigError
 
-__all__ = ["ROLES", "CONVENTIONS", "parse_tags", "apply_roles"]
+__all__ = ["ROLES", "CONVENTIONS", "parse_tags", "apply_roles", "span_means"]
 
 ROLES = {
     "step_loss": "train/step_loss",
@@ -137,6 +138,13 @@ def _epoch_losses(losses: list[tuple[int, float]], epochs: list[tuple[int, float
         return []
     top, reached = max(last_step), max(e for _, e in epochs)
     ends = [last_step[k] for k in sorted(last_step) if k < top or (progress and reached >= k + 1 - 1e-6)]
+    means = span_means(losses, ends)
+    return [] if None in means else list(zip(ends, means))
+
+
+def span_means(losses: list[tuple[int, float]], ends: list[int]) -> list[float | None]:
+    """The mean step loss of each span (previous end, end] (None for a span with no
+    logged loss), each logged loss weighted by the steps it stands for (an N-step mean)."""
     out, prev_step, i = [], 0, 0
     for end in ends:
         total = weight = 0.0
@@ -144,7 +152,5 @@ def _epoch_losses(losses: list[tuple[int, float]], epochs: list[tuple[int, float
             step, value = losses[i]
             gap = max(1, step - prev_step)
             total, weight, prev_step, i = total + gap * value, weight + gap, step, i + 1
-        if not weight:
-            return []
-        out.append((end, total / weight))
+        out.append(total / weight if weight else None)
     return out

@@ -9,7 +9,7 @@ Where each part comes from in Lightning's loop (lightning 2.x):
 | block gains | tensor hooks on the blocks' inputs and outputs during a monitored step's backward |
 | grad norms, non-finite gradients, weight-update snapshot | `on_before_optimizer_step`: unscaled (AMP), not yet clipped; inside `optimizer.step(closure)` under automatic optimization, which the weight-update probe handles |
 | step loss | `outputs["loss"]` of `on_train_batch_end` (divided by `accumulate_grad_batches`), summed over the step's batches |
-| validation loss | `trainer.callback_metrics[val_loss_key]` (default `"val_loss"`, what you `self.log`) after validation |
+| validation loss | `trainer.callback_metrics[val_loss_key]` (default `"val_loss"`, what you `self.log`) after validation: the epoch's evaluation at its end, an evaluation at its step mid-epoch (`val_check_interval`) |
 | stop | `trainer.should_stop` |
 
 Scalars go to every logger of the trainer (`logger.log_metrics`, one call per step),
@@ -49,7 +49,7 @@ class TrainvitalsCallback(pl.Callback):
         self._saved: dict[str, Any] | None = None
         self._loss = StepLoss()
         self._last_step = 0
-        self._validated = False  # a validation ended this epoch (it ends the monitor's epoch)
+        self._epoch_val: tuple = ()  # the val loss of the validation at the epoch's end, for end_epoch
 
     @property
     def state_key(self) -> str:
@@ -66,8 +66,12 @@ class TrainvitalsCallback(pl.Callback):
             else SinkHub()
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         clip = trainer.gradient_clip_val
+        # what bounds the run, in Lightning's names (advice says "Train longer: max_steps 500 → 1000")
+        length = {"max_steps": trainer.max_steps} if trainer.max_steps > 0 else \
+            {"max_epochs": trainer.max_epochs} if trainer.max_epochs and trainer.max_epochs > 0 else {}
         self.monitor = Monitor(pl_module, optimizer, self.config, blocks=self.blocks, sinks=sinks,
-                               run_info={"gradient_clip": float(clip)} if clip else None, can_set_lr=False)
+                               run_info={**length, **({"gradient_clip": float(clip)} if clip else {})},
+                               can_set_lr=False)
         if self._saved is not None:
             self.monitor.load_state_dict(self._saved)
         self._last_step = trainer.global_step
@@ -91,18 +95,23 @@ class TrainvitalsCallback(pl.Callback):
             trainer.should_stop = True
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if self.monitor is None or trainer.sanity_checking:
+        if self.monitor is None or trainer.sanity_checking or trainer.state.fn != "fit":
             return
         value = trainer.callback_metrics.get(self.val_loss_key)
-        self.monitor.end_epoch(float(value) if value is not None else None)
-        self._validated = True
+        if getattr(trainer, "is_last_batch", False):  # the epoch's own validation: it ends the epoch
+            self._epoch_val = (value,)
+            return
+        self.monitor.evaluate(value, epoch=trainer.current_epoch)  # val_check_interval: mid-epoch
         if self.monitor.stop_reason is not None:
             trainer.should_stop = True
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self.monitor is not None and not self._validated:
-            self.monitor.end_epoch()
-        self._validated = False
+        if self.monitor is None:
+            return
+        self.monitor.end_epoch(*self._epoch_val)
+        self._epoch_val = ()
+        if self.monitor.stop_reason is not None:
+            trainer.should_stop = True
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if self.monitor is not None:

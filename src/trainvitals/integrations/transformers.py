@@ -10,7 +10,7 @@ Where each part comes from in HF's loop (transformers 5.x):
 | grad norms, non-finite gradients | at the end of the step's last backward, before HF clips (a queued autograd callback) |
 | weight updates | snapshot at that point, measured in `on_optimizer_step` from the real optimizer |
 | step loss | a forward hook reading `output.loss` of each training micro-batch |
-| validation loss | `metrics["eval_loss"]` in `on_evaluate` (or the epoch end when HF does not evaluate) |
+| validation loss | `metrics["eval_loss"]` in `on_evaluate`: an evaluation at its step, named by HF's epoch (`eval_strategy="epoch"`: the epoch's); the epoch end when HF does not evaluate |
 | stop | `control.should_training_stop` |
 
 HF cannot have its LR changed by a callback, so `reduce_lr` actions name the value to
@@ -66,6 +66,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
         self._queued = False
         self._scaler = None
         self._events: list[Event] = []
+        self._ended = False  # train() returned: an evaluate() now is the user's
 
     @property
     def events(self) -> list[Event]:
@@ -86,7 +87,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
         warmup = args.get_warmup_steps(state.max_steps) if state.max_steps else \
             (args.warmup_steps if args.warmup_steps >= 1 else None)
         info = {"gradient_clip": args.max_grad_norm or None, "warmup_steps": int(warmup) if warmup else None,
-                "epochs": args.num_train_epochs, "uniform_loss": math.log(vocab) if vocab else None}
+                **_run_length(args), "uniform_loss": math.log(vocab) if vocab else None}
         self.monitor = Monitor(model, real, self.config, blocks=self.blocks, sinks=sinks,
                                run_info={k: v for k, v in info.items() if v is not None}, can_set_lr=False)
         self._resume(state)
@@ -97,6 +98,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
         self._handles = [model.register_forward_hook(self._capture_loss, with_kwargs=True)]
 
     def on_step_begin(self, args, state, control, **kwargs) -> None:
+        self._ended = False
         m = self.monitor
         if m is not None and m.flow is not None and m.flow.attached:
             # the step's last backward ends before HF clips: measure there (queued by a grad hook)
@@ -122,16 +124,23 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
             control.should_training_stop = True
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs) -> None:
-        if self.monitor is not None and metrics and "eval_loss" in metrics:
-            self.monitor.end_epoch(float(metrics["eval_loss"]))
-            if self.monitor.stop_reason is not None:
-                control.should_training_stop = True
+        if self.monitor is None or not metrics or "eval_loss" not in metrics:
+            return
+        if args.eval_strategy == "epoch" and not self._ended:
+            self.monitor.end_epoch(metrics["eval_loss"])
+        else:  # eval_steps, or an evaluate() of the user's (after train(): not again at an evaluated step)
+            self.monitor.evaluate(metrics["eval_loss"], epoch=state.epoch)
+        if self._ended:
+            self.saved_state = self.monitor.state_dict()
+        elif self.monitor.stop_reason is not None:
+            control.should_training_stop = True
 
     def on_epoch_end(self, args, state, control, **kwargs) -> None:
         if self.monitor is not None and args.eval_strategy == "no":
             self.monitor.end_epoch()
 
     def on_train_end(self, args, state, control, **kwargs) -> None:
+        self._ended = True
         if self.monitor is not None:
             self.saved_state = self.monitor.state_dict()
             self.monitor.close()
@@ -193,6 +202,11 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
         for h in self._handles[1:]:
             h.remove()
         self._handles, self._queued = keep, False
+
+
+def _run_length(args: Any) -> dict[str, Any]:
+    """What bounds the run, in HF's names: `max_steps` overrides `num_train_epochs` when set."""
+    return {"max_steps": args.max_steps} if args.max_steps > 0 else {"num_train_epochs": args.num_train_epochs}
 
 
 def _hf_tensorboard_dir(args: Any) -> str:

@@ -42,6 +42,8 @@ class DetectorConfig:
     improvement_threshold: float = 0.01
     gap_threshold: float = 0.3
     plateau_window: int = 3
+    val_loss_rise: float = 0.1  # val_loss_above_best (alert): the val loss this fraction above its best ...
+    val_loss_rise_patience: int = 3  # ... at this many evaluations in a row
 
     def __post_init__(self) -> None:
         # every field of the concrete class (TrainerConfig's too) has its annotated type
@@ -75,6 +77,8 @@ class DetectorConfig:
         check_range("improvement_threshold", self.improvement_threshold, 0, 1, lo_open=True, hi_open=True)
         check_range("gap_threshold", self.gap_threshold, 0, lo_open=True)
         check_range("plateau_window", self.plateau_window, 2)
+        check_range("val_loss_rise", self.val_loss_rise, 0, lo_open=True)
+        check_range("val_loss_rise_patience", self.val_loss_rise_patience, 1)
 
     def detector_settings(self) -> "DetectorConfig":
         """Just the detector thresholds (for a host that holds a larger config)."""

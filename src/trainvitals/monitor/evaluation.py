@@ -1,13 +1,15 @@
-"""`PostEpochEvaluationCallback`: the seed's Enhancement 3 after each epoch.
+"""`PostEpochEvaluationCallback`: the seed's Enhancement 3 at every evaluation.
 
-The checks live in `signals.evaluation`; this part feeds them each epoch's losses and
-the run's real settings (named in advice), logs `evaluation/*` at the epoch's last step, stamps that step on its events,
+The checks live in `signals.evaluation`; this part feeds them each evaluation's losses
+(an epoch end, or a validation every N steps) and the run's real settings (named in
+advice), logs `evaluation/*` at the evaluation's step, stamps that step on its events,
 prints the seed's report block and, with `auto_adjust`, takes the safe actions of
 `signals.lr_policy` (cut the LR, stop early), each logged as an event. The `Monitor`
 and `analyze` both call it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -23,15 +25,18 @@ class PostEpochEvaluationCallback:
     def __init__(self, config: MonitorConfig | None = None, baseline_loss: float | None = None) -> None:
         self.config = c = config if config is not None else MonitorConfig()
         self.evaluator = EpochEvaluator(list(c.evaluation_epochs), c.improvement_threshold, c.gap_threshold,
-                                        c.plateau_window, baseline_loss)
+                                        c.plateau_window, baseline_loss, c.val_loss_rise, c.val_loss_rise_patience)
         self.policy = PlateauLRPolicy() if c.auto_adjust else None
 
     def report(self, out: Outbox, epoch: int, step: int | None, train_loss: float | None,
                val_loss: float | None, lr: float | None, run_info: dict[str, Any] | None = None,
-               last_finite_loss: float | None = None) -> None:
-        """`lr`: the LR in use at `step`. Advice names the peak, `run_info["lr"]` (the one
-        the user set) times the cuts decided so far (`out.lr_scale`), else `lr`;
-        `last_finite_loss`: in an epoch that turned non-finite, the step loss just before."""
+               last_finite_loss: float | None = None, host_epoch: float | None = None) -> None:
+        """Evaluation number `epoch` (0-based; the epoch where evaluations are epoch ends)
+        at `step`. `lr`: the LR in use at `step`. Advice names the peak, `run_info["lr"]`
+        (the one the user set) times the cuts decided so far (`out.lr_scale`), else `lr`;
+        `last_finite_loss`: in an evaluation span that turned non-finite, the step loss
+        just before; `host_epoch`: the host's epoch, for an evaluation that is not the
+        end of epoch `epoch` (it names the evaluation)."""
         info = dict(run_info or {})
         peak = out.learning_rate(lr, info.get("lr"), step, info.get("warmup_steps")).peak
         peak = peak if peak is not None else lr
@@ -39,9 +44,14 @@ class PostEpochEvaluationCallback:
             info["lr"] = peak
         report = self.evaluator.update(epoch, train_loss, val_loss, lr=peak, run_info=info, step=step,
                                        warmup_steps=info.get("warmup_steps"), last_finite_loss=last_finite_loss,
-                                       lr_now=lr)
-        for tag, value in report.metrics.items():  # an epoch-indexed log (a CSV) has no step
-            out.log(f"evaluation/{tag}", value, epoch if step is None else step)
+                                       lr_now=lr, host_epoch=host_epoch)
+        at = epoch if step is None else step  # an epoch-indexed log (a CSV) has no step
+        # what the evaluation compared (`analyze` finds the evaluations of a log of ours by it)
+        metrics = {**report.metrics, "train_loss": math.nan if train_loss is None else float(train_loss),
+                   "epoch": report.host_epoch}
+        for tag, value in metrics.items():
+            if value is not None:
+                out.log(f"evaluation/{tag}", value, at)
         events = [e if e.step is not None or step is None else replace(e, step=step) for e in report.events]
         text = format_report(report)
         if text:

@@ -10,8 +10,10 @@ A loop calls it at the points every loop has:
         optimizer.step()
         monitor.after_optimizer_step()    # may be left out: step_end() does it
         monitor.step_end(loss)            # the step's loss: a tensor stays on the device
-      after validation:
-        monitor.end_epoch(val_loss=...)   # the epoch's train loss is the mean of its steps
+      after a validation (every N steps, or mid-epoch):
+        monitor.evaluate(val_loss)        # checks the train loss of the steps since the previous one
+      at an epoch end:
+        monitor.end_epoch(val_loss=...)   # its train loss is the mean of its steps; val_loss if validated
     # leaving the block (or close()) reports the last steps and closes the logs
 
 Steps are optimizer steps counted from 1: step s is logged at s. A loop that counts its
@@ -21,8 +23,9 @@ optimizer steps done once iteration `iter_num` has stepped).
 Step 1, then every `gradient_monitor_interval` steps, is measured: the block hooks are
 attached when the previous step ends, so a host needs no call before the forward, and
 removed after that step's backward (under torch.compile they stay, traced into the graph:
-`probes/gradient_flow.py`; make the Monitor before the first compiled forward). Losses and measurements stay on the device until a
-logging step (every `log_every` steps, and at `flush()` / `end_epoch()`), when they
+`probes/gradient_flow.py`; make the Monitor before the first compiled forward). Losses and
+measurements stay on the device until a logging step (every `log_every` steps, and at
+`flush()`, `evaluate()`, `end_epoch()`), when they
 cross to the host in one transfer and feed the detectors. Each call returns the events
 it raised; `events` holds all of them. Decisions are for the host to carry out:
 `stop_reason` (stop now), `lr_scale` (multiply the scheduled LR), `skip_step(loss)`.
@@ -112,7 +115,11 @@ class Monitor(Outbox):
         self._clip_norm: torch.Tensor | None = None  # this step's total grad norm, for clip_grad_norm_
         self._lr_now: float | None = None
         self._epoch_loss = [0.0, 0]  # sum and count of the applied steps' losses this epoch
-        self._before_nonfinite: float | None = None  # the epoch's last finite loss before its first non-finite
+        self._eval_loss = [0.0, 0]  # ... since the previous evaluation
+        self._evaluations = 0  # evaluations made
+        self._last_eval: list | None = None  # the latest: [step, had a val loss, train loss]
+        self._validated = False  # an evaluation had a val loss: the run validates
+        self._before_nonfinite: float | None = None  # since the previous evaluation: the last finite loss before the first non-finite
         self._last_finite: float | None = None
         self._skipping = False  # skip_step() said this step is left out
         self._rank_stop: tuple[StopReason, str] | None = None  # asked on this rank, not yet reduced
@@ -213,31 +220,72 @@ class Monitor(Outbox):
         elif self._rank_stop is None:
             self._rank_stop = (reason, message)
 
-    def end_epoch(self, val_loss: float | None = None, train_loss: float | None = None) -> list[Event]:
-        """After validation: log the epoch's losses, run the post-epoch checks.
-        `train_loss` defaults to the mean loss of the epoch's applied steps (NaN if every
-        step was skipped, or an applied one was non-finite)."""
+    def evaluate(self, val_loss: Any = None, train_loss: Any = None, *, epoch: float | None = None) -> list[Event]:
+        """After a validation made anywhere in the loop (every N steps, mid-epoch): log
+        `val_loss` and run the post-epoch checks with the mean loss of the applied steps
+        since the previous evaluation (or `train_loss`). `epoch`, the host's epoch (HF's
+        fractional one), names the evaluation; default: the epochs ended so far (none
+        named before `end_epoch()` is first called). Losses
+        may be floats, 0-dim tensors or NumPy scalars. A second evaluation at the step of
+        one that had a val loss (the same weights: HF's `evaluate()` after `train()`) is
+        not recorded again."""
+        if epoch is None:  # the epochs ended so far, if the loop has epochs
+            epoch = self.epoch if self.epoch else math.nan
+        return self._evaluation(val_loss, train_loss, epoch)
+
+    def end_epoch(self, val_loss: Any = None, train_loss: Any = None) -> list[Event]:
+        """An epoch ended, after its validation if any: log its train loss (`train_loss`,
+        default: the mean loss of its applied steps; NaN if every step was skipped or an
+        applied one was non-finite) and evaluate with `val_loss`, naming the evaluation
+        after the epoch. Without a val loss, the checks of the train loss alone run here,
+        unless the run validates by `evaluate()` (then an epoch end is no evaluation)."""
+        val, given = _loss_value("val_loss", val_loss), _loss_value("train_loss", train_loss)
+        start = len(self.events)
+        self.flush()
+        epoch_loss = self.epoch_loss() if given is None else given
+        self.log("train/epoch_loss", epoch_loss, self.step)
+        if val is not None or not self._validated:
+            # the epoch's name where evaluations are epoch ends, else the host's epoch beside the number
+            name = None if self._evaluations == self.epoch else self.epoch
+            self._evaluation(val, given, name)
+        self.epoch += 1
+        self._epoch_loss = [0.0, 0]
+        self.sinks.flush()
+        return self.events[start:]
+
+    def _evaluation(self, val_loss: Any, train_loss: Any, host_epoch: float | None) -> list[Event]:
+        val, train = _loss_value("val_loss", val_loss), _loss_value("train_loss", train_loss)
         self.flush()
         start = len(self.events)
-        if train_loss is None:
-            train_loss = self.epoch_loss()
-        if val_loss is not None and dist.active():  # each rank's validation loss: their mean
-            val_loss = float(dist.all_reduce_sum(torch.tensor(float(val_loss), dtype=torch.float64,
-                                                              device=dist.collective_device())) / dist.world_size())
-        self.log("train/epoch_loss", train_loss, self.step)
-        if val_loss is not None:
-            self.log("val/loss", val_loss, self.step)
+        again = self._last_eval is not None and self._last_eval[0] == self.step
+        if again and self._last_eval[1]:
+            return []  # same step, same weights: this evaluation was made
+        if val is not None and dist.active():  # each rank's validation loss: their mean
+            val = float(dist.all_reduce_sum(torch.tensor(val, dtype=torch.float64,
+                                                         device=dist.collective_device())) / dist.world_size())
+        if again:  # a val loss for the evaluation made at this step without one: it is revised
+            index, train = self._evaluations - 1, self._last_eval[2] if train is None else train
+        else:
+            index, train = self._evaluations, self._mean(self._eval_loss) if train is None else train
+            self._evaluations += 1
+        if val is not None:
+            self.log("val/loss", val, self.step)
+            self._validated = True
         if self.evaluation is not None:
-            self.evaluation.report(self, self.epoch, self.step, train_loss, val_loss, self.current_lr(),
-                                   self.run_info, self._before_nonfinite)
-        self.epoch += 1
-        self._epoch_loss, self._before_nonfinite = [0.0, 0], None
+            self.evaluation.report(self, index, self.step, train, val, self.current_lr(), self.run_info,
+                                   self._before_nonfinite, host_epoch=host_epoch)
+        self._last_eval = [self.step, val is not None, train]
+        self._eval_loss, self._before_nonfinite = [0.0, 0], None
         self.sinks.flush()
         return self.events[start:]
 
     def epoch_loss(self) -> float:
         """Mean loss of this epoch's applied steps reported so far (NaN if none)."""
-        total, count = self._epoch_loss
+        return self._mean(self._epoch_loss)
+
+    @staticmethod
+    def _mean(acc: list) -> float:
+        total, count = acc
         return total / count if count else math.nan
 
     @property
@@ -269,8 +317,9 @@ class Monitor(Outbox):
             floats.append(loss)
             lrs[step] = lr
             if not skipped:
-                self._epoch_loss[0] += loss
-                self._epoch_loss[1] += 1
+                for acc in (self._epoch_loss, self._eval_loss):
+                    acc[0] += loss
+                    acc[1] += 1
             if math.isfinite(loss):
                 self._last_finite = loss
             elif self._before_nonfinite is None:
@@ -337,7 +386,9 @@ class Monitor(Outbox):
         self.flush()
         parts = {"loss": self.loss, "gradients": self.gradients, "evaluation": self.evaluation}
         return {"step": self.step, "epoch": self.epoch, "lr_scale": self.lr_scale,
-                "epoch_loss": list(self._epoch_loss), "last_finite": self._last_finite,
+                "epoch_loss": list(self._epoch_loss), "eval_loss": list(self._eval_loss),
+                "evaluations": self._evaluations, "last_eval": self._last_eval, "validated": self._validated,
+                "last_finite": self._last_finite,
                 "before_nonfinite": self._before_nonfinite,
                 **{k: p.state_dict() for k, p in parts.items() if p is not None}}
 
@@ -345,6 +396,10 @@ class Monitor(Outbox):
         self._fresh = False  # the resumed run's logs hold its settings
         self.step, self.epoch, self.lr_scale = state["step"], state["epoch"], state["lr_scale"]
         self._epoch_loss = list(state["epoch_loss"])
+        # older snapshots: one evaluation an epoch
+        self._eval_loss = list(state.get("eval_loss", state["epoch_loss"]))
+        self._evaluations = state.get("evaluations", self.epoch)
+        self._last_eval, self._validated = state.get("last_eval"), state.get("validated", False)
         self._last_finite, self._before_nonfinite = state["last_finite"], state["before_nonfinite"]
         for key, part in (("loss", self.loss), ("gradients", self.gradients), ("evaluation", self.evaluation)):
             if part is not None and state.get(key) is not None:
@@ -419,6 +474,26 @@ def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     lr = g.get("initial_lr", g.get("lr"))  # a torch scheduler keeps the configured LR there
     return {k: float(v) for k, v in (("lr", lr), ("weight_decay", g.get("weight_decay")))
             if isinstance(v, (int, float))}
+
+
+def _loss_value(name: str, x: Any) -> float | None:
+    """A loss as a float: from a float, an int, a 0-dim tensor or a NumPy scalar (None stays None)."""
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor) and x.dim() == 0 and (x.is_floating_point() or not x.dtype.is_complex):
+        return float(x.detach().item())
+    if hasattr(x, "dtype") and getattr(x, "shape", None) == () and hasattr(x, "item"):  # NumPy scalar or 0-d array
+        x = x.item()
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return float(x)
+    shape = f" of shape {tuple(x.shape)}" if hasattr(x, "shape") else ""
+    raise ConfigError(f"{name}={_short(x)} ({type(x).__name__}{shape}): expected one number, a float, "
+                      "a 0-dim tensor or a NumPy scalar (e.g. losses.mean())")
+
+
+def _short(x: Any) -> str:
+    text = " ".join(repr(x).split())
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _to_host(parts: Iterable[torch.Tensor]) -> list[float]:

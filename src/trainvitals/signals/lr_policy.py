@@ -9,7 +9,10 @@ from typing import Any
 
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import INFO, Event
-from trainvitals.signals.evaluation import EpochReport, _event, _finite, _lr
+from trainvitals.signals.advice import fmt_lr
+from trainvitals.signals.evaluation_report import EpochReport
+from trainvitals.signals.evaluation_report import finite as _finite
+from trainvitals.signals.evaluation_report import report_event as _event
 
 __all__ = ["Action", "PlateauLRPolicy"]
 
@@ -51,6 +54,7 @@ class PlateauLRPolicy:
         self.best_epoch: int | None = None
         self.epochs_since_best = self.bad_epochs = self.cooldown_left = 0
         self.stopped = False
+        self.best_where = ""
 
     def update(self, report: EpochReport, lr: float) -> list[Action]:
         """Return the actions this report calls for: none, a LR cut, or a stop."""
@@ -60,14 +64,16 @@ class PlateauLRPolicy:
         improved = self.best is None or val < self.best * (1 - 1e-4)  # torch's default
         if improved:
             self.best, self.best_epoch, self.epochs_since_best = val, epoch, 0
+            self.best_where = report.where
         else:
             self.epochs_since_best += 1
         if self.early_stop_patience and self.epochs_since_best >= self.early_stop_patience:
             self.stopped = True
-            reason = (f"no val improvement for {self.epochs_since_best} epochs "
-                      f"(best {self.best:.3f} at epoch {self.best_epoch})")
-            event = _event("action", INFO, f"auto_adjust: stopping at epoch {epoch}: {reason}",
-                           epoch, (), {"best_val_loss": self.best, "best_epoch": self.best_epoch})
+            unit = "epochs" if report.host_epoch is None else "evaluations"
+            reason = (f"no val improvement for {self.epochs_since_best} {unit} "
+                      f"(best {self.best:.3f} at {self.best_where})")
+            event = _event("action", INFO, f"auto_adjust: stopping at {report.where}: {reason}",
+                           report, (), {"best_val_loss": self.best, "best_epoch": self.best_epoch})
             return [Action("stop", epoch, event, reason=reason)]
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
@@ -81,8 +87,8 @@ class PlateauLRPolicy:
             return []
         self.bad_epochs, self.cooldown_left = 0, self.cooldown
         reason = findings[0] if findings else "no val improvement"
-        event = _event("action", INFO, f"auto_adjust: learning rate {_lr(lr)} → {_lr(new_lr)} "
-                       f"after {reason} at epoch {epoch}", epoch, (),
+        event = _event("action", INFO, f"auto_adjust: learning rate {fmt_lr(lr)} → {fmt_lr(new_lr)} "
+                       f"after {reason} at {report.where}", report, (),
                        {"old_lr": lr, "new_lr": new_lr})
         return [Action("reduce_lr", epoch, event, old_lr=lr, new_lr=new_lr, reason=reason)]
 
@@ -90,11 +96,12 @@ class PlateauLRPolicy:
         return {k: getattr(self, k) for k in _POLICY_STATE}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = {"best_where": f"epoch {state['best_epoch']}", **state}  # older snapshots: epochs only
         for k in _POLICY_STATE:
             setattr(self, k, state[k])
 
 
-_POLICY_STATE = ("best", "best_epoch", "epochs_since_best", "bad_epochs", "cooldown_left",
+_POLICY_STATE = ("best", "best_epoch", "best_where", "epochs_since_best", "bad_epochs", "cooldown_left",
                  "stopped")
 
 

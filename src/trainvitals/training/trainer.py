@@ -85,7 +85,7 @@ class Trainer:
         self.run_info = dict(run_info or {})
         self.sinks = sinks or SinkHub()
         facts = {"lr": config.lr, "weight_decay": config.weight_decay, "warmup_steps": config.warmup_steps,
-                 "scheduler": config.lr_schedule, "epochs": config.epochs,
+                 "scheduler": config.lr_schedule, **_run_length(config),
                  "gradient_clip": config.gradient_clip}
         self.monitor = Monitor(self.module, self.optimizer, config, blocks=blocks, sinks=self.sinks,
                                run_info={**facts, **self.run_info})
@@ -417,3 +417,10 @@ def _rows(batch: Any) -> int:
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items()
             if isinstance(v, (int, float, str, bool, type(None), list, tuple, dict))}
+
+
+def _run_length(config: TrainerConfig) -> dict[str, int]:
+    """What bounds the run, for advice: `max_steps` where it ends the run before the epochs do."""
+    if config.max_steps and (not config.epochs or config.planned_steps == config.max_steps):
+        return {"max_steps": config.max_steps}
+    return {"epochs": config.epochs}

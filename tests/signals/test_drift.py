@@ -33,7 +33,7 @@ def test_scenario_1_first_alert_at_step_1500():
     assert ev.suggestions[0] == "Lengthen warmup: 2000 → 5000 steps"
     assert "Reduce learning rate: 3.0e-04 → 1.5e-04" in ev.suggestions
     assert "Tighten gradient clipping: 1.0 → 0.7" in ev.suggestions
-    assert det.moving_average == pytest.approx((1.15 + 1.18 + 1.25 + 1.38) / 4)
+    assert det.moving_average == pytest.approx((1.18 + 1.25) / 2)  # trimmed: without 1.15 and 1.38
     assert det.drift == pytest.approx(det.moving_average / 1.15 - 1)
 
 
@@ -75,8 +75,9 @@ def test_fast_rise_below_absolute_threshold_raises_drift():
     gains = [0.9 + 0.03 * min(max(i - 10, 0), 10) + _noise(rng, "uniform") for i in range(40)]
     events = _feed(MeanGainDriftDetector(), gains)
     drift = [(i, e) for i, e in events if e.kind == "mean_gain_drift"]
-    assert [e.severity for _, e in drift] == ["warning", "alert", "info"]
-    i, alert = drift[1]
+    # the trimmed MA crosses half the threshold and the threshold on the same check here
+    assert [e.severity for _, e in drift][-2:] == ["alert", "info"]
+    i, alert = drift[-2]
     assert 10 < i <= 20
     assert alert.values["relative_increase"] > 0.1 and alert.values["checks"] == 5
     assert alert.message.startswith(
@@ -247,9 +248,9 @@ def test_a_drift_past_the_threshold_alerts_inside_the_settle_steps_as_before():
 
 def test_a_drift_warning_that_still_holds_after_the_settle_steps_is_said_then():
     # a gain rising 3% a check from step 55 on (a 16% drift, under the 25% threshold):
-    # a warning at 79 without the settle steps; held, and said at the first check >= 100
+    # a warning at 76 without the settle steps; held, and said at the first check >= 100
     points = [(s, 1.0) for s in range(1, 55, 3)] + [(s, 1.03 ** i) for i, s in enumerate(range(55, 200, 3), 1)]
-    assert _events(_drift(0), points) == [("mean_gain_drift", "warning", 79)]
+    assert _events(_drift(0), points) == [("mean_gain_drift", "warning", 76)]
     det = _drift(100)
     first = _events(det, [p for p in points if p[0] < 94])
     assert first == []

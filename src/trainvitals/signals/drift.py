@@ -14,7 +14,7 @@ from trainvitals.events import ALERT, INFO, WARNING, Event
 from trainvitals.signals.advice import LearningRate, lengthen_warmup, lr_value, reduce_lr, tighten_clip
 from trainvitals.signals.lifecycle import Condition
 
-__all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold"]
+__all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold", "trimmed_mean"]
 
 
 def auto_absolute_threshold(num_layers: int) -> float:
@@ -22,12 +22,22 @@ def auto_absolute_threshold(num_layers: int) -> float:
     return 1.3 ** (12.0 / num_layers)
 
 
+def trimmed_mean(values: Any) -> float:
+    """The mean without the largest and the smallest value (of 3 or more: the median of 3)."""
+    v = sorted(values)
+    if len(v) >= 3:
+        v = v[1:-1]
+    return math.fsum(v) / len(v)
+
+
 class MeanGainDriftDetector:
     """Watches the mean per-block gradient gain, one value per monitored step.
 
     Two conditions, each with the raise-once / info-on-clear lifecycle:
 
-    * ``mean_gain_drift``: the moving average (MA) of the last ``window`` gains has
+    * ``mean_gain_drift``: the moving average (MA) of the last ``window`` gains, trimmed
+      (their mean without the largest and the smallest, so one outlier gain moves it by
+      nothing: README, "One outlier step"), has
       risen by more than ``drift_threshold / 2`` (warning) or ``drift_threshold``
       (alert) relative to the MA ``window`` checks earlier (non-overlapping windows
       once enough history exists, the oldest MA before that). To start, the rise must
@@ -139,7 +149,7 @@ class MeanGainDriftDetector:
             )
         self.count += 1
         self._raw.append(g)
-        ma = math.fsum(self._raw) / len(self._raw)
+        ma = trimmed_mean(self._raw)
         prev = self._mas[-1] if self._mas else None
         self._mas.append(ma)
         self._rises = self._rises + 1 if prev is not None and ma > prev else 0

@@ -1,0 +1,89 @@
+"""One outlier step on a healthy run is at most a warning (issue 22, part 1).
+
+The sequences are taken from real runs: a Lightning run of a tiny GPT-2 from
+`GPT2Config(n_layer=4, n_embd=64, n_head=4, n_positions=32)`, byte-level on
+`pydoc_data.topics`, AdamW lr 1e-3, no warmup, `gradient_clip_val=1.0`, batch 8, its grad
+norm and mean gain measured every 3rd step by the Lightning callback; the outlier put in
+is the one issue 22 reports from the same setup (one batch's grad norm 18 against a median of
+1.7, clipped at 1.0, the loss not moving), made 15x this run's median of 1.96 (this run's
+ordinary spread puts the jump bar at ~11x, where the issue's run had it at 10x).
+"""
+import json
+
+from trainvitals.monitor.config import DetectorConfig
+from trainvitals.signals.grad_health import GradNormJumpDetector
+from trainvitals.signals.gradient_signals import GradientSignals
+from trainvitals.signals.loss_signals import LossSignals
+
+# (step, global grad norm before clipping): the Lightning run, steps 1-79
+GRAD_NORMS = [(1, 3.401), (4, 1.986), (7, 1.958), (10, 2.077), (13, 2.222), (16, 1.731), (19, 1.974), (22, 1.519),
+              (25, 2.943), (28, 1.495), (31, 1.054), (34, 1.249), (37, 3.76), (40, 1.28), (43, 1.352), (46, 1.164),
+              (49, 1.64), (52, 0.816), (55, 1.036), (58, 1.229), (61, 1.027), (64, 1.118), (67, 1.256), (70, 1.796),
+              (73, 1.133), (76, 1.129), (79, 0.945)]
+OUTLIER, BIG = 46, 30.0
+
+
+def _with(points, at, value):
+    return [(s, value if s in at else g) for s, g in points]
+
+
+def _jumps(points, clip, persistence=3):
+    det = GradNormJumpDetector(persistence=persistence)
+    return [(s, e.severity) for s, g in points for e in det.update(g, s, gradient_clip=clip)]
+
+
+def test_the_real_run_is_quiet():
+    assert _jumps(GRAD_NORMS, 1.0) == []
+
+
+def test_one_clipped_outlier_is_a_warning_then_clears():
+    events = _jumps(_with(GRAD_NORMS, {OUTLIER}, BIG), clip=1.0)
+    assert events == [(46, "warning"), (55, "info")]
+
+
+def test_the_same_outlier_without_clipping_is_an_alert():
+    assert _jumps(_with(GRAD_NORMS, {OUTLIER}, BIG), clip=None)[0] == (46, "alert")
+
+
+def test_a_clipped_jump_that_persists_escalates_to_an_alert_once():
+    det = GradNormJumpDetector(persistence=3)
+    points = _with(GRAD_NORMS, {46, 49, 52, 55}, BIG)
+    events = [e for s, g in points for e in det.update(g, s, gradient_clip=1.0)]
+    assert [(e.step, e.severity) for e in events][:2] == [(46, "warning"), (52, "alert")]
+    assert "for 3 checks in a row" in events[1].message
+    assert sum(e.severity == "alert" for e in events) == 1
+
+
+def test_a_burst_of_clipped_jumps_is_one_event_with_its_repeats_counted():
+    events = _jumps(_with(GRAD_NORMS, {46, 52, 58}, BIG), clip=1.0)
+    assert [sev for _, sev in events] == ["warning", "info"]
+
+
+def test_persistence_state_survives_a_resume():
+    points = _with(GRAD_NORMS, {46, 49, 52}, BIG)
+    whole = GradNormJumpDetector()
+    expected = [e.to_dict() for s, g in points for e in whole.update(g, s, gradient_clip=1.0)]
+    part = GradNormJumpDetector()
+    got = [e.to_dict() for s, g in points[:17] for e in part.update(g, s, gradient_clip=1.0)]
+    resumed = GradNormJumpDetector()
+    resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))
+    got += [e.to_dict() for s, g in points[17:] for e in resumed.update(g, s, gradient_clip=1.0)]
+    assert got == expected and any(e["severity"] == "alert" for e in expected)
+
+
+def test_a_jump_the_loss_responds_to_still_gets_an_alert():
+    # the clipped jump is a warning from the gradient side; the loss that then spikes
+    # 4x raises its own alert
+    cfg = DetectorConfig()
+    grads, losses = GradientSignals(cfg, 4, gradient_clip=1.0), LossSignals(cfg)
+    norms = dict(_with(GRAD_NORMS, {OUTLIER}, BIG))
+    events = []
+    for step in range(1, 80):
+        loss = 5.3 - 2.2 * step / 80 + (0.05 if step % 2 else -0.05)
+        if step in (47, 48):
+            loss *= 4
+        events += losses.update(loss, step)[1]
+        if step in norms:
+            events += grads.update(step, grad_norm=norms[step])
+    assert ("grad_norm_jump", "warning", 46) in [(e.kind, e.severity, e.step) for e in events]
+    assert ("loss_spike", "alert", 47) in [(e.kind, e.severity, e.step) for e in events]

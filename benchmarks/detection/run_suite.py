@@ -13,8 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import HF_OWN, build_report, build_summary  # noqa: E402
-from scenarios import HOSTS, by_name  # noqa: E402
+from report import HF_OWN, build_creep_report, build_report, build_summary  # noqa: E402
+from scenarios import CREEP_SPECS, HOSTS, by_name  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 _HEADER = """# Detection benchmark: results
@@ -48,12 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         for i, spec in enumerate(specs, 1):
             print(f"[{i}/{len(specs)}] {spec.name}", flush=True)
             generate(spec, root, force=args.force)
+    creep = [s for s in specs if s in CREEP_SPECS]
+    specs = [s for s in specs if s not in CREEP_SPECS]
     text = build_report(root, specs, args.split if args.host == "trainer" else "all", args.host)
     print(text)
+    if creep:
+        print("\n" + build_creep_report(root, creep))
     if args.markdown:
         tables = [build_summary(root, specs, (*HOSTS, HF_OWN))]
         tables += [build_report(root, specs, half) for half in ("holdout", "tune")]
         tables += [build_report(root, specs, "all", host) for host in (*HOSTS[1:], HF_OWN)]
+        tables += [build_creep_report(root, creep)]
         Path(args.markdown).write_text(_HEADER + "\n\n".join(tables) + "\n")
     return 0
 

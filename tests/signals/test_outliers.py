@@ -87,3 +87,65 @@ def test_a_jump_the_loss_responds_to_still_gets_an_alert():
             events += grads.update(step, grad_norm=norms[step])
     assert ("grad_norm_jump", "warning", 46) in [(e.kind, e.severity, e.step) for e in events]
     assert ("loss_spike", "alert", 47) in [(e.kind, e.severity, e.step) for e in events]
+
+
+# --- one gain sample does not make a drift ----------------------------------------------------
+
+def test_one_outlier_gain_sample_does_not_make_a_drift():
+    # the real early gains of healthy-small-s11 (rising back from their early dip) with one
+    # sample of 1.95 put in, as issue 22's Lightning run had at step 52: the plain moving
+    # average alerted at 8 of these 16 positions, the trimmed one at none
+    import math
+
+    from test_drift import HEALTHY_START
+
+    from trainvitals.signals.drift import MeanGainDriftDetector
+    for at in range(22, 70, 3):
+        det = MeanGainDriftDetector(0.25, math.inf, 5, settle_steps=100)
+        events = [e for s, g in HEALTHY_START for e in det.update(1.95 if s == at else g, s)]
+        assert [e for e in events if e.kind == "mean_gain_drift"] == [], at
+
+
+def test_a_rise_of_the_gain_itself_is_still_a_drift():
+    import math
+
+    from trainvitals.signals.drift import MeanGainDriftDetector
+    det = MeanGainDriftDetector(0.25, math.inf, 5)
+    gains = [1.0] * 10 + [1.0 + 0.1 * i for i in range(1, 15)]
+    events = [e for i, g in enumerate(gains) for e in det.update(g, i)]
+    assert ("mean_gain_drift", "alert") in [(e.kind, e.severity) for e in events]
+
+
+# --- a near-zero loss does not make a spike storm ----------------------------------------------
+
+def _memorised(seed=0, n=600):
+    """A byte LM memorising a tiny text: loss 5.5 falling to ~0.05, whose batches spread
+    lognormally (sd 0.15) and, once it is memorised, now and then (1 in 25) come 5x as hard:
+    big relative jumps on a tiny absolute loss."""
+    import math
+    import random
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        level = 0.05 + 5.45 * math.exp(-i / 60)
+        x = level * math.exp(rng.gauss(0, 0.15))
+        out.append(x * 5 if i > 300 and rng.random() < 0.04 else x)
+    return out
+
+
+def _spikes(losses, **cfg):
+    signals = LossSignals(DetectorConfig(**cfg))
+    return [e for i, x in enumerate(losses, 1) for e in signals.update(x, i)[1]
+            if e.kind == "loss_spike" and e.severity == "alert"]
+
+
+def test_a_near_zero_loss_makes_no_spike_storm():
+    losses = _memorised()
+    assert len(_spikes(losses, spike_min_rise=0.0)) >= 3  # relative spikes only: a storm
+    assert _spikes(losses) == []
+
+
+def test_a_real_spike_on_a_small_loss_still_alerts():
+    losses = _memorised()
+    losses[450] = 3.0  # back to where the loss was early on: a rise of half the starting loss
+    assert [e.step for e in _spikes(losses)] == [451]

@@ -248,7 +248,8 @@ def test_a_drift_past_the_threshold_alerts_inside_the_settle_steps_as_before():
 
 def test_a_drift_warning_that_still_holds_after_the_settle_steps_is_said_then():
     # a gain rising 3% a check from step 55 on (a 16% drift, under the 25% threshold):
-    # a warning at 76 without the settle steps; held, and said at the first check >= 100
+    # a warning at 76 without the settle steps; held, and said at the first check whose drift
+    # is measured from an MA taken at step 100 or later (5 checks back: step 115)
     points = [(s, 1.0) for s in range(1, 55, 3)] + [(s, 1.03 ** i) for i, s in enumerate(range(55, 200, 3), 1)]
     assert _events(_drift(0), points) == [("mean_gain_drift", "warning", 76)]
     det = _drift(100)
@@ -257,4 +258,4 @@ def test_a_drift_warning_that_still_holds_after_the_settle_steps_is_said_then():
     state = json.loads(json.dumps(det.state_dict()))  # a resume in the transient keeps the held warning
     resumed = _drift(100)
     resumed.load_state_dict(state)
-    assert _events(resumed, [p for p in points if p[0] >= 94]) == [("mean_gain_drift", "warning", 100)]
+    assert _events(resumed, [p for p in points if p[0] >= 94]) == [("mean_gain_drift", "warning", 115)]

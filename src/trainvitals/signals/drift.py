@@ -49,7 +49,9 @@ class MeanGainDriftDetector:
       back (the README, "Which gain"), a rise of up to 16% of the moving average that a
       warning would report as drift. Within those steps the condition is tracked as
       ever and an alert (past the full threshold) is raised as ever; a warning is said
-      only if the drift still holds at ``settle_steps``, and its clearing only if it was said.
+      only if the drift still holds once the MA it is measured from was itself taken at or
+      after ``settle_steps`` (else a gain measured every 10th step compares with the dip
+      itself), and its clearing only if it was said.
     * ``mean_gain_absolute``: the latest raw gain is above ``absolute_threshold``
       (raw, not smoothed: a jump of the gain is the earliest sign of a loss spike),
       or the gain is non-finite. It clears after ``consecutive`` finite checks at or
@@ -121,6 +123,7 @@ class MeanGainDriftDetector:
         # window + 1 MAs: once full, the newest and the oldest average disjoint runs of
         # `window` gains, so drift compares this window's level with the one before.
         self._mas: deque[float] = deque(maxlen=window + 1)
+        self._ma_steps: deque[int] = deque(maxlen=window + 1)  # the step of each MA
         self._rises = 0  # consecutive checks on which the MA went up
         self._high = 0  # consecutive checks with drift above half the threshold
         self._calm = 0  # consecutive finite checks at or below the absolute threshold
@@ -152,6 +155,7 @@ class MeanGainDriftDetector:
         ma = trimmed_mean(self._raw)
         prev = self._mas[-1] if self._mas else None
         self._mas.append(ma)
+        self._ma_steps.append(step)
         self._rises = self._rises + 1 if prev is not None and ma > prev else 0
         ref = self._mas[0]
         self.moving_average = ma
@@ -208,18 +212,20 @@ class MeanGainDriftDetector:
             "mean_gain_drift", WARNING, message, step, None, tuple(self._suggestions(step, lr)), values, self.source))
 
     def _settle(self, events: list[Event], step: int, warning_now) -> list[Event]:
-        """Hold back a drift warning raised inside `settle_steps` (and its clearing); say
-        it, as of now, at the first check past them if the condition still holds as a warning."""
+        """Hold back a drift warning raised inside `settle_steps`, or measured from an MA taken
+        inside them (and its clearing); say it, as of now, at the first check past both if the
+        condition still holds as a warning."""
         out = []
+        settled = step >= self.settle_steps and self._ma_steps[0] >= self.settle_steps
         for e in events:
-            if e.severity == WARNING and step < self.settle_steps:
+            if e.severity == WARNING and not settled:
                 self._held = True
             elif e.severity == INFO and self._held:
                 self._held = False  # cleared inside the transient: nothing was said
             else:
                 self._held = self._held and e.severity != ALERT
                 out.append(e)
-        if self._held and step >= self.settle_steps and self._drift_cond.active_severity == WARNING:
+        if self._held and settled and self._drift_cond.active_severity == WARNING:
             out.append(warning_now())
             self._held = False
         return out
@@ -270,6 +276,7 @@ class MeanGainDriftDetector:
         return {
             "raw": list(self._raw),
             "mas": list(self._mas),
+            "ma_steps": list(self._ma_steps),
             "rises": self._rises,
             "high": self._high,
             "calm": self._calm,
@@ -284,6 +291,8 @@ class MeanGainDriftDetector:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._raw = deque((float(x) for x in state["raw"]), maxlen=self.window)
         self._mas = deque((float(x) for x in state["mas"]), maxlen=self.window + 1)
+        # absent from snapshots written before: the MAs taken as if at step 0
+        self._ma_steps = deque(state.get("ma_steps", [0] * len(self._mas)), maxlen=self.window + 1)
         self._rises = int(state["rises"])
         self._high = int(state["high"])
         self._calm = int(state["calm"])

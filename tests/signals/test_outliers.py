@@ -149,3 +149,28 @@ def test_a_real_spike_on_a_small_loss_still_alerts():
     losses = _memorised()
     losses[450] = 3.0  # back to where the loss was early on: a rise of half the starting loss
     assert [e.step for e in _spikes(losses)] == [451]
+
+
+# --- a run that spikes every few steps gets one alert, its repeats counted -----------------------
+
+# step losses 1-130 of the transformer demo shipped in lightning (lightning.pytorch.demos,
+# SGD lr 20, gradient_clip_val 0.25, batch 1, word-level on the pydoc topics text)
+DEMO_LR_TOO_HIGH = [
+    9.06, 7.22, 10.32, 8.22, 13.86, 12.46, 18.03, 12.17, 8.37, 12.33, 10.31, 11.06, 11.83, 11.79, 10.33, 9.95,
+    12.86, 9.48, 17.95, 26.86, 28.04, 9.16, 54.75, 9.35, 14.25, 28.3, 13.62, 51.9, 23.77, 9.45, 17.71, 7.29, 51.95,
+    57.27, 29.0, 33.82, 9.13, 16.45, 9.44, 10.45, 26.72, 63.88, 12.67, 71.34, 10.7, 38.26, 16.28, 8.86, 22.96, 7.63,
+    15.51, 37.57, 25.99, 32.47, 11.43, 8.9, 48.08, 8.57, 8.92, 9.3, 15.32, 9.91, 34.58, 23.77, 7.26, 29.52, 12.49,
+    21.37, 17.01, 14.5, 19.93, 13.14, 31.32, 15.75, 7.47, 29.19, 15.64, 7.72, 13.09, 62.66, 9.42, 23.22, 8.34, 26.36,
+    43.07, 9.03, 8.43, 16.18, 11.63, 9.71, 27.53, 9.2, 75.61, 12.29, 9.48, 11.17, 9.13, 16.38, 12.04, 64.76, 13.16,
+    34.6, 16.16, 8.27, 58.63, 11.59, 8.15, 8.4, 15.21, 9.14, 8.05, 9.85, 11.92, 14.94, 22.23, 34.49, 19.34, 8.56,
+    10.49, 11.23, 9.55, 14.99, 45.1, 48.54, 16.76, 9.31, 8.71, 9.44, 26.39, 16.7]
+
+
+def test_a_run_spiking_every_few_steps_gets_one_spike_alert():
+    from trainvitals.signals.divergence import LossDivergenceDetector
+    det = LossDivergenceDetector()
+    events = [e for i, x in enumerate(DEMO_LR_TOO_HIGH, 1) for e in det.update(x, i) if e.kind == "loss_spike"]
+    alerts = [e.step for e in events if e.severity == "alert"]
+    assert alerts[0] == 23  # the first spike is said when it happens
+    # cleared after one calm step, it was raised 9 times here (23, 28, 33, 42, 44, 93, ...)
+    assert len(alerts) <= 3, alerts

@@ -23,6 +23,9 @@ _SOURCE = "divergence"
 # trailing median, so a loss whose ordinary batch noise spans several-fold (tiny
 # batches, RL-style objectives) does not alarm on its own noise.
 _SPIKE_Z = 6.0
+# A spike clears after this many steps back under the bar, so a run spiking every few steps
+# (the Lightning demo at a too-high LR: 9 spikes in 250 steps) gets one alert, repeats counted.
+_SPIKE_CALM = 10
 _MAD_TO_SD = 1.4826
 
 
@@ -64,6 +67,7 @@ class LossDivergenceDetector:
         _check_int("patience", patience, 1)
         check_range("spike_min_rise", min_rise, 0)
         self.min_rise, self._scale = float(min_rise), None  # the starting loss, once min_history are seen
+        self._calm = 0  # steps since the last spike
         self.spike_factor, self.window, self.min_history = float(spike_factor), window, min_history
         self.climb, self.patience = float(climb), patience
         self._alpha = 1 - 2 / (window + 1)  # the EMA whose lag matches a window/2 median
@@ -112,6 +116,8 @@ class LossDivergenceDetector:
             sd = _MAD_TO_SD * median(abs(v - base) for v in self._recent)
             z = (x - base) / sd if sd > 0 else math.inf
             firing = z > _SPIKE_Z
+        self._calm = 0 if firing else self._calm + 1
+        firing = firing or (self._spike.active and self._calm < _SPIKE_CALM)
         if firing == self._spike.active:  # nothing starts or clears: skip the wording
             return self._spike.observe(True) if firing else []
         return self._spike.observe(
@@ -150,7 +156,7 @@ class LossDivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {"recent": list(self._recent), "seen": self._seen, "ema_raw": self._ema_raw,
                 "ema_n": self._ema_n, "min": self._min, "min_step": self._min_step,
-                "above": self._above, "scale": self._scale, "spike": self._spike.state_dict(),
+                "above": self._above, "scale": self._scale, "calm": self._calm, "spike": self._spike.state_dict(),
                 "divergence": self._divergence.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -160,6 +166,7 @@ class LossDivergenceDetector:
         self._min, self._min_step = state["min"], state["min_step"]
         self._above = int(state["above"])
         self._scale = state.get("scale")  # absent from snapshots written before min_rise
+        self._calm = int(state.get("calm", _SPIKE_CALM))
         self._spike.load_state_dict(state["spike"])
         self._divergence.load_state_dict(state["divergence"])
 

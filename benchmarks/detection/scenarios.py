@@ -142,12 +142,11 @@ HOSTS = ("trainer", "hf", "lightning", "loop")
 # 1e-3 (the hard false-positive case: gains and grad norms move as the LR rises); the failing
 # runs ramp to a peak their setting cannot take, chosen so the loss falls, stalls, then fails
 # 300+ steps in: 200x with clipping and LayerNorm, 50x without clipping, 30x without LayerNorm
-# (our Trainer only; the loop's nanoGPT blocks always have it). The loop's nanoGPT model fails
-# early or not at all over 600 steps (by step 180 at 100x and 30x, or never), so its ramp is
-# 2000 steps long: 100x with clipping, 30x without. Seeds and sizes differ between
+# (our Trainer only; the loop's nanoGPT blocks always have it). The loop's nanoGPT model failed
+# early or not at all (by step 130 at 200x and 50x, or never at 50x and 15x; nothing failed
+# over a 2000-step ramp at 100x and 30x): no creeping failure 300+ steps in was found for it. Seeds and sizes differ between
 # the halves; the holdout half is never tuned on.
 C_BASE = {"epochs": 3, "steps_per_epoch": 200, "batch_size": 8}  # 600 steps, 3 evaluations
-C_LONG = {"epochs": 4, "steps_per_epoch": 500, "batch_size": 8}  # the loop: 2000 steps (see below)
 C_A = {"n_layers": 3, "d_model": 48, "n_heads": 4, "block_size": 32}
 C_B = {"n_layers": 4, "d_model": 32, "n_heads": 4, "block_size": 32}
 C_SAFE = 1e-3
@@ -155,9 +154,8 @@ C_SAFE = 1e-3
 
 def _creep(host: str, name: str, split: str, seed: int, model: dict, times: float, clip: float = 1.0,
            **model_extra: Any) -> RunSpec:
-    base = C_BASE if host == "trainer" else C_LONG
-    total = base["epochs"] * base["steps_per_epoch"]
-    trainer = {**base, "lr": C_SAFE * times, "warmup_steps": total, "gradient_clip": clip}
+    total = C_BASE["epochs"] * C_BASE["steps_per_epoch"]
+    trainer = {**C_BASE, "lr": C_SAFE * times, "warmup_steps": total, "gradient_clip": clip}
     if host != "trainer":
         trainer["gradient_monitor_interval"] = 3
     mode = "healthy" if times == 1 else "lr_ramp_too_high"
@@ -167,7 +165,7 @@ def _creep(host: str, name: str, split: str, seed: int, model: dict, times: floa
 
 def _creep_runs(host: str, split: str, seeds: tuple[int, ...], model: dict) -> list[RunSpec]:
     s = iter(seeds)
-    clipped, unclipped = (200, 50) if host == "trainer" else (100, 30)
+    clipped, unclipped = 200, 50
     runs = [_creep(host, "ramp-safe", split, next(s), model, 1),
             _creep(host, "ramp-safe-no-clip", split, next(s), model, 1, clip=0.0),
             _creep(host, f"ramp-{clipped}x", split, next(s), model, clipped),

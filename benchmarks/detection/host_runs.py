@@ -284,8 +284,9 @@ def _loop(spec, logdir: Path) -> dict[str, Any]:
         _BadBatch(model.transformer.wte, spec.fault["bad_step"])
     opt = _optimizer(_params(model, model.transformer.h, spec), spec)
     sinks = SinkHub([JSONLSink(logdir / "metrics.jsonl")])
+    clip = t.get("gradient_clip", 1.0)
     monitor = Monitor(model, opt, _monitor_config(spec), sinks=sinks,
-                      run_info={"gradient_clip": 1.0, "warmup_steps": t["warmup_steps"],
+                      run_info={"gradient_clip": clip or None, "warmup_steps": t["warmup_steps"],
                                 "unigram_entropy": corpus.unigram_entropy, "uniform_loss": math.log(256)})
     total, it = epochs * steps, 0
     try:
@@ -297,7 +298,8 @@ def _loop(spec, logdir: Path) -> dict[str, Any]:
                 loss = model(x, y)
                 loss.backward()
                 monitor.after_backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                if clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
                 opt.zero_grad(set_to_none=True)
                 monitor.step_end(loss)

@@ -3,12 +3,13 @@ our trainer's runs or on one other host's runs."""
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 
 from scenarios import RunSpec
 from scoring import (COLUMNS, GROUPS, Run, detection_step, failure_step, first_event, load_own_log, load_run,
                      replay_suite, score)
 
-__all__ = ["build_report", "build_summary", "load_runs", "HF_OWN"]
+__all__ = ["build_report", "build_summary", "build_creep_report", "load_runs", "HF_OWN"]
 
 _LIVE = next(iter(COLUMNS))
 _GAIN_ONLY = ("compare:", "baseline:")
@@ -124,3 +125,53 @@ def _n(x: float | None) -> str:
 
 def _s(x: int | None) -> str:
     return "-" if x is None else str(x)
+
+
+# --- creeping failures (scenarios.CREEP_SPECS): the lead of the first warning or alert ----------
+LATE = 300  # the lead target applies to failures this many steps in (issue 22)
+
+
+def first_flag(events) -> tuple[int | None, str]:
+    """(step, kind) of the first warning or alert."""
+    flags = sorted((e.step, e.kind) for e in events if e.severity in ("warning", "alert") and e.step is not None)
+    return flags[0] if flags else (None, "")
+
+
+def build_creep_report(root: Path, specs: list[RunSpec]) -> str:
+    """Per host and half: recall (alerts), median lead of the first warning or alert on failures
+    `LATE`+ steps in, alert false positives and warned healthy twins; then every run."""
+    lines = ["### Creeping failures: an LR that ramps over the whole run (replayed by `trainvitals analyze`)", "",
+             f"| host, half | healthy twins / failing by the rule (of them {LATE}+ steps in) | recall (alerts) "
+             f"| median lead, first warning or alert, failures {LATE}+ steps in | alert false positives "
+             "| healthy twins with a warning |", "|---|---|---|---|---|---|"]
+    rows, detail = [], []
+    for host in ("trainer", "loop"):
+        for split in ("holdout", "tune"):
+            runs = load_runs(root, [s for s in specs if s.host == host], split, host)
+            if not runs:
+                continue
+            fails = {r.name: failure_step(r) for r in runs}
+            events = {r.name: replay_suite(r) for r in runs}
+            sc = score(runs, {r.name: detection_step(events[r.name], r.mode) for r in runs}, fails)
+            late = [r for r in runs if not r.healthy and (fails[r.name][0] or 0) >= LATE]
+            leads = [fails[r.name][0] - at for r in late
+                     if (at := first_flag(events[r.name])[0]) is not None and at <= fails[r.name][0]]
+            healthy = [r for r in runs if r.healthy]
+            warned_twins = sum(first_flag(events[r.name])[0] is not None for r in healthy)
+            rows.append(f"| {_TITLES[host]}, {split} half | {sc.healthy} / {sc.failures} ({len(late)}) | "
+                        f"{_pct(sc.caught, sc.failures)} | {_n(median(leads) if leads else None)} "
+                        f"({len(leads)} of {len(late)} warned in time) | {_pct(sc.fp, sc.healthy)} | "
+                        f"{_pct(warned_twins, len(healthy))} |")
+            for r in runs:
+                f, why = fails[r.name]
+                at, kind = first_flag(events[r.name])
+                alert = detection_step(events[r.name], r.mode)
+                t = r.info["spec"]["trainer"]
+                setting = f"peak {t['lr']:g}, clip {t['gradient_clip'] or 'off'}" + (
+                    ", no LayerNorm" if r.info["spec"]["model"].get("layer_norm") is False else "")
+                lead = "-" if f is None or at is None or at > f else str(f - at)
+                detail.append(f"| {r.name} | {split} | {setting} | {f'{f} ({why})' if f is not None else '-'} | "
+                              f"{_s(at)} {f'`{kind}`' if kind else ''} | {_s(alert)} | {lead} |")
+    lines += rows + ["", "| run | half | LR ramp | failure step (rule) | first warning or alert | first alert | lead |",
+                     "|---|---|---|---|---|---|---|"] + detail
+    return "\n".join(lines)

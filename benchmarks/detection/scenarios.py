@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RunSpec", "SPECS", "HOST_SPECS", "HOSTS", "ALL_SPECS", "FAILURE_MODES", "by_name"]
+__all__ = ["RunSpec", "SPECS", "HOST_SPECS", "CREEP_SPECS", "HOSTS", "ALL_SPECS", "FAILURE_MODES", "by_name"]
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,54 @@ HOST_SPECS: list[RunSpec] = (
     + _host_runs("loop", (81, 82, 83, 84, 85, 86), (H_DEEP, H_SMALL, H_NARROW), gradient_monitor_interval=10)
 )
 HOSTS = ("trainer", "hf", "lightning", "loop")
-ALL_SPECS = SPECS + HOST_SPECS
-FAILURE_MODES = sorted({s.mode for s in _FAILING + HOST_SPECS if not s.healthy})
+
+
+# --- creeping failures (issue 22 part 3): an LR that ramps linearly over the whole run ----------
+# Every run ramps its LR from 0 to its peak over all of its 600 steps. The healthy twins ramp to
+# 1e-3 (the hard false-positive case: gains and grad norms move as the LR rises); the failing
+# runs ramp to a peak their setting cannot take, chosen so the loss falls, stalls, then fails
+# 300+ steps in: 200x with clipping and LayerNorm, 50x without clipping, 30x without LayerNorm
+# (our Trainer only; the loop's nanoGPT blocks always have it). The loop's nanoGPT model failed
+# early or not at all (by step 130 at 200x and 50x, or never at 50x and 15x; nothing failed
+# over a 2000-step ramp at 100x and 30x): no creeping failure 300+ steps in was found for it. Seeds and sizes differ between
+# the halves; the holdout half is never tuned on.
+C_BASE = {"epochs": 3, "steps_per_epoch": 200, "batch_size": 8}  # 600 steps, 3 evaluations
+C_A = {"n_layers": 3, "d_model": 48, "n_heads": 4, "block_size": 32}
+C_B = {"n_layers": 4, "d_model": 32, "n_heads": 4, "block_size": 32}
+C_SAFE = 1e-3
+
+
+def _creep(host: str, name: str, split: str, seed: int, model: dict, times: float, clip: float = 1.0,
+           **model_extra: Any) -> RunSpec:
+    total = C_BASE["epochs"] * C_BASE["steps_per_epoch"]
+    trainer = {**C_BASE, "lr": C_SAFE * times, "warmup_steps": total, "gradient_clip": clip}
+    if host != "trainer":
+        trainer["gradient_monitor_interval"] = 3
+    mode = "healthy" if times == 1 else "lr_ramp_too_high"
+    return RunSpec(f"creep-{host}-{name}-s{seed}", mode, split, seed, "lm", {**model, **model_extra}, trainer, {},
+                   host)
+
+
+def _creep_runs(host: str, split: str, seeds: tuple[int, ...], model: dict) -> list[RunSpec]:
+    s = iter(seeds)
+    clipped, unclipped = 200, 50
+    runs = [_creep(host, "ramp-safe", split, next(s), model, 1),
+            _creep(host, "ramp-safe-no-clip", split, next(s), model, 1, clip=0.0),
+            _creep(host, f"ramp-{clipped}x", split, next(s), model, clipped),
+            _creep(host, f"ramp-{unclipped}x-no-clip", split, next(s), model, unclipped, clip=0.0)]
+    if host == "trainer":  # no healthy twin: without LayerNorm even the safe ramp stalls at the unigram entropy
+        runs += [_creep(host, "ramp-30x-no-ln", split, next(s), model, 30, layer_norm=False)]
+    return runs
+
+
+CREEP_SPECS: list[RunSpec] = (
+    _creep_runs("trainer", "tune", (101, 102, 103, 104, 106), C_A)
+    + _creep_runs("trainer", "holdout", (111, 112, 113, 114, 116), C_B)
+    + _creep_runs("loop", "tune", (121, 122, 123, 124), C_B)
+    + _creep_runs("loop", "holdout", (131, 132, 133, 134), C_A)
+)
+ALL_SPECS = SPECS + HOST_SPECS + CREEP_SPECS
+FAILURE_MODES = sorted({s.mode for s in _FAILING + HOST_SPECS + CREEP_SPECS if not s.healthy})
 
 
 def by_name(names: list[str] | None) -> list[RunSpec]:

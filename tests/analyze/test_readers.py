@@ -258,3 +258,17 @@ def test_paths_that_are_not_logs_raise_config_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(ConfigError, match=r"notes.txt"):
         read_run(tmp_path / "notes.txt")
+
+
+def test_hf_training_arguments_give_the_clip_lr_and_warmup_and_ours_win(tmp_path):
+    # HF's TensorBoardCallback writes its TrainingArguments as the text `args`
+    w = SummaryWriter(str(tmp_path))
+    w.add_text("args", json.dumps({"max_grad_norm": 1.0, "learning_rate": 5e-4, "warmup_steps": 50,
+                                   "output_dir": "out"}))
+    w.add_scalar("train/loss", 2.0, 1)
+    w.close()
+    assert read_run(tmp_path).settings == {"gradient_clip": 1.0, "lr": 5e-4, "warmup_steps": 50}
+    w = SummaryWriter(str(tmp_path))
+    w.add_text("run/settings", json.dumps({"gradient_clip": 0.5}))
+    w.close()
+    assert read_run(tmp_path).settings["gradient_clip"] == 0.5

@@ -33,7 +33,7 @@ def test_scenario_1_first_alert_at_step_1500():
     assert ev.suggestions[0] == "Lengthen warmup: 2000 → 5000 steps"
     assert "Reduce learning rate: 3.0e-04 → 1.5e-04" in ev.suggestions
     assert "Tighten gradient clipping: 1.0 → 0.7" in ev.suggestions
-    assert det.moving_average == pytest.approx((1.15 + 1.18 + 1.25 + 1.38) / 4)
+    assert det.moving_average == pytest.approx((1.18 + 1.25) / 2)  # trimmed: without 1.15 and 1.38
     assert det.drift == pytest.approx(det.moving_average / 1.15 - 1)
 
 
@@ -75,8 +75,9 @@ def test_fast_rise_below_absolute_threshold_raises_drift():
     gains = [0.9 + 0.03 * min(max(i - 10, 0), 10) + _noise(rng, "uniform") for i in range(40)]
     events = _feed(MeanGainDriftDetector(), gains)
     drift = [(i, e) for i, e in events if e.kind == "mean_gain_drift"]
-    assert [e.severity for _, e in drift] == ["warning", "alert", "info"]
-    i, alert = drift[1]
+    # the trimmed MA crosses half the threshold and the threshold on the same check here
+    assert [e.severity for _, e in drift][-2:] == ["alert", "info"]
+    i, alert = drift[-2]
     assert 10 < i <= 20
     assert alert.values["relative_increase"] > 0.1 and alert.values["checks"] == 5
     assert alert.message.startswith(
@@ -236,24 +237,38 @@ def test_the_early_dip_and_recovery_of_the_gain_gives_no_drift_warning():
     assert _events(_drift(100), HEALTHY_START) == []
 
 
-def test_a_drift_past_the_threshold_alerts_inside_the_settle_steps_as_before():
+def test_a_drift_past_the_threshold_alerts_inside_the_settle_steps_once_it_holds_3_checks():
     rising = [(s, 1.06 ** i) for i, s in enumerate(range(1, 120, 3))]
     before, after = _events(_drift(0), rising), _events(_drift(100), rising)
     alerts = [e for e in before if e[1] == "alert"]
     assert alerts and alerts[0][2] < 100
-    assert [e for e in after if e[1] == "alert"] == alerts
+    # two checks (of 3 steps) later: the drift has then been past the threshold 3 checks running
+    assert [e for e in after if e[1] == "alert"] == [("mean_gain_drift", "alert", alerts[0][2] + 6)]
     assert [e for e in after if e[1] == "warning"] == []  # the warning came before the alert
+
+
+# mean gain of a healthy nanoGPT run in warmup (train.py + Monitor, 4 layers, 128 wide, lr 1e-3,
+# warmup 20, seed 6; issue 22): the trimmed MA is 25.2% over its reference at step 31 alone
+NANOGPT_S6 = [(1, 1.147), (4, 1.104), (7, 1.048), (10, 1.038), (13, 1.069), (16, 1.163), (19, 1.351), (22, 1.241),
+              (25, 1.381), (28, 1.492), (31, 1.301), (34, 1.327), (37, 1.263), (40, 1.248), (43, 1.255), (46, 1.241),
+              (49, 1.215), (52, 1.216), (55, 1.197), (58, 1.182), (61, 1.186), (64, 1.202), (67, 1.218)]
+
+
+def test_a_healthy_warmup_that_passes_the_threshold_for_one_check_is_no_alert():
+    assert [e for e in _events(_drift(0), NANOGPT_S6) if e[1] == "alert"] == [("mean_gain_drift", "alert", 31)]
+    assert _events(_drift(100), NANOGPT_S6) == []
 
 
 def test_a_drift_warning_that_still_holds_after_the_settle_steps_is_said_then():
     # a gain rising 3% a check from step 55 on (a 16% drift, under the 25% threshold):
-    # a warning at 79 without the settle steps; held, and said at the first check >= 100
+    # a warning at 76 without the settle steps; held, and said at the first check whose drift
+    # is measured from an MA taken at step 100 or later (5 checks back: step 115)
     points = [(s, 1.0) for s in range(1, 55, 3)] + [(s, 1.03 ** i) for i, s in enumerate(range(55, 200, 3), 1)]
-    assert _events(_drift(0), points) == [("mean_gain_drift", "warning", 79)]
+    assert _events(_drift(0), points) == [("mean_gain_drift", "warning", 76)]
     det = _drift(100)
     first = _events(det, [p for p in points if p[0] < 94])
     assert first == []
     state = json.loads(json.dumps(det.state_dict()))  # a resume in the transient keeps the held warning
     resumed = _drift(100)
     resumed.load_state_dict(state)
-    assert _events(resumed, [p for p in points if p[0] >= 94]) == [("mean_gain_drift", "warning", 100)]
+    assert _events(resumed, [p for p in points if p[0] >= 94]) == [("mean_gain_drift", "warning", 115)]

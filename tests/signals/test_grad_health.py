@@ -34,9 +34,10 @@ def test_spike_fires_once_then_clears():
     norms = _lognormal(1, n=200, level=2.0)
     norms[100] *= 50
     events = _feed(GradNormJumpDetector(), norms)
+    # no clipping: an alert at once; it clears after 3 (jump_persistence) checks back under the bar
     assert [(i, e.kind, e.severity) for i, e in events] == [
         (100, "grad_norm_jump", "alert"),
-        (101, "grad_norm_jump", "info"),
+        (103, "grad_norm_jump", "info"),
     ]
     alert = events[0][1]
     assert alert.values["ratio"] > 10
@@ -47,7 +48,7 @@ def test_spike_fires_once_then_clears():
 def test_sustained_jump_alerts_once_with_repeats_counted():
     norms = [1.0] * 30 + [40.0] * 5 + [1.0] * 5
     events = _feed(GradNormJumpDetector(), norms)
-    assert [(i, e.severity) for i, e in events] == [(30, "alert"), (35, "info")]
+    assert [(i, e.severity) for i, e in events] == [(30, "alert"), (37, "info")]
     assert events[1][1].values["repeats"] >= 1
 
 

@@ -23,6 +23,7 @@ class DetectorConfig:
     ema_alpha: float = 0.99  # EMA decay: weight on the old value (DESIGN.md departure 1)
     ema_init: str = "debiased"  # "debiased" (TensorBoard) or "first" (the seed's)
     spike_factor: float = 3.0  # loss_spike: a loss above N x the median of the last 50
+    spike_min_rise: float = 0.1  # ... and above that median by this fraction of the run's starting loss
     divergence_climb: float = 0.2  # loss_divergence: smoothed loss this fraction above its running minimum ...
     divergence_patience: int = 20  # ... for this many steps
     early_loss_rise: float = 0.5  # loss_above_init: a loss this fraction above the loss at initialisation
@@ -36,6 +37,7 @@ class DetectorConfig:
     mean_gain_drift_settle_steps: int = 100  # no drift warning before this step (alerts as ever): the gain's early dip
     max_gain_jump_factor: float = 10.0  # alert when the largest block gain tops N x the median of its last 20 checks
     grad_norm_jump_factor: float = 10.0  # alert when the grad norm tops N x the median of its last 20 checks
+    jump_persistence: int = 3  # on a clipped run either jump is a warning, an alert once it holds N checks in a row
     frozen_patience: int = 3  # monitored steps without change before frozen_parameters
     # --- Enhancement 3: post-epoch evaluation -----------------------------------------
     evaluation_epochs: list[int] = field(default_factory=lambda: [2, 3])  # epochs (0-based) with the full report
@@ -57,6 +59,7 @@ class DetectorConfig:
         check_range("ema_alpha", self.ema_alpha, 0, 1, lo_open=True, hi_open=True)
         check_choice("ema_init", self.ema_init, ("debiased", "first"))
         check_range("spike_factor", self.spike_factor, 1, lo_open=True)
+        check_range("spike_min_rise", self.spike_min_rise, 0)
         check_range("divergence_climb", self.divergence_climb, 0, lo_open=True)
         check_range("divergence_patience", self.divergence_patience, 1)
         check_range("early_loss_rise", self.early_loss_rise, 0, lo_open=True)
@@ -73,6 +76,7 @@ class DetectorConfig:
         check_range("mean_gain_drift_settle_steps", self.mean_gain_drift_settle_steps, 0)
         check_range("max_gain_jump_factor", self.max_gain_jump_factor, 1, lo_open=True)
         check_range("grad_norm_jump_factor", self.grad_norm_jump_factor, 1, lo_open=True)
+        check_range("jump_persistence", self.jump_persistence, 1)
         check_range("frozen_patience", self.frozen_patience, 1)
         check_range("improvement_threshold", self.improvement_threshold, 0, 1, lo_open=True, hi_open=True)
         check_range("gap_threshold", self.gap_threshold, 0, lo_open=True)

@@ -23,6 +23,9 @@ _SOURCE = "divergence"
 # trailing median, so a loss whose ordinary batch noise spans several-fold (tiny
 # batches, RL-style objectives) does not alarm on its own noise.
 _SPIKE_Z = 6.0
+# A spike clears after this many steps back under the bar, so a run spiking every few steps
+# (the Lightning demo at a too-high LR: 9 spikes in 250 steps) gets one alert, repeats counted.
+_SPIKE_CALM = 10
 _MAD_TO_SD = 1.4826
 
 
@@ -41,7 +44,10 @@ class LossDivergenceDetector:
     """Raise ``loss_spike`` and ``loss_divergence`` (alerts) from the per-step loss.
 
     loss_spike: the loss is more than ``spike_factor`` times the median of the previous
-    ``window`` losses (the current one excluded) and more than 6 robust SDs above it.
+    ``window`` losses (the current one excluded), more than 6 robust SDs above it, and
+    above it by more than ``min_rise`` times the run's starting loss (the median of its
+    first ``min_history`` losses): a loss memorised down to 0.05 that jumps to 0.3 is 6x
+    its median but a rise of a few percent of the loss scale, not a failing run.
     loss_divergence: the smoothed loss (the caller's ``ema``, else an internal EMA with
     a lag of about window/2 steps) has been more than ``climb`` above its running
     minimum for ``patience`` steps, counted until it is back under half that climb
@@ -50,7 +56,7 @@ class LossDivergenceDetector:
     """
 
     def __init__(self, spike_factor: float = 3.0, window: int = 50, min_history: int = 20,
-                 climb: float = 0.2, patience: int = 20) -> None:
+                 climb: float = 0.2, patience: int = 20, min_rise: float = 0.0) -> None:
         check_range("spike_factor", spike_factor, 1, lo_open=True)
         _check_int("window", window, 3)
         _check_int("min_history", min_history, 3)
@@ -59,6 +65,9 @@ class LossDivergenceDetector:
                               f"window ({window})")
         check_range("climb", climb, 0, lo_open=True)
         _check_int("patience", patience, 1)
+        check_range("spike_min_rise", min_rise, 0)
+        self.min_rise, self._scale = float(min_rise), None  # the starting loss, once min_history are seen
+        self._calm = 0  # steps since the last spike
         self.spike_factor, self.window, self.min_history = float(spike_factor), window, min_history
         self.climb, self.patience = float(climb), patience
         self._alpha = 1 - 2 / (window + 1)  # the EMA whose lag matches a window/2 median
@@ -83,6 +92,8 @@ class LossDivergenceDetector:
         self._recent.append(x)
         del self._recent[:-self.window]
         self._seen += 1
+        if self._seen == self.min_history:
+            self._scale = median(self._recent)
         self._ema_raw = self._alpha * self._ema_raw + (1 - self._alpha) * x
         self._ema_n += 1
         smooth = _finite(ema)
@@ -100,10 +111,13 @@ class LossDivergenceDetector:
         if base <= 0:
             return []
         firing, z = False, 0.0
-        if x > self.spike_factor * base:  # the MAD only when needed: this runs every step
+        if x > self.spike_factor * base and x - base > self.min_rise * (self._scale or 0.0):
+            # the MAD only when needed: this runs every step
             sd = _MAD_TO_SD * median(abs(v - base) for v in self._recent)
             z = (x - base) / sd if sd > 0 else math.inf
             firing = z > _SPIKE_Z
+        self._calm = 0 if firing else self._calm + 1
+        firing = firing or (self._spike.active and self._calm < _SPIKE_CALM)
         if firing == self._spike.active:  # nothing starts or clears: skip the wording
             return self._spike.observe(True) if firing else []
         return self._spike.observe(
@@ -142,7 +156,7 @@ class LossDivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {"recent": list(self._recent), "seen": self._seen, "ema_raw": self._ema_raw,
                 "ema_n": self._ema_n, "min": self._min, "min_step": self._min_step,
-                "above": self._above, "spike": self._spike.state_dict(),
+                "above": self._above, "scale": self._scale, "calm": self._calm, "spike": self._spike.state_dict(),
                 "divergence": self._divergence.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -151,6 +165,8 @@ class LossDivergenceDetector:
         self._ema_raw = float(state["ema_raw"])
         self._min, self._min_step = state["min"], state["min_step"]
         self._above = int(state["above"])
+        self._scale = state.get("scale")  # absent from snapshots written before min_rise
+        self._calm = int(state.get("calm", _SPIKE_CALM))
         self._spike.load_state_dict(state["spike"])
         self._divergence.load_state_dict(state["divergence"])
 

@@ -14,7 +14,7 @@ from trainvitals.events import ALERT, INFO, WARNING, Event
 from trainvitals.signals.advice import LearningRate, lengthen_warmup, lr_value, reduce_lr, tighten_clip
 from trainvitals.signals.lifecycle import Condition
 
-__all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold"]
+__all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold", "trimmed_mean"]
 
 
 def auto_absolute_threshold(num_layers: int) -> float:
@@ -22,12 +22,22 @@ def auto_absolute_threshold(num_layers: int) -> float:
     return 1.3 ** (12.0 / num_layers)
 
 
+def trimmed_mean(values: Any) -> float:
+    """The mean without the largest and the smallest value (of 3 or more: the median of 3)."""
+    v = sorted(values)
+    if len(v) >= 3:
+        v = v[1:-1]
+    return math.fsum(v) / len(v)
+
+
 class MeanGainDriftDetector:
     """Watches the mean per-block gradient gain, one value per monitored step.
 
     Two conditions, each with the raise-once / info-on-clear lifecycle:
 
-    * ``mean_gain_drift``: the moving average (MA) of the last ``window`` gains has
+    * ``mean_gain_drift``: the moving average (MA) of the last ``window`` gains, trimmed
+      (their mean without the largest and the smallest, so one outlier gain moves it by
+      nothing: README, "One outlier step"), has
       risen by more than ``drift_threshold / 2`` (warning) or ``drift_threshold``
       (alert) relative to the MA ``window`` checks earlier (non-overlapping windows
       once enough history exists, the oldest MA before that). To start, the rise must
@@ -38,8 +48,11 @@ class MeanGainDriftDetector:
       we traced have the mean gain dip 5-15% below its value at initialisation and come
       back (the README, "Which gain"), a rise of up to 16% of the moving average that a
       warning would report as drift. Within those steps the condition is tracked as
-      ever and an alert (past the full threshold) is raised as ever; a warning is said
-      only if the drift still holds at ``settle_steps``, and its clearing only if it was said.
+      ever and an alert is raised once the drift has been past the full threshold for
+      ``consecutive`` checks (healthy nanoGPT runs in warmup pass it for one); a warning is said
+      only if the drift still holds once the MA it is measured from was itself taken at or
+      after ``settle_steps`` (else a gain measured every 10th step compares with the dip
+      itself), and its clearing only if it was said.
     * ``mean_gain_absolute``: the latest raw gain is above ``absolute_threshold``
       (raw, not smoothed: a jump of the gain is the earliest sign of a loss spike),
       or the gain is non-finite. It clears after ``consecutive`` finite checks at or
@@ -111,8 +124,10 @@ class MeanGainDriftDetector:
         # window + 1 MAs: once full, the newest and the oldest average disjoint runs of
         # `window` gains, so drift compares this window's level with the one before.
         self._mas: deque[float] = deque(maxlen=window + 1)
+        self._ma_steps: deque[int] = deque(maxlen=window + 1)  # the step of each MA
         self._rises = 0  # consecutive checks on which the MA went up
         self._high = 0  # consecutive checks with drift above half the threshold
+        self._past = 0  # consecutive checks with drift above the threshold
         self._calm = 0  # consecutive finite checks at or below the absolute threshold
         self.count = 0  # finite gains folded in
         self.moving_average: float | None = None
@@ -139,15 +154,17 @@ class MeanGainDriftDetector:
             )
         self.count += 1
         self._raw.append(g)
-        ma = math.fsum(self._raw) / len(self._raw)
+        ma = trimmed_mean(self._raw)
         prev = self._mas[-1] if self._mas else None
         self._mas.append(ma)
+        self._ma_steps.append(step)
         self._rises = self._rises + 1 if prev is not None and ma > prev else 0
         ref = self._mas[0]
         self.moving_average = ma
         self.drift = (ma - ref) / ref if len(self._mas) >= 2 and ref > 0 else None
         half = self.drift_threshold / 2
         self._high = self._high + 1 if self.drift is not None and self.drift > half else 0
+        self._past = self._past + 1 if self.drift is not None and self.drift > self.drift_threshold else 0
         return self._check_drift(step, lr) + self._check_absolute(g, step, lr)
 
     def _check_drift(self, step: int, lr: float | LearningRate | None) -> list[Event]:
@@ -188,7 +205,7 @@ class MeanGainDriftDetector:
         else:
             events = self._drift_cond.observe(
                 True,
-                severity=ALERT if d > self.drift_threshold else WARNING,
+                severity=ALERT if d > self.drift_threshold and self._alert_due(step) else WARNING,
                 message=message,
                 step=step,
                 suggestions=self._suggestions(step, lr),
@@ -197,19 +214,26 @@ class MeanGainDriftDetector:
         return self._settle(events, step, lambda: Event(
             "mean_gain_drift", WARNING, message, step, None, tuple(self._suggestions(step, lr)), values, self.source))
 
+    def _alert_due(self, step: int) -> bool:
+        """Inside `settle_steps` a drift past the threshold must hold for `consecutive` checks:
+        healthy nanoGPT runs in warmup lift the trimmed MA 25% for one check (seed 6, step 31)."""
+        return step >= self.settle_steps or self._past >= self.consecutive
+
     def _settle(self, events: list[Event], step: int, warning_now) -> list[Event]:
-        """Hold back a drift warning raised inside `settle_steps` (and its clearing); say
-        it, as of now, at the first check past them if the condition still holds as a warning."""
+        """Hold back a drift warning raised inside `settle_steps`, or measured from an MA taken
+        inside them (and its clearing); say it, as of now, at the first check past both if the
+        condition still holds as a warning."""
         out = []
+        settled = step >= self.settle_steps and self._ma_steps[0] >= self.settle_steps
         for e in events:
-            if e.severity == WARNING and step < self.settle_steps:
+            if e.severity == WARNING and not settled:
                 self._held = True
             elif e.severity == INFO and self._held:
                 self._held = False  # cleared inside the transient: nothing was said
             else:
                 self._held = self._held and e.severity != ALERT
                 out.append(e)
-        if self._held and step >= self.settle_steps and self._drift_cond.active_severity == WARNING:
+        if self._held and settled and self._drift_cond.active_severity == WARNING:
             out.append(warning_now())
             self._held = False
         return out
@@ -260,8 +284,10 @@ class MeanGainDriftDetector:
         return {
             "raw": list(self._raw),
             "mas": list(self._mas),
+            "ma_steps": list(self._ma_steps),
             "rises": self._rises,
             "high": self._high,
+            "past": self._past,
             "calm": self._calm,
             "count": self.count,
             "moving_average": self.moving_average,
@@ -274,8 +300,11 @@ class MeanGainDriftDetector:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._raw = deque((float(x) for x in state["raw"]), maxlen=self.window)
         self._mas = deque((float(x) for x in state["mas"]), maxlen=self.window + 1)
+        # absent from snapshots written before: the MAs taken as if at step 0
+        self._ma_steps = deque(state.get("ma_steps", [0] * len(self._mas)), maxlen=self.window + 1)
         self._rises = int(state["rises"])
         self._high = int(state["high"])
+        self._past = int(state.get("past", 0))
         self._calm = int(state["calm"])
         self.count = int(state["count"])
         self.moving_average = state["moving_average"]

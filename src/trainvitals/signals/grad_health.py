@@ -37,6 +37,14 @@ class GradNormJumpDetector:
     quiet series (log sd below ~0.38 for factor 10), and the MAD term raises the bar
     on series whose ordinary noise already spans a factor of ``factor``. Silent until ``min_history`` points.
     Non-finite and non-positive norms are skipped (other checks own those).
+
+    Severity: on a run that clips (``gradient_clip`` given to ``update``), clipping bounds the
+    step a jump can cause, so a jump is a warning; it becomes an alert once it has held for
+    ``persistence`` checks in a row (a loss that responds raises its own alert: spike,
+    divergence). Healthy runs are full of single clipped jumps (README, "One outlier step").
+    Without clipping a jump reaches the weights whole: an alert at once. Once raised, the
+    condition clears only after ``persistence`` checks under the bar, so a burst of jumps
+    a few checks apart is one event with its repeats counted, not a storm.
     """
 
     source = "grad_norm_jump"
@@ -44,7 +52,8 @@ class GradNormJumpDetector:
     z_max = 6.0
 
     def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5, *,
-                 kind: str = "grad_norm_jump", label: str = "Gradient norm", z_max: float | None = None) -> None:
+                 kind: str = "grad_norm_jump", label: str = "Gradient norm", z_max: float | None = None,
+                 persistence: int = 3) -> None:
         # kind/label let the same rule watch another positive series (the largest block gain)
         check_range("grad_norm_jump_factor", factor, 1.0, lo_open=True)
         check_type("grad_norm_jump_window", window, int)
@@ -54,6 +63,12 @@ class GradNormJumpDetector:
         self.factor = float(factor)
         self.window = window
         self.min_history = min_history
+        check_type("jump_persistence", persistence, int)
+        check_range("jump_persistence", persistence, 1)
+        self.persistence = persistence
+        self._over = 0  # consecutive checks above the bar
+        self._calm = 0  # consecutive checks under it
+        self._level: float | None = None  # the bar (log) the current jump crossed
         self._logs: deque[float] = deque(maxlen=window)
         self.label = label
         if z_max is not None:  # 0: the factor rule alone (a smooth series, short history)
@@ -82,13 +97,24 @@ class GradNormJumpDetector:
             base = math.exp(med)
             ratio = g / base
             values = {"grad_norm": g, "baseline": base, "ratio": ratio, "factor": self.factor}
-            if x - med > bar:
+            # While a jump is on, later checks are judged against the bar it crossed: the
+            # jump's own points, joining the baseline, must not lower it back under.
+            level = self._level if self._cond.active and self._level is not None else med + bar
+            over = x > level
+            self._level = level if over or self._cond.active else None
+            self._over, self._calm = (self._over + 1, 0) if over else (0, self._calm + 1)
+            clipped = gradient_clip is not None and 0 < gradient_clip < math.inf
+            if over or (self._cond.active and self._calm < self.persistence):
+                severity = ALERT if not clipped or self._over >= self.persistence else WARNING
+                values.update(checks_in_a_row=self._over, clipped=clipped)
                 events = self._cond.observe(
                     True,
-                    severity=ALERT,
+                    severity=severity,
                     message=(
                         f"{self.label} jumped to {g:.3g} at step {step}: "
                         f"{ratio:.1f}x its recent median {base:.3g}"
+                        + (f", for {self._over} checks in a row" if severity == ALERT and clipped else "")
+                        + (" (clipped; an alert if it persists or the loss responds)" if severity == WARNING else "")
                     ),
                     step=step,
                     suggestions=(
@@ -99,6 +125,7 @@ class GradNormJumpDetector:
                     values=values,
                 )
             else:
+                self._level = None
                 events = self._cond.observe(
                     False,
                     step=step,
@@ -114,10 +141,14 @@ class GradNormJumpDetector:
         return events
 
     def state_dict(self) -> dict[str, Any]:
-        return {"logs": list(self._logs), "condition": self._cond.state_dict()}
+        return {"logs": list(self._logs), "over": self._over, "calm": self._calm, "level": self._level,
+                "condition": self._cond.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._logs = deque((float(v) for v in state["logs"]), maxlen=self.window)
+        # absent from snapshots written before the persistence rule
+        self._over, self._calm = int(state.get("over", 0)), int(state.get("calm", 0))
+        self._level = state.get("level")
         self._cond.load_state_dict(state["condition"])
 
 

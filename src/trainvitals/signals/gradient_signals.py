@@ -51,12 +51,13 @@ def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
             "max_gain": max(measured), "amplification": math.prod(measured)}
 
 
-def max_gain_jump_detector(factor: float) -> GradNormJumpDetector:
+def max_gain_jump_detector(factor: float, persistence: int = 3) -> GradNormJumpDetector:
     """The jump test on the largest block gain. At a too-high LR the first block's gain
     leaps 10-200x within a few checks (3.3 -> 203 by step 7 at lr 1.0, -> 576 by step 13 at lr 0.3);
     in healthy runs it grows smoothly, ~2x in 40 steps. So: the factor rule alone (no MAD
     guard, which a 2-point history makes huge), from the second check on."""
-    return GradNormJumpDetector(factor, min_history=1, kind="max_gain_jump", label="Largest block gain", z_max=0.0)
+    return GradNormJumpDetector(factor, min_history=1, kind="max_gain_jump", label="Largest block gain", z_max=0.0,
+                                persistence=persistence)
 
 
 class GradientSignals:
@@ -70,8 +71,8 @@ class GradientSignals:
                                            c.mean_gain_drift_window, num_layers, c.mean_gain_drift_consecutive,
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps,
                                            settle_steps=c.mean_gain_drift_settle_steps)
-        self.jump = GradNormJumpDetector(c.grad_norm_jump_factor)
-        self.max_gain_jump = max_gain_jump_detector(c.max_gain_jump_factor)
+        self.jump = GradNormJumpDetector(c.grad_norm_jump_factor, persistence=c.jump_persistence)
+        self.max_gain_jump = max_gain_jump_detector(c.max_gain_jump_factor, c.jump_persistence)
         self.vanishing = VanishingFlowDetector()
         self.nonfinite = NonFiniteGradCheck()
         self.gradient_clip = gradient_clip

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from trainvitals.analyze.points import Points
 from trainvitals.analyze.tfrecord import EventFileScalars, read_event_file
 from trainvitals.errors import ConfigError
 from trainvitals.sinks.base import SETTINGS_TAG
 
 __all__ = ["EXPECTED", "HF_STATE", "RunLog", "hf_tag", "is_event_file", "read_run", "read_runs"]
 
-Series = dict[str, list[tuple[int, float]]]
+Series = dict[str, Points]  # reads as {tag: [(step, value), ...]}
 
 EXPECTED = ("expected a TensorBoard log directory, an events.out.tfevents file, a .jsonl, a .csv, "
             "or an HF trainer_state.json (or a checkpoint directory holding one)")
@@ -31,7 +32,7 @@ _MAX_LINE_PROBLEMS = 10  # per file; the rest are counted in one more line
 
 @dataclass
 class RunLog:
-    """One run: tag -> [(step, value)] sorted by step, the events its JSONL holds, the
+    """One run: tag -> `Points`, (step, value) pairs sorted by step, the events its JSONL holds, the
     settings trainvitals wrote (`trainvitals.monitor.settings`; empty for other writers),
     and one line per thing that could not be read. `index` says what the steps count."""
     name: str
@@ -149,6 +150,7 @@ def _read_event_files(name: str, files: list[Path], check_crc: bool) -> RunLog:
         for tag, _, text, _ in part.texts:
             if tag in (SETTINGS_TAG, SETTINGS_TAG + "/text_summary"):
                 _add_settings(run, _json_object(text), f"{f.name}: {SETTINGS_TAG}")
+        del part  # the merge frees each file's arrays as it goes
     run.series = _merge_event_files(parts)
     return run
 
@@ -174,33 +176,49 @@ def _merge_event_files(parts: list[EventFileScalars]) -> Series:
     cols: list[tuple[np.ndarray, ...]] = []
     purges, offset = [], 0
     for p in parts:
-        remap = np.array([names.setdefault(t, len(names)) for t in p.tags] or [0], np.int64)
-        cols.append((remap[p.tag_id], p.step, p.value, p.seq + offset))
+        remap = np.array([names.setdefault(t, len(names)) for t in p.tags] or [0], np.int32)
+        same_ids = np.array_equal(remap, np.arange(len(remap)))
+        cols.append((p.tag_id if same_ids else remap[p.tag_id], p.step, p.value, p.seq + offset))
         purges += [(s + offset, step) for s, step in p.purges]
         offset += p.records
+    parts.clear()  # the caller's list: its arrays are freed as they are merged
     if not cols:
         return {}
-    tag_id, step, value, seq = (np.concatenate(c) for c in zip(*cols))
-    keep = np.ones(len(seq), dtype=bool)
-    for at, first_step in purges:  # TensorBoard hides what a restarted run overwrote
-        keep &= ~((seq < at) & (step >= first_step))
-    tag_id, step, value = tag_id[keep], step[keep], value[keep]
-    if not len(tag_id):
-        return {}
-    order = np.argsort(tag_id, kind="stable")  # per tag, still in write order
-    tag_id, step, value = tag_id[order], step[order], value[order]
-    bounds = np.flatnonzero(np.diff(tag_id)) + 1
+    tag_id, step, value, seq = (np.concatenate(c) if len(c) > 1 else c[0] for c in zip(*cols))
+    del cols
+    if purges:
+        keep = np.ones(len(seq), dtype=bool)
+        for at, first_step in purges:  # TensorBoard hides what a restarted run overwrote
+            keep &= ~((seq < at) & (step >= first_step))
+        tag_id, step, value = tag_id[keep], step[keep], value[keep]
+    del seq
     tags = list(names)
     series = {}
-    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(tag_id)]):
-        s, v = step[lo:hi], value[lo:hi]
+    # per tag, in write order: one pass a tag for a few tags, a sort for many
+    by_tag = _split_by_tag(tag_id, len(tags))
+    for t, idx in by_tag:
+        s, v = step[idx], value[idx]
         if np.any(s[1:] <= s[:-1]):
             o = np.argsort(s, kind="stable")
             s, v = s[o], v[o]
             last = np.append(s[1:] != s[:-1], True)  # the last write of each step wins
             s, v = s[last], v[last]
-        series[tags[int(tag_id[lo])]] = list(zip(s.tolist(), v.tolist()))
+        series[tags[t]] = Points(s, v)
     return dict(sorted(series.items()))
+
+
+def _split_by_tag(tag_id: np.ndarray, n_tags: int):
+    """(tag, indices of its rows in order) for every tag present."""
+    if n_tags <= 32:
+        for t in range(n_tags):
+            idx = np.flatnonzero(tag_id == t)
+            if len(idx):
+                yield t, idx
+        return
+    order = np.argsort(tag_id, kind="stable")
+    bounds = np.flatnonzero(np.diff(tag_id[order])) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(order)]):
+        yield int(tag_id[order[lo]]), order[lo:hi]
 
 
 def _number(x) -> float:
@@ -244,7 +262,7 @@ class _Problems:
 
 
 def _sorted_series(points: dict[str, dict[int, float]]) -> Series:
-    return {tag: sorted(by_step.items()) for tag, by_step in sorted(points.items())}
+    return {tag: Points.of(sorted(by_step.items())) for tag, by_step in sorted(points.items())}
 
 
 def _read_jsonl(path: Path, name: str) -> RunLog:

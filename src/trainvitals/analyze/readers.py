@@ -12,6 +12,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,8 +21,9 @@ from trainvitals.analyze.tfrecord import EventFileScalars, read_event_file
 from trainvitals.errors import ConfigError
 from trainvitals.sinks.base import SETTINGS_TAG
 
-__all__ = ["EXPECTED", "HF_STATE", "RunLog", "hf_tag", "is_event_file", "read_run", "read_runs"]
+__all__ = ["EXPECTED", "HF_STATE", "RunLog", "event_file_bytes", "hf_tag", "is_event_file", "read_run", "read_runs"]
 
+Progress = Callable[[int], None]
 Series = dict[str, Points]  # reads as {tag: [(step, value), ...]}
 
 EXPECTED = ("expected a TensorBoard log directory, an events.out.tfevents file, a .jsonl, a .csv, "
@@ -56,7 +58,7 @@ def _event_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_event_file(p))
 
 
-def read_run(path: str | Path, *, check_crc: bool = False) -> RunLog:
+def read_run(path: str | Path, *, check_crc: bool = False, progress: Progress | None = None) -> RunLog:
     """Read one run: a directory of event files (merged), one event file, a .jsonl, a .csv
     or an HF `trainer_state.json`.
 
@@ -64,16 +66,17 @@ def read_run(path: str | Path, *, check_crc: bool = False) -> RunLog:
     `trainer_state.json` (an HF checkpoint) reads that, and one whose `checkpoint-N/`
     subdirectories hold them (an HF output directory) reads the latest. The JSONL
     beside event files (trainvitals writes both) gives the run's events.
-    `check_crc` also verifies each event record's data checksum (slower).
+    `check_crc` also verifies each event record's data checksum (slower). `progress(n)`
+    is called as event file bytes are read, n at a time.
     """
     path = Path(path)
     try:
-        return _read_run(path, check_crc)
+        return _read_run(path, check_crc, progress)
     except OSError as e:  # unreadable directory or file: the user's to fix
         raise ConfigError(f"{path}: cannot read ({e.strerror or e}); {EXPECTED}") from None
 
 
-def _read_run(path: Path, check_crc: bool) -> RunLog:
+def _read_run(path: Path, check_crc: bool, progress: Progress | None) -> RunLog:
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory; {EXPECTED}")
     if path.is_dir():
@@ -81,7 +84,7 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
         jsonls = sorted(path.glob("*.jsonl"))
         name = path.resolve().name
         if files:
-            run = _read_event_files(name, files, check_crc)
+            run = _read_event_files(name, files, check_crc, progress)
             for j in jsonls:
                 events, problems = _jsonl_events(j)
                 run.events += events
@@ -97,7 +100,7 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
         raise ConfigError(f"{path}: no event files or single .jsonl in this directory{hint}; "
                           f"{EXPECTED}")
     if is_event_file(path):
-        return _read_event_files(path.resolve().parent.name, [path], check_crc)
+        return _read_event_files(path.resolve().parent.name, [path], check_crc, progress)
     if path.suffix.lower() == ".jsonl":
         return _read_jsonl(path, path.stem)
     if path.suffix.lower() == ".csv":
@@ -107,7 +110,7 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
     raise ConfigError(f"{path}: not a log this reads; {EXPECTED}")
 
 
-def read_runs(path: str | Path, *, check_crc: bool = False) -> dict[str, RunLog]:
+def read_runs(path: str | Path, *, check_crc: bool = False, progress: Progress | None = None) -> dict[str, RunLog]:
     """One RunLog per run under `path`, keyed by name.
 
     A directory holding no event files itself but subdirectories that do (at any
@@ -120,9 +123,21 @@ def read_runs(path: str | Path, *, check_crc: bool = False) -> dict[str, RunLog]
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e}); {EXPECTED}") from None
     if runs:
-        return {key: _renamed(read_run(d, check_crc=check_crc), key) for key, d in runs.items()}
-    run = read_run(path, check_crc=check_crc)
+        return {key: _renamed(read_run(d, check_crc=check_crc, progress=progress), key) for key, d in runs.items()}
+    run = read_run(path, check_crc=check_crc, progress=progress)
     return {run.name: run}
+
+
+def event_file_bytes(path: str | Path) -> int:
+    """Bytes of the event files `read_runs(path)` reads: what its `progress` counts to."""
+    path = Path(path)
+    try:
+        if not path.is_dir():
+            return path.stat().st_size if is_event_file(path) else 0
+        dirs = [path] if _event_files(path) else list(_run_dirs(path).values())
+        return sum(f.stat().st_size for d in dirs for f in _event_files(d))
+    except OSError:
+        return 0  # read_runs says what is wrong
 
 
 def _renamed(run: RunLog, name: str) -> RunLog:
@@ -136,12 +151,12 @@ def _run_dirs(root: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def _read_event_files(name: str, files: list[Path], check_crc: bool) -> RunLog:
+def _read_event_files(name: str, files: list[Path], check_crc: bool, progress: Progress | None) -> RunLog:
     run = RunLog(name=name)
     parts = []
     for f in files:
         try:
-            part = read_event_file(f, check_crc=check_crc)
+            part = read_event_file(f, check_crc=check_crc, progress=progress)
         except OSError as e:
             run.problems.append(f"{f.name}: cannot read ({e.strerror or e})")
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -311,8 +312,10 @@ class _Slow:
                 self.texts.append((v.tag, ev.step, text, seq))
 
 
-def read_event_file(path: str | Path, check_crc: bool = False) -> EventFileScalars:
-    """All scalars in one event file; damage is reported in `problems`, never raised."""
+def read_event_file(path: str | Path, check_crc: bool = False,
+                    progress: Callable[[int], None] | None = None) -> EventFileScalars:
+    """All scalars in one event file; damage is reported in `problems`, never raised.
+    `progress(n)` is called after each chunk of n bytes is read."""
     path = Path(path)
     out, slow = EventFileScalars(), _Slow()
     ids: dict[bytes, int] = {}
@@ -321,6 +324,8 @@ def read_event_file(path: str | Path, check_crc: bool = False) -> EventFileScala
     with open(path, "rb") as f:
         while not damage:
             chunk = f.read(CHUNK_BYTES)
+            if progress is not None and chunk:
+                progress(len(chunk))
             if not chunk:
                 damage = "incomplete" if carry else ""
                 break

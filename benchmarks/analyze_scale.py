@@ -138,12 +138,14 @@ def write_log(logdir: Path, steps: int, n_tags: int, block: int = 200_000) -> Pa
 
 
 TIME_RE = {"wall": re.compile(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)"),
-           "rss_kb": re.compile(r"Maximum resident set size \(kbytes\): (\d+)")}
+           "rss_kb": re.compile(r"Maximum resident set size \(kbytes\): (\d+)"),
+           "cpu": re.compile(r"(?:User|System) time \(seconds\): ([\d.]+)")}
 
 
-def timed_process(args: list[str], src: Path, out: Path) -> tuple[float, float, int]:
+def timed_process(args: list[str], src: Path, out: Path) -> tuple[float, float, float]:
     """Run `python args` in a fresh process under /usr/bin/time -v, stdout to `out`:
-    (wall seconds, peak RSS in MiB, exit code)."""
+    (wall seconds, CPU seconds (user + system), peak RSS in MiB). On a machine shared with
+    other work the CPU time is the steadier figure."""
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
     with open(out, "wb") as f:
         p = subprocess.run(["/usr/bin/time", "-v", sys.executable, *args], stdout=f, stderr=subprocess.PIPE,
@@ -153,9 +155,10 @@ def timed_process(args: list[str], src: Path, out: Path) -> tuple[float, float, 
         raise SystemExit(f"/usr/bin/time gave no figures:\n{p.stderr[-2000:]}")
     wall = int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
     rss = int(TIME_RE["rss_kb"].search(p.stderr).group(1)) / 1024
+    cpu = sum(float(x) for x in TIME_RE["cpu"].findall(p.stderr))
     if p.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
-    return wall, rss, p.returncode
+    return wall, cpu, rss
 
 
 ACCUMULATOR = """
@@ -194,10 +197,11 @@ def main(argv: list[str] | None = None) -> None:
             cases += [("EventAccumulator (load only)", ours, ["-c", ACCUMULATOR, str(logdir)])]
         for name, src, cmd in cases:
             out = Path(tmp) / f"out{len(rows)}.txt"
-            wall, rss, _ = timed_process(cmd, src, out)
+            wall, cpu, rss = timed_process(cmd, src, out)
             rows.append((name, wall, rss))
             outputs[name] = out
-            print(f"{name:<32}{wall:>8.1f} s{rss:>9.0f} MiB{n / wall:>14,.0f} scalars/s", flush=True)
+            print(f"{name:<32}{wall:>8.1f} s wall{cpu:>8.1f} s CPU{rss:>9.0f} MiB peak RSS"
+                  f"{n / cpu:>14,.0f} scalars/CPU-s", flush=True)
         print("\n" + outputs["trainvitals analyze"].read_text().splitlines()[0])
         if not args.no_accumulator:
             got = int(outputs["EventAccumulator (load only)"].read_text().split()[-1])

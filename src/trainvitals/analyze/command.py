@@ -71,14 +71,17 @@ def _is_terminal(stream) -> bool:
     return bool(isatty and isatty())
 
 
+_BAR_DELAY_S = 2.0  # an analyze quicker than this shows no bar
+
+
 class _Bar:
-    """A tqdm bar on stderr that appears only after 2 s, or nothing."""
+    """A tqdm bar on stderr that appears only after `_BAR_DELAY_S`, or nothing."""
 
     def __init__(self, show: bool, what: str, total: int, unit: str) -> None:
         self.bar = None
         if show and total:
             from tqdm.auto import tqdm
-            self.bar = tqdm(total=total, desc=what, unit=unit, unit_scale=True, delay=2.0, leave=False,
+            self.bar = tqdm(total=total, desc=what, unit=unit, unit_scale=True, delay=_BAR_DELAY_S, leave=False,
                             dynamic_ncols=True, file=sys.stderr)
 
     def update(self, n: int) -> None:

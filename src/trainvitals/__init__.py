@@ -6,10 +6,8 @@ from trainvitals.monitor.config import DetectorConfig, MonitorConfig
 from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
 from trainvitals.monitor.gradients import GradientMonitorCallback
 from trainvitals.monitor.loss import LossMonitorCallback
-from trainvitals.monitor.monitor import Monitor
 from trainvitals.monitor.outbox import StopReason
 from trainvitals.training.callbacks import LoopContext, TrainerCallback
-from trainvitals.training.trainer import LanguageModelTrainer, Trainer
 
 __all__ = [
     "Monitor", "MonitorConfig", "DetectorConfig",
@@ -18,3 +16,14 @@ __all__ = [
     "Event", "ConfigError", "SnapshotError",
 ]
 __version__ = "0.1.0"
+
+# These import torch (seconds, ~200 MB), which `trainvitals analyze` never needs.
+_TORCH = {"Monitor": "trainvitals.monitor.monitor", "Trainer": "trainvitals.training.trainer",
+          "LanguageModelTrainer": "trainvitals.training.trainer"}
+
+
+def __getattr__(name: str):
+    if name in _TORCH:
+        import importlib
+        return getattr(importlib.import_module(_TORCH[name]), name)
+    raise AttributeError(f"module 'trainvitals' has no attribute {name!r}")

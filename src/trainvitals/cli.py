@@ -15,13 +15,22 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _parser() -> argparse.ArgumentParser:
+# Commands that never touch torch: given one of these, only its parser is built, so
+# torch (seconds to import, ~200 MB) is not loaded.
+_OFFLINE = ("analyze", "calibrate")
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog="trainvitals", description="Train transformers and watch their health.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    if command in _OFFLINE:
+        from trainvitals.analyze.calibrate import add_calibrate_parser
+        from trainvitals.analyze.command import add_analyze_parsers
+        (add_analyze_parsers if command == "analyze" else add_calibrate_parser)(sub)
+        return p
     from trainvitals.cli_config import add_config_flags
     from trainvitals.tasks.lm.run import CONFIGS as LM_CONFIGS
     from trainvitals.tasks.lm.run import LM_DEFAULTS
-
-    p = _Parser(prog="trainvitals", description="Train transformers and watch their health.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     lm = sub.add_parser("train-lm", help="train a byte-level GPT on the embedded corpus or --data",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,7 +74,8 @@ def _given(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv[0] if argv else None).parse_args(argv)
     try:
         if args.command == "train-lm":
             from trainvitals.tasks.lm.run import train_lm

@@ -8,13 +8,14 @@ import sys
 from collections import Counter
 from typing import Any
 
-from trainvitals.analyze.readers import read_runs
-from trainvitals.analyze.replay import AnalyzeConfig, Analysis, replay
+from trainvitals.analyze.points import as_arrays
+from trainvitals.analyze.readers import event_file_bytes, read_runs
+from trainvitals.analyze.replay import AnalyzeConfig, Analysis, replay, replay_size
 from trainvitals.analyze.roles import ROLES, apply_roles, parse_tags
 from trainvitals.events import ALERT, WARNING
 from trainvitals.sinks.console import format_event
 
-__all__ = ["add_analyze_parsers", "analyze", "to_json"]
+__all__ = ["add_analyze_parsers", "analyze", "write_json"]
 
 
 def add_analyze_parsers(sub: Any) -> None:
@@ -37,19 +38,26 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def analyze(path: str, cfg: AnalyzeConfig, as_json: bool = False, out=None,
-            tags: list[str] | None = None) -> int:
-    """`tags`: ["ROLE=TAG", ...], other writers' names for the series (`analyze.roles`)."""
+            tags: list[str] | None = None, progress: bool | None = None) -> int:
+    """`tags`: ["ROLE=TAG", ...], other writers' names for the series (`analyze.roles`).
+    `progress`: show progress bars on stderr (reading, then replay) for an analyze that
+    takes more than a couple of seconds; None: only when the output is a terminal and
+    not `as_json`."""
     out = out or sys.stdout
     roles = parse_tags(tags)
-    runs = {name: apply_roles(run, roles) for name, run in read_runs(path).items()}
-    results = {name: replay(run, cfg) for name, run in runs.items()}
+    if progress is None:
+        progress = not as_json and _is_terminal(out) and _is_terminal(sys.stderr)
+    with _Bar(progress, "reading", event_file_bytes(path), "B") as bar:
+        logs = read_runs(path, progress=bar.update)
+    runs = {name: apply_roles(run, roles) for name, run in logs.items()}
+    del logs
+    with _Bar(progress, "replay", sum(map(replay_size, runs.values())), "step") as bar:
+        results = {name: replay(run, cfg, progress=bar.update) for name, run in runs.items()}
     for a in results.values():
         for line in a.problems:
             print(f"warning: {line}", file=sys.stderr)
     if as_json:
-        payload = to_json(next(iter(results.values()))) if len(results) == 1 else {
-            name: to_json(a) for name, a in results.items()}
-        print(json.dumps(payload), file=out)
+        write_json(results, out)
     elif len(results) == 1:
         print(_one_run(next(iter(results.values()))), file=out)
     else:
@@ -58,10 +66,69 @@ def analyze(path: str, cfg: AnalyzeConfig, as_json: bool = False, out=None,
     return 1 if nothing else 0
 
 
-def to_json(a: Analysis) -> dict[str, Any]:
-    return {"events": [e.to_dict() for e in a.events],
-            "series": {tag: [[s, v if math.isfinite(v) else str(v)] for s, v in pts]
-                       for tag, pts in a.series.items()}}
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+_BAR_DELAY_S = 2.0  # an analyze quicker than this shows no bar
+
+
+class _Bar:
+    """A tqdm bar on stderr that appears only after `_BAR_DELAY_S`, or nothing."""
+
+    def __init__(self, show: bool, what: str, total: int, unit: str) -> None:
+        self.bar = None
+        if show and total:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=what, unit=unit, unit_scale=True, delay=_BAR_DELAY_S, leave=False,
+                            dynamic_ncols=True, file=sys.stderr)
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def write_json(results: dict[str, Analysis], out) -> None:
+    """`--json`: one run's object, or an object of them keyed by run name; the text of
+    `json.dumps`, written a block of points at a time (millions of points would take GBs
+    as Python lists)."""
+    if len(results) == 1:
+        _write_analysis(next(iter(results.values())), out)
+    else:
+        out.write("{")
+        for i, (name, a) in enumerate(results.items()):
+            out.write(f"{', ' if i else ''}{json.dumps(name)}: ")
+            _write_analysis(a, out)
+        out.write("}")
+    out.write("\n")
+
+
+def _write_analysis(a: Analysis, out) -> None:
+    out.write(f'{{"events": {json.dumps([e.to_dict() for e in a.events])}, "series": {{')
+    for i, (tag, pts) in enumerate(a.series.items()):
+        out.write(f"{', ' if i else ''}{json.dumps(tag)}: [")
+        steps, values = as_arrays(pts)
+        for lo in range(0, len(steps), _JSON_BLOCK):
+            s, v = steps[lo:lo + _JSON_BLOCK].tolist(), values[lo:lo + _JSON_BLOCK].tolist()
+            out.write((", " if lo else "") + ", ".join(map(_JSON_POINT.format, s, map(_json_number, v))))
+        out.write("]")
+    out.write("}}")
+
+
+_JSON_BLOCK = 1 << 16
+_JSON_POINT = "[{}, {}]"
+
+
+def _json_number(v: float) -> str:
+    return repr(v) if math.isfinite(v) else f'"{v}"'  # as json.dumps writes the float, or str(v)
 
 
 def _one_run(a: Analysis) -> str:

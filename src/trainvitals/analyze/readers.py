@@ -12,16 +12,19 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from trainvitals.analyze.points import Points
 from trainvitals.analyze.tfrecord import EventFileScalars, read_event_file
 from trainvitals.errors import ConfigError
 from trainvitals.sinks.base import SETTINGS_TAG
 
-__all__ = ["EXPECTED", "HF_STATE", "RunLog", "hf_tag", "is_event_file", "read_run", "read_runs"]
+__all__ = ["EXPECTED", "HF_STATE", "RunLog", "event_file_bytes", "hf_tag", "is_event_file", "read_run", "read_runs"]
 
-Series = dict[str, list[tuple[int, float]]]
+Progress = Callable[[int], None]
+Series = dict[str, Points]  # reads as {tag: [(step, value), ...]}
 
 EXPECTED = ("expected a TensorBoard log directory, an events.out.tfevents file, a .jsonl, a .csv, "
             "or an HF trainer_state.json (or a checkpoint directory holding one)")
@@ -31,7 +34,7 @@ _MAX_LINE_PROBLEMS = 10  # per file; the rest are counted in one more line
 
 @dataclass
 class RunLog:
-    """One run: tag -> [(step, value)] sorted by step, the events its JSONL holds, the
+    """One run: tag -> `Points`, (step, value) pairs sorted by step, the events its JSONL holds, the
     settings trainvitals wrote (`trainvitals.monitor.settings`; empty for other writers),
     and one line per thing that could not be read. `index` says what the steps count."""
     name: str
@@ -55,7 +58,7 @@ def _event_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_event_file(p))
 
 
-def read_run(path: str | Path, *, check_crc: bool = False) -> RunLog:
+def read_run(path: str | Path, *, check_crc: bool = False, progress: Progress | None = None) -> RunLog:
     """Read one run: a directory of event files (merged), one event file, a .jsonl, a .csv
     or an HF `trainer_state.json`.
 
@@ -63,16 +66,17 @@ def read_run(path: str | Path, *, check_crc: bool = False) -> RunLog:
     `trainer_state.json` (an HF checkpoint) reads that, and one whose `checkpoint-N/`
     subdirectories hold them (an HF output directory) reads the latest. The JSONL
     beside event files (trainvitals writes both) gives the run's events.
-    `check_crc` also verifies each event record's data checksum (slower).
+    `check_crc` also verifies each event record's data checksum (slower). `progress(n)`
+    is called as event file bytes are read, n at a time.
     """
     path = Path(path)
     try:
-        return _read_run(path, check_crc)
+        return _read_run(path, check_crc, progress)
     except OSError as e:  # unreadable directory or file: the user's to fix
         raise ConfigError(f"{path}: cannot read ({e.strerror or e}); {EXPECTED}") from None
 
 
-def _read_run(path: Path, check_crc: bool) -> RunLog:
+def _read_run(path: Path, check_crc: bool, progress: Progress | None) -> RunLog:
     if not path.exists():
         raise ConfigError(f"{path}: no such file or directory; {EXPECTED}")
     if path.is_dir():
@@ -80,7 +84,7 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
         jsonls = sorted(path.glob("*.jsonl"))
         name = path.resolve().name
         if files:
-            run = _read_event_files(name, files, check_crc)
+            run = _read_event_files(name, files, check_crc, progress)
             for j in jsonls:
                 events, problems = _jsonl_events(j)
                 run.events += events
@@ -96,7 +100,7 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
         raise ConfigError(f"{path}: no event files or single .jsonl in this directory{hint}; "
                           f"{EXPECTED}")
     if is_event_file(path):
-        return _read_event_files(path.resolve().parent.name, [path], check_crc)
+        return _read_event_files(path.resolve().parent.name, [path], check_crc, progress)
     if path.suffix.lower() == ".jsonl":
         return _read_jsonl(path, path.stem)
     if path.suffix.lower() == ".csv":
@@ -106,7 +110,7 @@ def _read_run(path: Path, check_crc: bool) -> RunLog:
     raise ConfigError(f"{path}: not a log this reads; {EXPECTED}")
 
 
-def read_runs(path: str | Path, *, check_crc: bool = False) -> dict[str, RunLog]:
+def read_runs(path: str | Path, *, check_crc: bool = False, progress: Progress | None = None) -> dict[str, RunLog]:
     """One RunLog per run under `path`, keyed by name.
 
     A directory holding no event files itself but subdirectories that do (at any
@@ -119,9 +123,21 @@ def read_runs(path: str | Path, *, check_crc: bool = False) -> dict[str, RunLog]
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror or e}); {EXPECTED}") from None
     if runs:
-        return {key: _renamed(read_run(d, check_crc=check_crc), key) for key, d in runs.items()}
-    run = read_run(path, check_crc=check_crc)
+        return {key: _renamed(read_run(d, check_crc=check_crc, progress=progress), key) for key, d in runs.items()}
+    run = read_run(path, check_crc=check_crc, progress=progress)
     return {run.name: run}
+
+
+def event_file_bytes(path: str | Path) -> int:
+    """Bytes of the event files `read_runs(path)` reads: what its `progress` counts to."""
+    path = Path(path)
+    try:
+        if not path.is_dir():
+            return path.stat().st_size if is_event_file(path) else 0
+        dirs = [path] if _event_files(path) else list(_run_dirs(path).values())
+        return sum(f.stat().st_size for d in dirs for f in _event_files(d))
+    except OSError:
+        return 0  # read_runs says what is wrong
 
 
 def _renamed(run: RunLog, name: str) -> RunLog:
@@ -135,12 +151,12 @@ def _run_dirs(root: Path) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def _read_event_files(name: str, files: list[Path], check_crc: bool) -> RunLog:
+def _read_event_files(name: str, files: list[Path], check_crc: bool, progress: Progress | None) -> RunLog:
     run = RunLog(name=name)
     parts, hf_args = [], {}
     for f in files:
         try:
-            part = read_event_file(f, check_crc=check_crc)
+            part = read_event_file(f, check_crc=check_crc, progress=progress)
         except OSError as e:
             run.problems.append(f"{f.name}: cannot read ({e.strerror or e})")
             continue
@@ -151,6 +167,7 @@ def _read_event_files(name: str, files: list[Path], check_crc: bool) -> RunLog:
                 _add_settings(run, _json_object(text), f"{f.name}: {SETTINGS_TAG}")
             elif tag in ("args", "args/text_summary"):
                 hf_args = _hf_settings(_json_object(text))
+        del part  # the merge frees each file's arrays as it goes
     for key, value in hf_args.items():  # what trainvitals wrote itself wins
         run.settings.setdefault(key, value)
     run.series = _merge_event_files(parts)
@@ -188,33 +205,49 @@ def _merge_event_files(parts: list[EventFileScalars]) -> Series:
     cols: list[tuple[np.ndarray, ...]] = []
     purges, offset = [], 0
     for p in parts:
-        remap = np.array([names.setdefault(t, len(names)) for t in p.tags] or [0], np.int64)
-        cols.append((remap[p.tag_id], p.step, p.value, p.seq + offset))
+        remap = np.array([names.setdefault(t, len(names)) for t in p.tags] or [0], np.int32)
+        same_ids = np.array_equal(remap, np.arange(len(remap)))
+        cols.append((p.tag_id if same_ids else remap[p.tag_id], p.step, p.value, p.seq + offset))
         purges += [(s + offset, step) for s, step in p.purges]
         offset += p.records
+    parts.clear()  # the caller's list: its arrays are freed as they are merged
     if not cols:
         return {}
-    tag_id, step, value, seq = (np.concatenate(c) for c in zip(*cols))
-    keep = np.ones(len(seq), dtype=bool)
-    for at, first_step in purges:  # TensorBoard hides what a restarted run overwrote
-        keep &= ~((seq < at) & (step >= first_step))
-    tag_id, step, value = tag_id[keep], step[keep], value[keep]
-    if not len(tag_id):
-        return {}
-    order = np.argsort(tag_id, kind="stable")  # per tag, still in write order
-    tag_id, step, value = tag_id[order], step[order], value[order]
-    bounds = np.flatnonzero(np.diff(tag_id)) + 1
+    tag_id, step, value, seq = (np.concatenate(c) if len(c) > 1 else c[0] for c in zip(*cols))
+    del cols
+    if purges:
+        keep = np.ones(len(seq), dtype=bool)
+        for at, first_step in purges:  # TensorBoard hides what a restarted run overwrote
+            keep &= ~((seq < at) & (step >= first_step))
+        tag_id, step, value = tag_id[keep], step[keep], value[keep]
+    del seq
     tags = list(names)
     series = {}
-    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(tag_id)]):
-        s, v = step[lo:hi], value[lo:hi]
+    # per tag, in write order: one pass a tag for a few tags, a sort for many
+    by_tag = _split_by_tag(tag_id, len(tags))
+    for t, idx in by_tag:
+        s, v = step[idx], value[idx]
         if np.any(s[1:] <= s[:-1]):
             o = np.argsort(s, kind="stable")
             s, v = s[o], v[o]
             last = np.append(s[1:] != s[:-1], True)  # the last write of each step wins
             s, v = s[last], v[last]
-        series[tags[int(tag_id[lo])]] = list(zip(s.tolist(), v.tolist()))
+        series[tags[t]] = Points(s, v)
     return dict(sorted(series.items()))
+
+
+def _split_by_tag(tag_id: np.ndarray, n_tags: int):
+    """(tag, indices of its rows in order) for every tag present."""
+    if n_tags <= 32:
+        for t in range(n_tags):
+            idx = np.flatnonzero(tag_id == t)
+            if len(idx):
+                yield t, idx
+        return
+    order = np.argsort(tag_id, kind="stable")
+    bounds = np.flatnonzero(np.diff(tag_id[order])) + 1
+    for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(order)]):
+        yield int(tag_id[order[lo]]), order[lo:hi]
 
 
 def _number(x) -> float:
@@ -258,7 +291,7 @@ class _Problems:
 
 
 def _sorted_series(points: dict[str, dict[int, float]]) -> Series:
-    return {tag: sorted(by_step.items()) for tag, by_step in sorted(points.items())}
+    return {tag: Points.of(sorted(by_step.items())) for tag, by_step in sorted(points.items())}
 
 
 def _read_jsonl(path: Path, name: str) -> RunLog:

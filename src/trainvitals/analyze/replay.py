@@ -7,11 +7,13 @@ evaluation events, the report text) is the same code live and offline.
 """
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Callable, Sequence
 
+import numpy as np
+
+from trainvitals.analyze.points import Points, PointsBuilder, as_arrays
 from trainvitals.analyze.readers import RunLog
 from trainvitals.analyze.roles import span_means
 from trainvitals.errors import check_range
@@ -22,7 +24,7 @@ from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReadi
 from trainvitals.monitor.loss import LossMonitorCallback
 from trainvitals.monitor.outbox import Outbox
 
-__all__ = ["AnalyzeConfig", "Analysis", "replay", "DERIVED"]
+__all__ = ["AnalyzeConfig", "Analysis", "replay", "replay_size", "DERIVED"]
 
 _GAIN = "gradient_monitor/gain/"
 _RATIO = "weight_monitor/update_ratio/"
@@ -77,7 +79,7 @@ _FACTS = {"num_layers": int, "lr": float, "gradient_clip": float, "warmup_steps"
 class Analysis:
     name: str
     events: list[Event] = field(default_factory=list)
-    series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    series: dict[str, Points] = field(default_factory=dict)  # the derived series (DERIVED, evaluation/*)
     reports: list[str] = field(default_factory=list)  # post-epoch report blocks
     problems: list[str] = field(default_factory=list)
     steps: int = 0
@@ -91,24 +93,35 @@ class _ReplayOutbox(Outbox):
     def __init__(self, out: Analysis) -> None:
         super().__init__()
         self.out = out
+        self.kept: dict[str, PointsBuilder] = {}  # 16 bytes a point: a long run derives millions
 
     def log(self, tag: str, value: float, step: int) -> None:
-        if (tag in DERIVED or tag.startswith("evaluation/")) and math.isfinite(value):
-            points = self.out.series.setdefault(tag, [])
-            if points and points[-1][0] == step:  # a logged N-step mean is fed N times (_per_step)
-                points[-1] = (step, value)
-            else:
-                points.append((step, value))
+        if not math.isfinite(value):
+            return
+        kept = self.kept.get(tag)
+        if kept is None:
+            if not (tag in DERIVED or tag.startswith("evaluation/")):
+                return
+            kept = self.kept[tag] = PointsBuilder()
+        kept.add(step, value)  # a logged N-step mean is fed N times (_per_step): the last stays
 
     def emit(self, events, echo: bool = True) -> None:
-        self.out.events += [events] if isinstance(events, Event) else list(events)
+        if events:
+            self.out.events += [events] if isinstance(events, Event) else list(events)
 
     def text(self, line: str) -> None:
         self.out.reports.append(line.strip("\n"))
 
+    def series(self) -> dict[str, Points]:
+        return {tag: b.points() for tag, b in self.kept.items() if b.steps}
 
-def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
-    """Run `run`'s logged series through the monitor's own parts, with `cfg`'s thresholds."""
+
+_BLOCK = 1 << 16  # steps fed to the loss detectors at a time: Python floats only for these
+
+
+def replay(run: RunLog, cfg: AnalyzeConfig, progress: Callable[[int], None] | None = None) -> Analysis:
+    """Run `run`'s logged series through the monitor's own parts, with `cfg`'s thresholds.
+    `progress(n)` is called as steps are fed, n at a time (`replay_size(run)` in all)."""
     facts, problems = cfg.run_facts(run)
     out = Analysis(run.name, problems=list(run.problems) + problems)
     out.final = {t: run.series[t][-1][1] for t in ("train/step_loss", "train/epoch_loss", "val/loss")
@@ -116,35 +129,59 @@ def replay(run: RunLog, cfg: AnalyzeConfig) -> Analysis:
     baseline = cfg.baseline_loss or (run.series["data/unigram_entropy"][-1][1]
                                      if run.series.get("data/unigram_entropy") else None)
     box = _ReplayOutbox(out)
+    tick = progress or (lambda n: None)
     monitor_cfg = MonitorConfig(**{f.name: getattr(cfg, f.name) for f in fields(DetectorConfig)})
-    lr_at = _step_lookup(run.series.get("train/lr", []))
+    lr_steps, lr_values = as_arrays(run.series.get("train/lr", []))
+    lr_at = _step_lookup(lr_steps, lr_values)
     losses = run.series.get("train/step_loss", [])
     if losses:
         out.steps = losses[-1][0]
         uniform = run.series["data/uniform_loss"][-1][1] if run.series.get("data/uniform_loss") else None
         part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
                                    peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
-        steps, values = _per_step(losses)
-        part.report(box, steps, values, [lr_at(s) for s in steps], log_inputs=False)
-    _replay_gradients(run, facts, monitor_cfg, lr_at, box)
+        steps, values = _per_step(*as_arrays(losses))
+        lrs = _values_at(lr_steps, lr_values, steps)
+        for lo in range(0, len(steps), _BLOCK):
+            part.report(box, steps[lo:lo + _BLOCK].tolist(), values[lo:lo + _BLOCK].tolist(),
+                        lrs[lo:lo + _BLOCK], log_inputs=False)
+            tick(min(_BLOCK, len(steps) - lo))
+    _replay_gradients(run, facts, monitor_cfg, lr_steps, lr_values, box, tick)
     _replay_evaluations(run, facts, monitor_cfg, baseline, lr_at, box)
+    out.series = box.series()
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
     return out
 
 
-def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, lr_at,
-                      box: _ReplayOutbox) -> None:
-    def by_step(tag: str) -> dict[int, float]:
-        return dict(run.series.get(tag, []))
+def replay_size(run: RunLog) -> int:
+    """How many steps `replay` feeds (the total its `progress` reaches)."""
+    losses = run.series.get("train/step_loss", [])
+    n = len(_per_step(*as_arrays(losses))[0]) if losses else 0
+    return n + len(_gradient_steps(run))
 
-    mean_gain, grad_norm, max_gain = (by_step(f"gradient_monitor/{t}") for t in ("mean_gain", "grad_norm", "max_gain"))
-    gains = {t[len(_GAIN):]: dict(v) for t, v in run.series.items() if t.startswith(_GAIN)}
-    ratios = {t[len(_RATIO):]: dict(v) for t, v in run.series.items() if t.startswith(_RATIO)}
-    steps = set(mean_gain) | set(grad_norm) | set(max_gain)
-    for series in (*gains.values(), *ratios.values()):
-        steps |= set(series)
-    if not steps:
+
+def _gradient_tags(run: RunLog) -> dict[str, Sequence[tuple[int, float]]]:
+    return {t: v for t, v in run.series.items()
+            if t in _GRADIENT_TAGS or t.startswith(_GAIN) or t.startswith(_RATIO)}
+
+
+_GRADIENT_TAGS = tuple(f"gradient_monitor/{t}" for t in ("mean_gain", "grad_norm", "max_gain"))
+
+
+def _gradient_steps(run: RunLog) -> np.ndarray:
+    tags = _gradient_tags(run)
+    return np.unique(np.concatenate([as_arrays(v)[0] for v in tags.values()])) if tags else np.zeros(0, np.int64)
+
+
+def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, lr_steps: np.ndarray,
+                      lr_values: np.ndarray, box: _ReplayOutbox, tick: Callable[[int], None]) -> None:
+    steps = _gradient_steps(run)
+    if not len(steps):
         return
+    # every series on the steps any of them has; NaN where it has no point (a logged NaN is kept apart)
+    tags = _gradient_tags(run)
+    cols = {t: _aligned(*as_arrays(v), steps) for t, v in tags.items()}
+    gains = [(t[len(_GAIN):], cols[t]) for t in tags if t.startswith(_GAIN)]
+    ratios = [(t[len(_RATIO):], cols[t]) for t in tags if t.startswith(_RATIO)]
     num_layers = facts.get("num_layers") or len(gains) or None
     if num_layers is None and monitor_cfg.mean_gain_absolute_threshold == "auto":
         monitor_cfg = replace(monitor_cfg, mean_gain_absolute_threshold=1.3)  # "auto" at 12 blocks
@@ -152,13 +189,46 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
                                 "threshold 'auto' taken as 1.3; pass --num-layers for the depth-scaled one")
     part = GradientMonitorCallback(monitor_cfg, num_layers, gradient_clip=facts.get("gradient_clip") or None,
                                    warmup_steps=facts.get("warmup_steps"), peak_lr=facts.get("lr"))
-    for step in sorted(steps):
-        logged = {name: r[step] for name, r in ratios.items() if step in r}
-        weights = {"update_ratio": logged, "unchanged": [n for n, r in logged.items() if r == 0.0]} \
-            if logged else None
-        reading = GradientReading({b: v[step] for b, v in gains.items() if step in v}, grad_norm.get(step),
-                                  mean_gain.get(step), max_gain.get(step), weights=weights)
-        part.report(box, step, reading, lr_at(step), log_inputs=False)
+    lrs = _values_at(lr_steps, lr_values, steps)
+    singles = [cols.get(f"gradient_monitor/{t}") for t in ("grad_norm", "mean_gain", "max_gain")]
+    for lo in range(0, len(steps), _BLOCK):
+        hi = min(lo + _BLOCK, len(steps))
+        block = [c.block(lo, hi) if c is not None else [None] * (hi - lo) for c in singles]
+        gain_cols = [(name, c.block(lo, hi)) for name, c in gains]
+        ratio_cols = [(name, c.block(lo, hi)) for name, c in ratios]
+        for k, step in enumerate(steps[lo:hi].tolist()):
+            weights = None
+            if ratio_cols:
+                logged = {name: c[k] for name, c in ratio_cols if c[k] is not None}
+                if logged:
+                    weights = {"update_ratio": logged, "unchanged": [n for n, r in logged.items() if r == 0.0]}
+            reading = GradientReading({b: c[k] for b, c in gain_cols if c[k] is not None}, block[0][k],
+                                      block[1][k], block[2][k], weights=weights)
+            part.report(box, step, reading, lrs[lo + k], log_inputs=False)
+        tick(hi - lo)
+
+
+class _Column:
+    """A series on the replay's steps: its values, and where it has no point."""
+
+    def __init__(self, values: np.ndarray, missing: np.ndarray) -> None:
+        self.values, self.missing = values, missing
+
+    def block(self, lo: int, hi: int) -> list[float | None]:
+        """Python floats of steps lo..hi, None where the series has no point."""
+        out = self.values[lo:hi].tolist()
+        gone = np.flatnonzero(self.missing[lo:hi])
+        for i in gone.tolist():
+            out[i] = None
+        return out
+
+
+def _aligned(steps: np.ndarray, values: np.ndarray, on: np.ndarray) -> _Column:
+    at = np.searchsorted(steps, on).clip(0, max(len(steps) - 1, 0))
+    if not len(steps):
+        return _Column(np.full(len(on), math.nan), np.ones(len(on), bool))
+    missing = steps[at] != on
+    return _Column(np.where(missing, math.nan, values[at]), missing)
 
 
 def _replay_evaluations(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, baseline: float | None,
@@ -184,44 +254,46 @@ def _replay_evaluations(run: RunLog, facts: dict[str, Any], monitor_cfg: Monitor
     elif val and not set(val) <= set(epoch_loss):  # evaluations every N steps, not at epoch ends
         steps = sorted(val)
         train_of = dict(zip(steps, span_means(losses, steps))).get
-        progress = dict(s.get("train/epoch", []))
-        host = progress.get
+        host = dict(s.get("train/epoch", [])).get
     else:
         steps, train_of, host = sorted(epoch_loss), epoch_loss.get, (lambda step: None)
-    at, start = [step for step, _ in losses], 0
+    loss_steps, loss_values = as_arrays(losses)
+    start = 0
     for index, step in enumerate(steps):
         # as live: the last finite step loss before the first non-finite one since the previous evaluation
-        end = bisect.bisect_right(at, step)
-        bad = next((k for k in range(start, end) if not math.isfinite(losses[k][1])), None)
-        before_bad = None if bad is None else next((v for _, v in reversed(losses[:bad]) if math.isfinite(v)), None)
+        end = int(np.searchsorted(loss_steps, step, side="right"))
+        bad = np.flatnonzero(~np.isfinite(loss_values[start:end]))
+        before_bad = None
+        if len(bad):
+            finite = np.flatnonzero(np.isfinite(loss_values[:start + bad[0]]))
+            before_bad = float(loss_values[finite[-1]]) if len(finite) else None
         start = end
         train = train_of(step)
         part.report(box, index, step, math.nan if train is None else train, val.get(step), lr_at(step), facts,
                     before_bad, host_epoch=host(step))
 
 
-def _per_step(losses: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+def _per_step(steps: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The loss detectors count steps (the EMA's decay, the divergence patience, the spike
     history, the early horizon), so a loss logged every N steps (HF's `logging_steps=N`
     mean) is fed once for each step it stands for: the steps since the previous logged
     one, all stamped with the step it was logged at (nothing is known before). A
     per-step log is fed as it is."""
-    steps: list[int] = []
-    values: list[float] = []
-    prev = 0
-    for step, value in losses:
-        n = max(1, step - prev)
-        steps += [step] * n
-        values += [value] * n
-        prev = step
-    return steps, values
+    n = np.maximum(1, np.diff(steps, prepend=0))
+    return np.repeat(steps, n), np.repeat(values, n)
 
 
-def _step_lookup(points: list[tuple[int, float]]):
+def _values_at(steps: np.ndarray, values: np.ndarray, at: np.ndarray) -> list[float | None]:
+    """value at the latest logged step <= each of `at` (None before the first)."""
+    i = np.searchsorted(steps, at, side="right") - 1
+    out = values[i.clip(0)].tolist() if len(steps) else [None] * len(at)
+    for k in np.flatnonzero(i < 0).tolist():
+        out[k] = None
+    return out
+
+
+def _step_lookup(steps: np.ndarray, values: np.ndarray):
     """value at the latest logged step <= step (None before the first)."""
-    steps = [s for s, _ in points]
-
     def at(step: int) -> float | None:
-        i = bisect.bisect_right(steps, step) - 1
-        return points[i][1] if i >= 0 else None
+        return _values_at(steps, values, np.array([step]))[0]
     return at

@@ -126,6 +126,7 @@ def _epoch_losses(losses: list[tuple[int, float]], epochs: list[tuple[int, float
     as in the trainer. Nothing is derived if a complete epoch holds no logged loss (the
     replay numbers epochs by their order).
     """
+    losses = list(losses)  # indexed one by one below: a list's items are the cheapest
     epochs = [(s, e) for s, e in epochs if math.isfinite(e) and e >= 0]
     if not epochs:
         return []

@@ -6,8 +6,9 @@ is checked, so a corrupt or foreign file stops at its first bad header instead o
 misread; the data CRC only with `check_crc` (it costs more than the decoding).
 
 Both halves are vectorised with numpy, so no Python code runs per record: framing finds
-every valid header at once and chains them; decoding parses the layout
-`SummaryWriter.add_scalar` writes (wall_time, step, one simple_value). Any other record
+every valid header at once and chains them; decoding parses the layout of scalar events
+(wall_time, step, simple_values), one value an event (`SummaryWriter.add_scalar`, so HF's
+and Lightning's loggers) or many (our `TensorBoardSink`), one pass per value. Any other record
 goes through the protobuf parser (`Event.FromString`): the fast path changes speed,
 never results.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -84,7 +86,7 @@ class EventFileScalars:
     """Scalars of one event file, in file order; `seq` numbers the file's records.
     `texts`: the text summaries, (tag, step, text, seq), in file order."""
     tags: list[str] = field(default_factory=list)  # tag id -> name
-    tag_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    tag_id: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     step: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     value: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     seq: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -172,10 +174,12 @@ def _varints(a: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _decode_simple(a: np.ndarray, o: np.ndarray, n: np.ndarray):
-    """Vectorised parse of `wall_time, [step], summary{value{tag, simple_value}}` records.
+    """Vectorised parse of `wall_time, [step], summary{value{tag, simple_value}...}` records:
+    one value an event (`SummaryWriter.add_scalar`, HF's and Lightning's loggers) or many
+    (our `TensorBoardSink`: every tag of a step in one event).
 
-    Returns (matches, step, tag start, tag end, value) for every record; rows where
-    `matches` is False are left to the protobuf parser.
+    Returns (matches, record, step, tag start, tag end, value): `matches` per record (rows
+    where it is False are left to the protobuf parser), the rest per value, in file order.
     """
     e = o + n
     p = o + 9  # field 1 (0x09): 8-byte wall_time
@@ -184,21 +188,42 @@ def _decode_simple(a: np.ndarray, o: np.ndarray, n: np.ndarray):
     step, nbytes, valid = _varints(a, p + 1)
     ok &= valid | ~has_step
     step = np.where(has_step, step, 0)
-    s = np.where(has_step, p + 1 + nbytes, p)  # field 5 (0x2a): summary, one byte length
-    size = a[s + 1].astype(np.int64)
-    ok &= (a[s] == 0x2A) & (size < 0x80) & (s + 2 + size == e)
-    ok &= (a[s + 2] == 0x0A) & (a[s + 3] == size - 2) & (a[s + 4] == 0x0A)  # value, tag
-    tag_end = s + 6 + a[s + 5].astype(np.int64)
-    ok &= (a[tag_end] == 0x15) & (tag_end + 5 == e)  # field 2: float simple_value, last
-    value = _windows(a, 4)[tag_end + 1].copy().view("<f4")[:, 0].astype(np.float64)
-    return ok, step, s + 6, tag_end, value
+    s = np.where(has_step, p + 1 + nbytes, p)  # field 5 (0x2a): summary, a varint length
+    size, nbytes, valid = _varints(a, s + 1)
+    first = s + 1 + nbytes
+    ok &= (a[s] == 0x2A) & valid & (first + size == e) & (size > 0)
+    # value k of every record still open, one numpy pass per k: field 1 (0x0a) of the summary,
+    # a one-byte length, then exactly tag (0x0a) and simple_value (0x15, float, last)
+    rec = np.flatnonzero(ok)
+    at, end = first[rec], e[rec]
+    found: list[tuple[np.ndarray, ...]] = []
+    while len(rec):
+        vlen, tlen = a[at + 1].astype(np.int64), a[at + 3].astype(np.int64)
+        good = (a[at] == 0x0A) & (vlen < 0x80) & (a[at + 2] == 0x0A) & (tlen < 0x80) & (vlen == tlen + 7)
+        good &= a[at + 4 + tlen] == 0x15
+        good &= at + 2 + vlen <= end
+        ok[rec[~good]] = False
+        rec, at, end, tlen = rec[good], at[good], end[good], tlen[good]
+        found.append((rec, at + 4, at + 4 + tlen))
+        at = at + 9 + tlen
+        more = at < end
+        rec, at, end = rec[more], at[more], end[more]
+    if not found:
+        empty = np.zeros(0, np.int64)
+        return ok, empty, empty, empty, empty, np.zeros(0, np.float64)
+    rec, t0, t1 = (np.concatenate(x) for x in zip(*found))
+    keep = ok[rec]  # a record found bad at a later value goes to the parser whole
+    order = np.argsort(rec[keep], kind="stable")  # file order: by record, then position
+    rec, t0, t1 = rec[keep][order], t0[keep][order], t1[keep][order]
+    value = _windows(a, 4)[t1 + 1].copy().view("<f4")[:, 0].astype(np.float64)
+    return ok, rec, step[rec], t0, t1, value
 
 
 def _tag_ids(buf: bytes, a: np.ndarray, t0: np.ndarray, t1: np.ndarray,
              ids: dict[bytes, int]) -> np.ndarray:
     """Number the tags buf[t0:t1] (ids grows with new tags) without a Python loop per record:
     hash each tag's bytes as 64-bit words, then check every tag against its group's first."""
-    out = np.empty(len(t0), dtype=np.int64)
+    out = np.empty(len(t0), dtype=np.int32)
     lengths = t1 - t0
     for length in np.unique(lengths).tolist():
         idx = np.flatnonzero(lengths == length)
@@ -214,7 +239,7 @@ def _tag_ids(buf: bytes, a: np.ndarray, t0: np.ndarray, t1: np.ndarray,
         if not np.array_equal(words, words[first[inv]]):  # a hash collision: exact fallback
             first, inv = _exact_groups(rows)
         starts = t0[idx[first]].tolist()
-        gid = np.array([ids.setdefault(buf[s:s + length], len(ids)) for s in starts], np.int64)
+        gid = np.array([ids.setdefault(buf[s:s + length], len(ids)) for s in starts], np.int32)
         out[idx] = gid[inv]
     return out
 
@@ -250,9 +275,7 @@ class _Slow:
     """Records off the fast path, decoded one by one with the protobuf parser."""
 
     def __init__(self) -> None:
-        from google.protobuf.message import DecodeError
-        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-        self.parse, self.start, self.error = Event.FromString, SessionLog.START, DecodeError
+        self.parse = None  # the protobuf classes, imported at the first record (a second or so)
         self.plugin: dict[str, str] = {}  # tag -> plugin named by its first metadata
         self.rows: list[tuple[str, int, float, int]] = []
         self.texts: list[tuple[str, int, str, int]] = []
@@ -260,6 +283,10 @@ class _Slow:
         self.undecodable = 0
 
     def add(self, data: bytes, seq: int) -> None:
+        if self.parse is None:
+            from google.protobuf.message import DecodeError
+            from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+            self.parse, self.start, self.error = Event.FromString, SessionLog.START, DecodeError
         try:
             ev = self.parse(data)
         except (self.error, ValueError):
@@ -285,8 +312,10 @@ class _Slow:
                 self.texts.append((v.tag, ev.step, text, seq))
 
 
-def read_event_file(path: str | Path, check_crc: bool = False) -> EventFileScalars:
-    """All scalars in one event file; damage is reported in `problems`, never raised."""
+def read_event_file(path: str | Path, check_crc: bool = False,
+                    progress: Callable[[int], None] | None = None) -> EventFileScalars:
+    """All scalars in one event file; damage is reported in `problems`, never raised.
+    `progress(n)` is called after each chunk of n bytes is read."""
     path = Path(path)
     out, slow = EventFileScalars(), _Slow()
     ids: dict[bytes, int] = {}
@@ -295,6 +324,8 @@ def read_event_file(path: str | Path, check_crc: bool = False) -> EventFileScala
     with open(path, "rb") as f:
         while not damage:
             chunk = f.read(CHUNK_BYTES)
+            if progress is not None and chunk:
+                progress(len(chunk))
             if not chunk:
                 damage = "incomplete" if carry else ""
                 break
@@ -309,10 +340,8 @@ def read_event_file(path: str | Path, check_crc: bool = False) -> EventFileScala
             damage = "" if damage == "incomplete" else damage  # read on: maybe chunk border
             carry = buf[stop:]
             seq = out.records + np.arange(len(o), dtype=np.int64)
-            ok, step, t0, t1, value = _decode_simple(a, o, n)
-            hit = np.flatnonzero(ok)
-            tag_id = _tag_ids(buf, a, t0[hit], t1[hit], ids)
-            parts.append((tag_id, step[hit], value[hit], seq[hit]))
+            ok, rec, step, t0, t1, value = _decode_simple(a, o, n)
+            parts.append((_tag_ids(buf, a, t0, t1, ids), step, value, seq[rec]))
             for i in np.flatnonzero(~ok).tolist():
                 slow.add(buf[o[i]:o[i] + n[i]], int(seq[i]))
             out.records += len(o)
@@ -334,15 +363,22 @@ def _merge_slow(out: EventFileScalars, slow: _Slow, parts: list) -> None:
             if tag not in lookup:
                 lookup[tag] = len(out.tags)
                 out.tags.append(tag)
-        parts.append((np.array([lookup[r[0]] for r in rows], np.int64),
+        parts.append((np.array([lookup[r[0]] for r in rows], np.int32),
                       np.array([r[1] for r in rows], np.int64),
                       np.array([r[2] for r in rows], np.float64),
                       np.array([r[3] for r in rows], np.int64)))
     if parts:
-        tag_id, step, value, seq = (np.concatenate(x) for x in zip(*parts))
-        order = np.argsort(seq, kind="stable")  # nearly sorted already: cheap
-        out.tag_id, out.step = tag_id[order], step[order]
-        out.value, out.seq = value[order], seq[order]
+        cols = [list(c) for c in zip(*parts)]
+        parts.clear()
+        merged = []
+        for c in cols:  # one column at a time: memory holds at most one column twice
+            merged.append(np.concatenate(c) if len(c) > 1 else c[0])
+            c.clear()
+        tag_id, step, value, seq = merged
+        if rows:  # the parser's rows go back into file order
+            order = np.argsort(seq, kind="stable")
+            tag_id, step, value, seq = tag_id[order], step[order], value[order], seq[order]
+        out.tag_id, out.step, out.value, out.seq = tag_id, step, value, seq
     out.purges = slow.purges
     out.texts = slow.texts
 

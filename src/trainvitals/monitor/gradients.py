@@ -107,11 +107,12 @@ class GradientMonitorCallback:
                     out.log(f"weight_monitor/{tag}", w[tag], step)
             events += self.frozen.update(step, w["unchanged"], len(w["update_ratio"]),
                                          w.get("intentionally_frozen"))
-        events = [e if e.epoch is not None or epoch is None else replace(e, epoch=epoch) for e in events]
-        out.emit(events)
         if mean_gain is not None:
             out.status["Gain"] = f"{mean_gain:.3f}"
-        self._act_on_gain_alerts(out, events, step, rate.peak or lr, epoch)
+        if events:  # most steps raise none
+            events = [e if e.epoch is not None or epoch is None else replace(e, epoch=epoch) for e in events]
+            out.emit(events)
+            self._act_on_gain_alerts(out, events, step, rate.peak or lr, epoch)
 
     def _unmeasurable_now(self, step: int, unmeasured: list[str], nonfinite: list[str] | None) -> list[Event]:
         """One info event the first time blocks have no gain while the gradients are finite:

@@ -38,7 +38,8 @@ class LossMonitorCallback:
                     out.log("train/lr", lr, step)
             rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
             ema, events = self.signals.update(loss, step, epoch, lr=rate, gradient_clip=self.gradient_clip)
-            out.emit(events)
+            if events:
+                out.emit(events)
             if ema is not None:
                 out.log("train/step_loss_ema", ema, step)
             if not math.isfinite(loss) and self.config.on_nonfinite_loss == "stop":

@@ -106,6 +106,8 @@ class LossDivergenceDetector:
     def _check_spike(self, x: float, step: int, lr, clip) -> list[Event]:
         if len(self._recent) < self.min_history:
             return []
+        if not self._spike.active and x <= self.spike_factor * min(self._recent):
+            return []  # not over the factor even on the lowest loss, so not on the median: skip it
         # The baseline excludes x, so a spike cannot hide itself by raising it.
         base = median(self._recent)
         if base <= 0:

@@ -178,6 +178,8 @@ class MeanGainDriftDetector:
             # Rising MA alone happens by chance in noise, and one spike lifts the drift
             # for a whole window; requiring both over N checks rejects either alone.
             firing = self._high >= self.consecutive and self._rises >= self.consecutive
+        if not (firing or self._drift_cond.active):
+            return []  # the common case: nothing starts, clears or is held back
         ref = self._mas[0]
         checks = len(self._mas) - 1
         values = {
@@ -245,6 +247,8 @@ class MeanGainDriftDetector:
         # Clearing needs `consecutive` calm checks, so a gain hovering at the threshold
         # gives one alert, not one per crossing.
         firing = over or (self._abs_cond.active and self._calm < self.consecutive)
+        if not (firing or self._abs_cond.active):
+            return []  # the common case: nothing starts or clears
         values: dict[str, Any] = {"mean_gain": g, "threshold": thr, "lr": lr_value(lr)}
         depth = ""
         if self.num_layers is not None:

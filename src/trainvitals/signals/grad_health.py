@@ -90,7 +90,9 @@ class GradNormJumpDetector:
             return []
         x = math.log(g)
         events: list[Event] = []
-        if len(self._logs) >= self.min_history:
+        # not over the factor even above the lowest point, so not above the median: skip the median
+        quiet = not self._cond.active and self._logs and x - min(self._logs) <= math.log(self.factor)
+        if len(self._logs) >= self.min_history and not quiet:
             med = statistics.median(self._logs)
             mad = statistics.median(abs(v - med) for v in self._logs)
             bar = max(math.log(self.factor), self.z_max * _MAD_TO_SIGMA * mad)
@@ -186,6 +188,8 @@ class VanishingFlowDetector:
         }
         blocks = sorted(n for n, c in self._block_low.items() if c >= self.patience)
         norm_vanished = self._norm_low >= self.patience
+        if not (norm_vanished or blocks or self._cond.active):
+            return []  # the common case: nothing starts or clears
         values: dict[str, Any] = {"grad_norm": g, "blocks": blocks}
         if blocks:
             values["gains"] = {n: float(gains[n]) for n in blocks}

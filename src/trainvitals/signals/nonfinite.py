@@ -44,6 +44,8 @@ class NonFiniteLossCheck:
         bad = not math.isfinite(loss)
         if bad:
             self.total += 1
+        elif not self._cond.active:  # the common case: nothing to clear, no advice to word
+            return []
         suggestions = (
             reduce_lr(lr),
             tighten_clip(gradient_clip),

@@ -1,0 +1,228 @@
+"""The one change a run should make next, chosen from the events its replay raised.
+
+Detectors speak for themselves, each with its own suggestions; this module weighs
+them into one recommendation for the run, in this order (the first that the evidence
+supports and the host can apply wins):
+
+1. **initialisation**: a first loss far above a uniform prediction (`loss_above_init`
+   at the first step) is fixed at its root: `init_std`.
+2. **learning rate too high**: an alert the loss itself shows (non-finite loss or
+   gradients, spike, divergence, unigram collapse, a jump in the first steps), or a
+   gradient gain that exploded (a block gain >= 50, a mean gain >= 10). The cut fits
+   the evidence: /10 when the run failed early (first such alert within the first
+   quarter of its steps), when the loss went non-finite or collapsed, or when the model
+   learned nothing; /2 for a late failure.
+3. **a run that did not learn enough** (`no_learning`, `lr_too_low`, `underfitting`,
+   `plateau`, `slow_improvement`): the loss trajectory tells the causes apart. A loss
+   that barely left its value at initialisation means the LR is too low (x10 under 10%
+   of a drop, x3 under 25%; never raised past 1e-2); a loss that dropped and then stalled at an AdamW LR above 1e-2 means
+   it is too high (/10); one that stalled at the unigram entropy or with both losses
+   still falling slowly at a usual LR means the model is too small (double `d_model`).
+4. **overfitting**: dropout where the run has none, else weight decay under 0.1, else
+   stop at the best epoch.
+
+Alerts about the gradient gain alone, with gains under those bars and a loss that kept
+falling, are weak evidence: noted, no change. A change to a setting that already has
+that value, or one the host has no setting for, is skipped for the next candidate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainvitals.advise.hosts import applicable
+from trainvitals.analyze.readers import RunLog
+from trainvitals.analyze.replay import Analysis
+from trainvitals.events import INFO, Event, Suggestion
+from trainvitals.signals.advice import (increase_lr, learning_rate, lower_init, reduce_lr, set_dropout,
+                                        set_weight_decay)
+
+__all__ = ["Recommendation", "recommend"]
+
+# the loss shows the failure
+_LOSS_FAILURES = ("nonfinite_loss", "nonfinite_gradients", "loss_spike", "loss_divergence", "unigram_collapse",
+                  "early_loss_jump", "loss_above_init", "lr_too_high")
+_SEVERE = ("nonfinite_loss", "nonfinite_gradients", "unigram_collapse", "early_loss_jump", "loss_above_init")
+_GAIN = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump", "grad_norm_jump")
+_STUCK = ("no_learning", "lr_too_low", "underfitting", "plateau", "slow_improvement")
+_EXPLODED_BLOCK_GAIN, _EXPLODED_MEAN_GAIN = 50.0, 10.0
+_EARLY = 0.25  # share of the run within which a failure is "early"
+_BARELY, _SLOW = 0.10, 0.25  # loss drop from its first value: LR far too low, too low
+_HIGH_ADAMW_LR = 1e-2
+
+
+@dataclass
+class Recommendation:
+    """`change` in host-neutral names ({} = change nothing), its `sentence`, `reason`
+    (why this one, and how its size was chosen) and `evidence` (the events it rests on)."""
+    change: dict[str, Any] = field(default_factory=dict)
+    sentence: str = ""
+    reason: str = ""
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # weak evidence seen, skipped candidates
+
+    @property
+    def found(self) -> bool:
+        return bool(self.sentence)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"change": dict(self.change), "sentence": self.sentence, "reason": self.reason,
+                "evidence": self.evidence, "notes": self.notes}
+
+
+def recommend(analysis: Analysis, run: RunLog, host: str, settable: set[str] | None = None) -> Recommendation:
+    """One recommendation for `run` (its series and settings, canonical tags) from its
+    replay `analysis`. `settable`: the neutral names this run's host can set (default:
+    `host`'s table)."""
+    ctx = _Context(analysis, run, host, settable)
+    events = [e for e in analysis.events if e.severity != INFO]
+    for candidate in (_initialisation, _lr_too_high, _not_learning, _overfitting):
+        rec = candidate(ctx, events)
+        if rec is not None and rec.change:
+            rec.notes = ctx.notes
+            return rec
+    weak = [e for e in events if e.kind in _GAIN]
+    if weak:
+        ctx.notes.append(f"{len(weak)} gradient-gain alert(s) (first: {weak[0].kind} at step {weak[0].step}) with "
+                         f"no loss symptom and gains under {_EXPLODED_BLOCK_GAIN:g}: too weak to change a setting")
+    return Recommendation(notes=ctx.notes)
+
+
+class _Context:
+    def __init__(self, analysis: Analysis, run: RunLog, host: str, settable: set[str] | None) -> None:
+        self.settings = run.settings
+        self.host, self.settable, self.notes = host, settable, []
+        self.losses = [(s, v) for s, v in run.series.get("train/step_loss", []) if math.isfinite(v)]
+        self.val = run.series.get("val/loss", [])
+        self.steps = analysis.steps or (self.losses[-1][0] if self.losses else 0)
+        lrs = [v for _, v in run.series.get("train/lr", []) if math.isfinite(v)]
+        self.lr = _num(self.settings.get("lr")) or (max(lrs) if lrs else None)
+
+    def accept(self, s: Suggestion, reason: str, evidence: list[Event]) -> Recommendation | None:
+        """`s` as the recommendation, unless the run already has that value or the host
+        cannot set it (then noted, and the next candidate is tried)."""
+        change = dict(s.change)
+        if not change:
+            return None
+        same = [k for k, v in change.items() if _num(self.settings.get(k)) is not None
+                and math.isclose(_num(self.settings[k]), v, rel_tol=1e-6)]
+        if same:
+            self.notes.append(f"skipped '{s}': the run already has {same[0]} = {self.settings[same[0]]}")
+            return None
+        if not (set(change) <= self.settable if self.settable is not None else applicable(change, self.host)):
+            self.notes.append(f"skipped '{s}': this host has no setting for {', '.join(change)}")
+            return None
+        return Recommendation(change, str(s), reason, [_evidence(e) for e in evidence])
+
+    def drop(self) -> float | None:
+        """How far the loss fell: 1 - (mean of its last 10%) / the loss at initialisation
+        (a uniform prediction's, where the vocabulary is known: a log whose first point is
+        an N-step mean starts lower; else the mean of the first 5 logged)."""
+        if len(self.losses) < 4:
+            return None
+        vocab = _num(self.settings.get("vocab_size"))
+        first = _num(self.settings.get("uniform_loss")) or (math.log(vocab) if vocab and vocab > 1 else None) \
+            or sum(v for _, v in self.losses[:5]) / len(self.losses[:5])
+        tail = self.losses[-max(2, len(self.losses) // 10):]
+        return 1 - (sum(v for _, v in tail) / len(tail)) / first if first > 0 else None
+
+
+def _initialisation(ctx: _Context, events: list[Event]) -> Recommendation | None:
+    for e in events:
+        if e.kind == "loss_above_init" and any("init_std" in getattr(s, "change", {}) for s in e.suggestions):
+            now = _num(ctx.settings.get("init_std"))
+            return ctx.accept(lower_init(now), f"the loss at the first step is {e.values.get('ratio', 0):.1f}x the "
+                              "loss of a uniform prediction: the initial weights are too large, whatever the "
+                              "learning rate", [e])
+    return None
+
+
+def _exploded(e: Event) -> bool:
+    if e.kind in _LOSS_FAILURES:
+        return True
+    v = e.values
+    if e.kind == "max_gain_jump":
+        return (_num(v.get("grad_norm")) or 0) >= _EXPLODED_BLOCK_GAIN
+    if e.kind == "mean_gain_absolute":
+        return (_num(v.get("mean_gain")) or 0) >= _EXPLODED_MEAN_GAIN
+    return False
+
+
+def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
+    strong = [e for e in events if e.severity != INFO and _exploded(e)]
+    if not strong or ctx.lr is None:
+        return None
+    first = min(strong, key=lambda e: e.step if e.step is not None else math.inf)
+    at = first.step if first.step is not None else ctx.steps
+    share = at / ctx.steps if ctx.steps else 1.0
+    learned_nothing = any(e.kind == "no_learning" for e in events)
+    severe = share <= _EARLY or any(e.kind in _SEVERE for e in strong) or learned_nothing
+    factor = 0.1 if severe else 0.5
+    why = ("an early failure" if share <= _EARLY else "the loss went non-finite or collapsed"
+           if any(e.kind in _SEVERE for e in strong) else "the model learned nothing") if severe else \
+        "a late failure (a drift, not a collapse)"
+    reason = (f"{len(strong)} alert(s) show the learning rate is too high; the first, {first.kind} at step {at} "
+              f"({100 * share:.0f}% into the run), {first.message[:120].rstrip('.')}. Cut /{round(1 / factor)}: "
+              f"{why} (an early or collapsing failure is cut /10, a late one /2)")
+    return ctx.accept(reduce_lr(learning_rate(None, ctx.lr), factor), reason, strong[:3])
+
+
+def _not_learning(ctx: _Context, events: list[Event]) -> Recommendation | None:
+    stuck = [e for e in events if e.kind in _STUCK]
+    if not stuck:
+        return None
+    drop = ctx.drop()
+    if drop is None or ctx.lr is None:
+        return None
+    rate = learning_rate(None, ctx.lr)
+    if drop < _SLOW and ctx.lr < _HIGH_ADAMW_LR:
+        factor = 10.0 if drop < _BARELY else 3.0
+        return ctx.accept(increase_lr(rate, factor), (
+            f"the loss fell only {100 * drop:.1f}% from its first value over {ctx.steps} steps, with no sign of "
+            f"instability: the learning rate is too low. Raised x{factor:g}: x10 under a {100 * _BARELY:.0f}% "
+            f"drop, x3 under {100 * _SLOW:.0f}%"), stuck[:3])
+    if ctx.lr > _HIGH_ADAMW_LR:
+        return ctx.accept(reduce_lr(rate, 0.1), (
+            f"the loss fell {100 * drop:.0f}% and then stalled at a learning rate of {ctx.lr:.1e}, above the usual "
+            f"AdamW range (1e-4 to 3e-3): it oversteps. Cut /10"), stuck[:3])
+    d_model = _num(ctx.settings.get("d_model"))
+    if d_model and any(e.kind in ("no_learning", "underfitting") for e in stuck):
+        wider = int(d_model) * 2
+        return ctx.accept(Suggestion(f"Increase d_model: {int(d_model)} → {wider}", {"d_model": wider}), (
+            f"the loss fell {100 * drop:.0f}% at a usual learning rate ({ctx.lr:.1e}) and then stalled "
+            f"({stuck[0].kind}): the model has no room to learn more. Width doubled"), stuck[:3])
+    return None
+
+
+def _overfitting(ctx: _Context, events: list[Event]) -> Recommendation | None:
+    over = [e for e in events if e.kind == "overfitting"]
+    if not over:
+        return None
+    reason = (f"overfitting from epoch {over[0].epoch}: {over[0].message[:160]}")
+    dropout, wd = _num(ctx.settings.get("dropout")), _num(ctx.settings.get("weight_decay"))
+    if dropout is not None and dropout < 0.1:
+        rec = ctx.accept(set_dropout(dropout, 0.1), reason + "; the run has no dropout", over)
+        if rec is not None:
+            return rec
+    if wd is not None and wd < 0.1:
+        rec = ctx.accept(set_weight_decay(wd, 0.1), reason + "; weight decay is light", over)
+        if rec is not None:
+            return rec
+    best = min(((i, v) for i, (_, v) in enumerate(ctx.val) if math.isfinite(v)), key=lambda p: p[1], default=None)
+    if best is not None and best[0] + 1 < len(ctx.val):
+        return ctx.accept(Suggestion(f"Stop at the best epoch: epochs {len(ctx.val)} → {best[0] + 1} "
+                                     f"(val loss {best[1]:.3f})", {"epochs": best[0] + 1}),
+                          reason + "; dropout and weight decay are set already", over)
+    return None
+
+
+def _evidence(e: Event) -> dict[str, Any]:
+    return {"kind": e.kind, "severity": e.severity, "step": e.step, "epoch": e.epoch, "message": e.message,
+            "values": {k: v for k, v in e.to_dict()["values"].items() if v is not None}}
+
+
+def _num(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return None
+    return float(x)

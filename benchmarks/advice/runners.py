@@ -37,18 +37,18 @@ def _hf_data(text: bytes, block: int, n: int, offset: int):
 def run_hf(settings: dict[str, Any], logdir: Path) -> int:
     """HF `Trainer` on a byte-level GPT-2 from `GPT2Config`; `settings` holds
     `TrainingArguments` names, model-config names (n_embd, n_layer, resid_pdrop, ...),
-    and the benchmark's own `train_windows` / `block_size` (the data)."""
+    and the benchmark's own `train_windows` / `block_size` / `train_offset` (the data)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     from trainvitals.tasks.lm.data import load_text
     s = dict(settings)
-    block, n_train = s.pop("block_size", 32), s.pop("train_windows", 640)
+    block, n_train, offset = s.pop("block_size", 32), s.pop("train_windows", 640), s.pop("train_offset", 0)
     model_keys = ("n_embd", "n_layer", "n_head", "resid_pdrop", "embd_pdrop", "attn_pdrop", "initializer_range")
     model_cfg = {k: s.pop(k) for k in model_keys if k in s}
     text = load_text()
-    train, val = _hf_data(text, block, n_train, 0), _hf_data(text, block, 64, len(text) - 64 * block - 1)
+    train, val = _hf_data(text, block, n_train, offset), _hf_data(text, block, 64, len(text) - 64 * block - 1)
     torch.manual_seed(s.get("seed", 0))
     config = GPT2Config(vocab_size=256, n_positions=block, **{"n_embd": 32, "n_layer": 2, "n_head": 2,
                                                                "resid_pdrop": 0.0, "embd_pdrop": 0.0,

@@ -13,9 +13,11 @@ supports and the host can apply wins):
    quarter of its steps), when the loss went non-finite or collapsed, or when the model
    learned nothing; /2 for a late failure.
 3. **a run that did not learn enough** (`no_learning`, `lr_too_low`, `underfitting`,
-   `plateau`, `slow_improvement`): the loss trajectory tells the causes apart. A loss
-   that barely left its value at initialisation means the LR is too low (x10 under 10%
-   of a drop, x3 under 25%; never raised past 1e-2); a loss that dropped and then stalled at an AdamW LR above 1e-2 means
+   `plateau`, `slow_improvement`): the LR and loss trajectories tell the causes apart.
+   An LR that reached the floor of its decay in the first half of the run means the
+   schedule decays too early (decay over the whole run). A loss
+   that barely left its value at initialisation means the LR is too low (x100 under 2%
+   of a drop, x10 under 10%, x3 under 25%; never raised past 3e-3); a loss that dropped and then stalled at an AdamW LR above 1e-2 means
    it is too high (/10); one that stalled at the unigram entropy or with both losses
    still falling slowly at a usual LR means the model is too small (double `d_model`).
 4. **overfitting**: dropout where the run has none, else weight decay under 0.1, else
@@ -48,8 +50,10 @@ _GAIN = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump", "grad_norm_ju
 _STUCK = ("no_learning", "lr_too_low", "underfitting", "plateau", "slow_improvement")
 _EXPLODED_BLOCK_GAIN, _EXPLODED_MEAN_GAIN = 50.0, 10.0
 _EARLY = 0.25  # share of the run within which a failure is "early"
-_BARELY, _SLOW = 0.10, 0.25  # loss drop from its first value: LR far too low, too low
+_STILL, _BARELY, _SLOW = 0.02, 0.10, 0.25  # loss drop from initialisation: LR orders too low, far too low, too low
+_USUAL_LR_TOP = 3e-3  # the top of the usual AdamW range: a raise stops there
 _HIGH_ADAMW_LR = 1e-2
+_FLOOR = 0.2  # an LR under this share of its peak is at the end of its decay
 
 
 @dataclass
@@ -96,8 +100,18 @@ class _Context:
         self.losses = [(s, v) for s, v in run.series.get("train/step_loss", []) if math.isfinite(v)]
         self.val = run.series.get("val/loss", [])
         self.steps = analysis.steps or (self.losses[-1][0] if self.losses else 0)
-        lrs = [v for _, v in run.series.get("train/lr", []) if math.isfinite(v)]
-        self.lr = _num(self.settings.get("lr")) or (max(lrs) if lrs else None)
+        self.lrs = [(s, v) for s, v in run.series.get("train/lr", []) if math.isfinite(v)]
+        self.lr = _num(self.settings.get("lr")) or (max(v for _, v in self.lrs) if self.lrs else None)
+
+    def early_floor(self) -> int | None:
+        """The step at which the logged LR reached its floor, if it did so in the first
+        half of the run and well under its peak (a schedule that decayed too early)."""
+        if len(self.lrs) < 4 or not self.steps:
+            return None
+        top = max(range(len(self.lrs)), key=lambda i: self.lrs[i][1])  # after the warmup
+        peak, last = self.lrs[top][1], self.lrs[-1][1]
+        at = next(s for s, v in self.lrs[top:] if v <= 1.05 * last)
+        return at if last <= _FLOOR * peak and at <= self.steps / 2 else None
 
     def accept(self, s: Suggestion, reason: str, evidence: list[Event]) -> Recommendation | None:
         """`s` as the recommendation, unless the run already has that value or the host
@@ -142,10 +156,10 @@ def _exploded(e: Event) -> bool:
     if e.kind in _LOSS_FAILURES:
         return True
     v = e.values
+    if (_num(v.get("mean_gain")) or 0) >= _EXPLODED_MEAN_GAIN:  # any gain alert, its mean gain in the tens
+        return True
     if e.kind == "max_gain_jump":
         return (_num(v.get("grad_norm")) or 0) >= _EXPLODED_BLOCK_GAIN
-    if e.kind == "mean_gain_absolute":
-        return (_num(v.get("mean_gain")) or 0) >= _EXPLODED_MEAN_GAIN
     return False
 
 
@@ -176,12 +190,22 @@ def _not_learning(ctx: _Context, events: list[Event]) -> Recommendation | None:
     if drop is None or ctx.lr is None:
         return None
     rate = learning_rate(None, ctx.lr)
-    if drop < _SLOW and ctx.lr < _HIGH_ADAMW_LR:
-        factor = 10.0 if drop < _BARELY else 3.0
+    floor = ctx.early_floor()
+    if floor is not None:
+        now = int(_num(ctx.settings.get("lr_decay_steps")) or floor)
+        return ctx.accept(Suggestion(f"Decay the learning rate over the whole run: lr_decay_steps {now} → "
+                                     f"{ctx.steps}", {"lr_decay_steps": ctx.steps}), (
+            f"the learning rate reached its floor ({ctx.lrs[-1][1]:.1e}) at step {floor}, "
+            f"{100 * floor / ctx.steps:.0f}% into the run, and the loss then stalled ({stuck[0].kind}): the "
+            f"schedule decays too early"), stuck[:3])
+    if drop < _SLOW and ctx.lr < _USUAL_LR_TOP:
+        factor = 100.0 if drop < _STILL else 10.0 if drop < _BARELY else 3.0
+        factor = min(factor, _USUAL_LR_TOP / ctx.lr)
         return ctx.accept(increase_lr(rate, factor), (
-            f"the loss fell only {100 * drop:.1f}% from its first value over {ctx.steps} steps, with no sign of "
-            f"instability: the learning rate is too low. Raised x{factor:g}: x10 under a {100 * _BARELY:.0f}% "
-            f"drop, x3 under {100 * _SLOW:.0f}%"), stuck[:3])
+            f"the loss fell only {100 * drop:.1f}% from its value at initialisation over {ctx.steps} steps, with "
+            f"no sign of instability: the learning rate is too low. Raised x{factor:.3g}: x100 under a "
+            f"{100 * _STILL:.0f}% drop, x10 under {100 * _BARELY:.0f}%, x3 under {100 * _SLOW:.0f}%, never past "
+            f"{_USUAL_LR_TOP:.0e}"), stuck[:3])
     if ctx.lr > _HIGH_ADAMW_LR:
         return ctx.accept(reduce_lr(rate, 0.1), (
             f"the loss fell {100 * drop:.0f}% and then stalled at a learning rate of {ctx.lr:.1e}, above the usual "

@@ -48,7 +48,7 @@ def run_hf(settings: dict[str, Any], logdir: Path) -> int:
     model_keys = ("n_embd", "n_layer", "n_head", "resid_pdrop", "embd_pdrop", "attn_pdrop", "initializer_range")
     model_cfg = {k: s.pop(k) for k in model_keys if k in s}
     text = load_text()
-    train, val = _hf_data(text, block, n_train, offset), _hf_data(text, block, 64, len(text) - 64 * block - 1)
+    train, val = _hf_data(text, block, n_train, offset), _hf_data(text, block, 256, len(text) - 256 * block - 1)
     torch.manual_seed(s.get("seed", 0))
     config = GPT2Config(vocab_size=256, n_positions=block, **{"n_embd": 32, "n_layer": 2, "n_head": 2,
                                                                "resid_pdrop": 0.0, "embd_pdrop": 0.0,

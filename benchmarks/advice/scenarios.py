@@ -39,7 +39,7 @@ def _lm(half: str, **over: Any) -> dict[str, Any]:
 
 def _tr(half: str, **over: Any) -> dict[str, Any]:
     seed, width = _sizes(half)
-    return {"n_train": 2000, "n_val": 200, "corpus_seed": seed, "d_model": width, "n_heads": 2,
+    return {"n_train": 2000, "n_val": 500, "corpus_seed": seed, "d_model": width, "n_heads": 2,
             "n_encoder_layers": 1, "n_decoder_layers": 1, "batch_size": 16, "epochs": 4, "steps_per_epoch": 40,
             "lr": 3e-3, "warmup_steps": 20, "seed": seed, **over}
 

@@ -21,12 +21,12 @@ def test_a_run_whose_lr_is_too_low_is_told_to_raise_it_with_evidence(low_lr_run)
     proc = run_cli("advise", str(low_lr_run), check=False)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     first, why = proc.stdout.splitlines()[:2]
-    assert first.endswith("Increase learning rate: 1.0e-05 → 1.0e-03")  # loss barely moved: x100
-    assert "too low" in why and "x100" in why
+    assert first.endswith("Increase learning rate: 1.0e-05 → 3.0e-03")  # loss barely moved: to the usual top
+    assert "too low" in why and "x300" in why
     assert "no_learning" in proc.stdout or "lr_too_low" in proc.stdout  # the evidence names the events
     assert "Reduce learning rate" not in proc.stdout  # no_learning's own cut is not repeated
     data = json.loads(run_cli("advise", str(low_lr_run), "--json", check=False).stdout)
-    assert data["change"] == {"lr": 1.0e-3} and data["host"] == "trainvitals"
+    assert data["change"] == {"lr": 3.0e-3} and data["host"] == "trainvitals"
     assert data["evidence"] and all(e["kind"] in ("no_learning", "lr_too_low") for e in data["evidence"])
 
 
@@ -34,7 +34,7 @@ def test_out_writes_the_runs_own_config_with_the_change_and_it_trains(low_lr_run
     nxt = tmp_path / "next.toml"
     assert run_cli("advise", str(low_lr_run), "--out", str(nxt), check=False).returncode == 3
     config = load_toml(str(nxt))
-    assert config["lr"] == 1e-3
+    assert config["lr"] == 3e-3
     assert {k: config[k] for k in ("d_model", "n_layers", "n_heads", "block_size", "batch_size", "epochs",
                                    "steps_per_epoch", "warmup_steps", "seed")} == \
         {"d_model": 32, "n_layers": 2, "n_heads": 2, "block_size": 32, "batch_size": 8, "epochs": 3,

@@ -42,6 +42,11 @@ def test_an_early_failure_is_cut_by_ten_a_late_one_by_two():
     assert early.evidence[0]["kind"] == "loss_spike" and early.evidence[0]["step"] == 12
 
 
+def test_a_large_cut_from_far_above_the_usual_range_lands_inside_it():
+    assert recommend(_analysis([_spike(12)]), _run(_falling(), {"lr": 0.02}), "trainvitals").change == {"lr": 3.0e-3}
+    assert recommend(_analysis([_spike(12)]), _run(_falling(), {"lr": 1.0}), "hf").change == {"lr": 3.0e-3}
+
+
 def test_the_initialisation_is_fixed_before_the_learning_rate():
     init = Event("loss_above_init", ALERT, "Loss at initialisation 15 is 2.7x ...", 1, None,
                  (lower_init(),), {"ratio": 2.7})
@@ -68,12 +73,15 @@ def test_overfitting_with_dropout_and_weight_decay_set_stops_at_the_best_epoch()
 
 def test_a_stalled_run_is_told_apart_by_its_loss_and_lr():
     stuck = [Event("no_learning", ALERT, "No learning", None, 3, (reduce_lr(1e-5, 1 / 3),), {})]
-    flat = [UNIFORM - 0.01 * i / 200 for i in range(200)]  # barely moved: LR far too low, raised
-    assert recommend(_analysis(stuck), _run(flat, {"lr": 1e-5}), "trainvitals").change == {"lr": 1.0e-3}
+    flat = [UNIFORM - 0.01 * i / 200 for i in range(200)]  # barely moved: LR far too low, to the usual top
+    assert recommend(_analysis(stuck), _run(flat, {"lr": 1e-5}), "trainvitals").change == {"lr": 3.0e-3}
+    slow = [UNIFORM * (1 - 0.2 * i / 199) for i in range(200)]  # fell 20%: x3
+    assert recommend(_analysis(stuck), _run(slow, {"lr": 1e-4}), "trainvitals").change == {"lr": 3.0e-4}
     stalled = _falling(end=3.3)  # fell, then stuck at the unigram level
     assert recommend(_analysis(stuck), _run(stalled, {"lr": 3e-3, "d_model": 32}), "trainvitals").change == \
         {"d_model": 64}
     assert recommend(_analysis(stuck), _run(stalled, {"lr": 0.05}), "trainvitals").change == {"lr": 5.0e-3}
+    assert recommend(_analysis(stuck), _run(stalled, {"lr": 1.0}), "trainvitals").change == {"lr": 3.0e-3}
     decayed = [3e-3] * 40 + [3e-5] * 160  # the schedule reached its floor at step 41 of 200
     rec = recommend(_analysis(stuck), _run(stalled, {"lr": 3e-3, "lr_decay_steps": 40}, lrs=decayed), "trainvitals")
     assert rec.change == {"lr_decay_steps": 200} and "lr_decay_steps 40 → 200" in rec.sentence

@@ -9,17 +9,19 @@ supports and the host can apply wins):
 2. **learning rate too high**: an alert the loss itself shows (non-finite loss or
    gradients, spike, divergence, unigram collapse, a jump in the first steps), or a
    gradient gain that exploded (a block gain >= 50, a mean gain >= 10). The cut fits
-   the evidence: /10 when the run failed early (first such alert within the first
-   quarter of its steps), when the loss went non-finite or collapsed, or when the model
-   learned nothing; /2 for a late failure.
+   the evidence: /10 (from an LR above 3e-3, the top of the usual AdamW range, to a
+   target kept between 3e-3 and 1e-2) when the run failed early (first such alert within the first quarter of
+   its steps), when the loss went non-finite or collapsed, or when the model learned
+   nothing; /2 for a late failure.
 3. **a run that did not learn enough** (`no_learning`, `lr_too_low`, `underfitting`,
    `plateau`, `slow_improvement`): the LR and loss trajectories tell the causes apart.
    An LR that reached the floor of its decay in the first half of the run means the
-   schedule decays too early (decay over the whole run). A loss
-   that barely left its value at initialisation means the LR is too low (x100 under 2%
-   of a drop, x10 under 10%, x3 under 25%; never raised past 3e-3); a loss that dropped and then stalled at an AdamW LR above 1e-2 means
-   it is too high (/10); one that stalled at the unigram entropy or with both losses
-   still falling slowly at a usual LR means the model is too small (double `d_model`).
+   schedule decays too early (decay over the whole run). A loss that barely left its
+   value at initialisation (under 10% of a drop) means the LR is orders of magnitude
+   too low: raised to 3e-3, the top of the usual AdamW range (x3, at most to it, under
+   a 25% drop); a loss that dropped and then stalled at an AdamW LR above 1e-2 means it
+   is too high (the same large cut); one that stalled with `no_learning` at a usual LR means
+   the model is too small (double `d_model`); warnings alone resize nothing.
 4. **overfitting**: dropout where the run has none, else weight decay under 0.1, else
    stop at the best epoch.
 
@@ -50,7 +52,7 @@ _GAIN = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump", "grad_norm_ju
 _STUCK = ("no_learning", "lr_too_low", "underfitting", "plateau", "slow_improvement")
 _EXPLODED_BLOCK_GAIN, _EXPLODED_MEAN_GAIN = 50.0, 10.0
 _EARLY = 0.25  # share of the run within which a failure is "early"
-_STILL, _BARELY, _SLOW = 0.02, 0.10, 0.25  # loss drop from initialisation: LR orders too low, far too low, too low
+_BARELY, _SLOW = 0.10, 0.25  # loss drop from initialisation: LR far too low, too low
 _USUAL_LR_TOP = 3e-3  # the top of the usual AdamW range: a raise stops there
 _HIGH_ADAMW_LR = 1e-2
 _FLOOR = 0.2  # an LR under this share of its peak is at the end of its decay
@@ -172,13 +174,14 @@ def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
     share = at / ctx.steps if ctx.steps else 1.0
     learned_nothing = any(e.kind == "no_learning" for e in events)
     severe = share <= _EARLY or any(e.kind in _SEVERE for e in strong) or learned_nothing
-    factor = 0.1 if severe else 0.5
+    factor = _cut(ctx.lr) if severe else 0.5
     why = ("an early failure" if share <= _EARLY else "the loss went non-finite or collapsed"
            if any(e.kind in _SEVERE for e in strong) else "the model learned nothing") if severe else \
         "a late failure (a drift, not a collapse)"
     reason = (f"{len(strong)} alert(s) show the learning rate is too high; the first, {first.kind} at step {at} "
-              f"({100 * share:.0f}% into the run), {first.message[:120].rstrip('.')}. Cut /{round(1 / factor)}: "
-              f"{why} (an early or collapsing failure is cut /10, a late one /2)")
+              f"({100 * share:.0f}% into the run), {first.message[:120].rstrip('.')}. Cut /{1 / factor:.3g}: "
+              f"{why} (an early or collapsing failure is cut /10, to no less than {_USUAL_LR_TOP:.0e}, the top of the "
+              f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one /2)")
     return ctx.accept(reduce_lr(learning_rate(None, ctx.lr), factor), reason, strong[:3])
 
 
@@ -199,24 +202,39 @@ def _not_learning(ctx: _Context, events: list[Event]) -> Recommendation | None:
             f"{100 * floor / ctx.steps:.0f}% into the run, and the loss then stalled ({stuck[0].kind}): the "
             f"schedule decays too early"), stuck[:3])
     if drop < _SLOW and ctx.lr < _USUAL_LR_TOP:
-        factor = 100.0 if drop < _STILL else 10.0 if drop < _BARELY else 3.0
-        factor = min(factor, _USUAL_LR_TOP / ctx.lr)
+        # a loss that barely moved is orders of magnitude from a working LR: straight to the usual top
+        factor = _USUAL_LR_TOP / ctx.lr if drop < _BARELY else min(3.0, _USUAL_LR_TOP / ctx.lr)
         return ctx.accept(increase_lr(rate, factor), (
             f"the loss fell only {100 * drop:.1f}% from its value at initialisation over {ctx.steps} steps, with "
-            f"no sign of instability: the learning rate is too low. Raised x{factor:.3g}: x100 under a "
-            f"{100 * _STILL:.0f}% drop, x10 under {100 * _BARELY:.0f}%, x3 under {100 * _SLOW:.0f}%, never past "
-            f"{_USUAL_LR_TOP:.0e}"), stuck[:3])
+            f"no sign of instability: the learning rate is too low. Raised x{factor:.3g}: to {_USUAL_LR_TOP:.0e}, "
+            f"the top of the usual AdamW range, under a {100 * _BARELY:.0f}% drop; x3 (at most to it) under "
+            f"{100 * _SLOW:.0f}%"), stuck[:3])
     if ctx.lr > _HIGH_ADAMW_LR:
-        return ctx.accept(reduce_lr(rate, 0.1), (
+        factor = _cut(ctx.lr)
+        return ctx.accept(reduce_lr(rate, factor), (
             f"the loss fell {100 * drop:.0f}% and then stalled at a learning rate of {ctx.lr:.1e}, above the usual "
-            f"AdamW range (1e-4 to 3e-3): it oversteps. Cut /10"), stuck[:3])
+            f"AdamW range (1e-4 to 3e-3): it oversteps. Cut /{1 / factor:.3g} (/10, kept between "
+            f"{_USUAL_LR_TOP:.0e} and {_HIGH_ADAMW_LR:.0e})"),
+            stuck[:3])
     d_model = _num(ctx.settings.get("d_model"))
-    if d_model and any(e.kind in ("no_learning", "underfitting") for e in stuck):
+    # warnings alone (underfitting, plateau) on a model that learns are not enough to resize it
+    if d_model and any(e.kind == "no_learning" for e in stuck):
         wider = int(d_model) * 2
         return ctx.accept(Suggestion(f"Increase d_model: {int(d_model)} → {wider}", {"d_model": wider}), (
             f"the loss fell {100 * drop:.0f}% at a usual learning rate ({ctx.lr:.1e}) and then stalled "
             f"({stuck[0].kind}): the model has no room to learn more. Width doubled"), stuck[:3])
     return None
+
+
+def _cut(lr: float) -> float:
+    """The factor of a large cut: /10; from an LR above the usual AdamW top, a target
+    kept between that top and 1e-2 (3e-3 when /10 lands outside: 2e-2 -> 3e-3, 1.0 -> 3e-3)."""
+    if lr <= _USUAL_LR_TOP:
+        return 0.1
+    target = lr / 10
+    if target < _USUAL_LR_TOP or target >= _HIGH_ADAMW_LR:
+        target = _USUAL_LR_TOP
+    return target / lr
 
 
 def _overfitting(ctx: _Context, events: list[Event]) -> Recommendation | None:

@@ -50,10 +50,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--temperature", type=float, default=0.8)
     s.add_argument("--seed", type=int, default=0)
 
+    from trainvitals.advise.command import add_advise_parser
     from trainvitals.analyze.calibrate import add_calibrate_parser
     from trainvitals.analyze.command import add_analyze_parsers
     from trainvitals.report import add_report_parser
     add_analyze_parsers(sub)
+    add_advise_parser(sub)
     add_report_parser(sub)
     add_calibrate_parser(sub)
     return p

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
-__all__ = ["Event", "INFO", "WARNING", "ALERT", "SEVERITIES", "KINDS"]
+__all__ = ["Event", "Suggestion", "INFO", "WARNING", "ALERT", "SEVERITIES", "KINDS"]
 
 INFO = "info"
 WARNING = "warning"
@@ -47,6 +48,32 @@ KINDS = (
 )
 
 
+class Suggestion(str):
+    """A suggestion's sentence (the `str` itself) and `change`, the settings it proposes
+    in host-neutral names (`{"lr": 1.0e-03}`; empty for a check such as "Check the
+    batch at step 52"). Built by `trainvitals.signals.advice`, so the two agree; a plain
+    `str` among an event's suggestions is a suggestion with no change."""
+    change: Mapping[str, Any]
+
+    def __new__(cls, text: str, change: Mapping[str, Any] | None = None) -> "Suggestion":
+        obj = super().__new__(cls, text)
+        obj.change = MappingProxyType(dict(change or {}))
+        return obj
+
+    def __add__(self, more: str) -> "Suggestion":
+        """The sentence extended ("..., and resume from a snapshot"), the same change."""
+        return Suggestion(str(self) + more, self.change)
+
+    def __reduce__(self):
+        return (Suggestion, (str(self), dict(self.change)))
+
+
+def change_of(suggestion: str) -> dict[str, Any] | None:
+    """The change `suggestion` proposes (None: none, a check or a plain sentence)."""
+    change = getattr(suggestion, "change", None)
+    return dict(change) if change else None
+
+
 @dataclass(frozen=True)
 class Event:
     kind: str
@@ -71,7 +98,8 @@ class Event:
             "step": self.step,
             "epoch": self.epoch,
             "message": self.message,
-            "suggestions": list(self.suggestions),
+            "suggestions": [str(s) for s in self.suggestions],
+            "changes": [change_of(s) for s in self.suggestions],  # one per suggestion, None: no change
             "values": {k: _json_safe(v) for k, v in self.values.items()},
             "source": self.source,
         }
@@ -84,7 +112,7 @@ class Event:
             message=d.get("message", ""),
             step=d.get("step"),
             epoch=d.get("epoch"),
-            suggestions=tuple(d.get("suggestions", ())),
+            suggestions=_suggestions(d.get("suggestions", ()), d.get("changes")),
             values={k: _from_json(v) for k, v in d.get("values", {}).items()},
             source=d.get("source", ""),
         )
@@ -96,6 +124,12 @@ class Event:
         if self.step is not None:
             parts.append(f"step {self.step}")
         return ", ".join(parts)
+
+
+def _suggestions(texts, changes) -> tuple[str, ...]:
+    changes = list(changes or ())
+    return tuple(Suggestion(t, changes[i] if i < len(changes) and changes[i] else None)
+                 for i, t in enumerate(texts))
 
 
 def _json_safe(v: Any) -> Any:

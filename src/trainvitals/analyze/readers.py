@@ -43,6 +43,7 @@ class RunLog:
     problems: list[str] = field(default_factory=list)
     index: str = "step"  # "step" | "epoch" (an epoch CSV)
     settings: dict = field(default_factory=dict)
+    texts: dict = field(default_factory=dict)  # TensorBoard text summaries by tag (HF's "args", "model_config")
 
     @property
     def empty(self) -> bool:
@@ -163,6 +164,7 @@ def _read_event_files(name: str, files: list[Path], check_crc: bool, progress: P
         parts.append(part)
         run.problems += part.problems
         for tag, _, text, _ in part.texts:
+            run.texts[tag.removesuffix("/text_summary")] = text
             if tag in (SETTINGS_TAG, SETTINGS_TAG + "/text_summary"):
                 _add_settings(run, _json_object(text), f"{f.name}: {SETTINGS_TAG}")
             elif tag in ("args", "args/text_summary"):

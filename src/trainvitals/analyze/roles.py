@@ -4,6 +4,7 @@ A role is what a series means to the detectors (the step loss, the learning rate
 each has one canonical tag, ours (DESIGN.md's tag table). A run's series are renamed to
 the canonical tags from, first to last: `--tag ROLE=TAG`, the canonical tag itself,
 a known convention (HF `Trainer`, from its TensorBoard log or its `trainer_state.json`).
+Settings HF left as text summaries (`analyze.host_settings`) join the run's settings.
 
 An epoch series (`train/epoch` in HF's logs: progress in epochs at each logged step,
 1.0 at the end of the first) turns the step losses into epoch losses at each epoch's
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+from trainvitals.analyze.host_settings import hf_settings
 from trainvitals.analyze.readers import RunLog
 from trainvitals.errors import ConfigError
 
@@ -83,7 +85,9 @@ def apply_roles(run: RunLog, tags: dict[str, str] | None = None) -> RunLog:
         epoch_losses = _epoch_losses(series["train/step_loss"], series["train/epoch"])
         if epoch_losses:
             series["train/epoch_loss"] = epoch_losses
-    out = replace(run, series=dict(sorted(series.items())), problems=problems)
+    # settings another writer left (HF's args): ours, where written, win
+    settings = {**hf_settings(getattr(run, "texts", {})), **run.settings}
+    out = replace(run, series=dict(sorted(series.items())), problems=problems, settings=settings)
     if any(run.series.values()) and not _usable(out) and not any(map(_ours, out.series)):
         raise ConfigError(_no_usable_tag(run))  # ours but too short (e.g. only train/lr): no error
     return out

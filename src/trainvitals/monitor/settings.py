@@ -16,6 +16,7 @@ record (`Sink.settings`): the TensorBoard text summary `run/settings` (JSON) and
 | `num_layers` | blocks the gradient monitor watches |
 | `unigram_entropy`, `uniform_loss` | reference levels of the loss checks |
 | others (`weight_decay`, `d_model`, `n_layers`, `dropout`, `epochs`, `scheduler`, ...) | what the post-epoch advice names |
+| our `train-*` commands: every config field but `logdir` | what `trainvitals advise --out` rebuilds the next run's config from |
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ __all__ = ["run_settings"]
 
 
 def run_settings(run_info: dict[str, Any], num_layers: int | None = None) -> dict[str, Any]:
-    """The plain (number, string, bool) facts of `run_info`, and `num_layers` when known;
-    nested or non-finite values are left out."""
+    """The plain (number, string, bool, or a list of those) facts of `run_info`, and
+    `num_layers` when known; nested or non-finite values are left out."""
     out = {k: v for k, v in run_info.items() if isinstance(k, str) and _plain(v)}
     if num_layers is not None:
         out["num_layers"] = int(num_layers)
@@ -35,6 +36,8 @@ def run_settings(run_info: dict[str, Any], num_layers: int | None = None) -> dic
 
 
 def _plain(v: Any) -> bool:
+    if isinstance(v, list):  # a list setting (evaluation_epochs) of plain values
+        return all(_plain(x) and not isinstance(x, list) for x in v)
     if isinstance(v, (bool, str, int)):
         return True
     return isinstance(v, float) and math.isfinite(v)

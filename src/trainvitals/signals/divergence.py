@@ -148,8 +148,8 @@ class LossDivergenceDetector:
             message=(f"Loss divergence at step {step}: smoothed loss {smooth:.4g} has stayed "
                      f"{100 * (ratio - 1):.0f}% above its minimum {self._min:.4g} (step "
                      f"{self._min_step}) for {self._above} steps"),
-            suggestions=(f"{reduce_lr(lr)}, and resume from a snapshot taken before step "
-                         f"{self._min_step}", warmup_advice(lr), tighten_clip(clip)),
+            suggestions=(reduce_lr(lr) + (", and resume from a snapshot taken before step "
+                                          f"{self._min_step}"), warmup_advice(lr), tighten_clip(clip)),
             values={"smoothed_loss": smooth, "running_min": self._min, "min_step": self._min_step,
                     "ratio": ratio, "steps_above": self._above},
             clear_message=f"loss_divergence cleared: smoothed loss {smooth:.4g} is back near "
@@ -221,8 +221,8 @@ class UnigramCollapseDetector:
             message=(f"Unigram collapse at step {step}: smoothed loss {x:.4g} is back at the "
                      f"unigram entropy {b:.4g} after reaching {self._best:.4g} (step "
                      f"{self._best_step}): the model collapsed to predicting token frequencies"),
-            suggestions=(f"{reduce_lr(lr)}, and resume from a snapshot taken before the "
-                         f"collapse (best loss at step {self._best_step})",
+            suggestions=(reduce_lr(lr) + (", and resume from a snapshot taken before the "
+                                          f"collapse (best loss at step {self._best_step})"),
                          warmup_advice(lr), tighten_clip(gradient_clip)),
             values={"loss_ema": x, "baseline_loss": b, "best_loss": self._best,
                     "best_step": self._best_step, "steps_near_baseline": self._near},

@@ -26,7 +26,7 @@ from typing import Any
 
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import ALERT, Event
-from trainvitals.signals.advice import LearningRate, lr_value, reduce_lr, tighten_clip, warmup_advice
+from trainvitals.signals.advice import LearningRate, lower_init, lr_value, reduce_lr, tighten_clip, warmup_advice
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["EarlyLossDetector"]
@@ -91,8 +91,7 @@ class EarlyLossDetector:
         if self.uniform_loss is not None and step == self._first_step:  # the very first loss is already far above a uniform prediction
             msg = (f"Loss at initialisation {x:.4g} (step {step}) is {ratio:.1f}x the loss of a "
                    f"uniform prediction {self.uniform_loss:.4g}: the initial weights are too large")
-            sugg = ("Lower the initialisation scale (e.g. init_std 0.02, or scaled residual "
-                    "projections)", "Check that the output layer starts near zero")
+            sugg = (lower_init(), "Check that the output layer starts near zero")
         else:
             what = ("the loss of a uniform prediction" if self.uniform_loss is not None
                     else f"the loss at initialisation (step {self._first_step})")

@@ -19,7 +19,7 @@ from trainvitals.training.data_identity import fingerprint, resolved
 from trainvitals.training.rundir import RunDir, run_artifacts, rundir_of
 
 __all__ = ["new_logdir", "open_sinks", "find_resume", "RESUME_FLAGS", "resumed_configs", "summary",
-           "RunStart", "start_run", "finish_run", "check_device"]
+           "RunStart", "start_run", "finish_run", "check_device", "config_facts"]
 
 # flags that may change on --resume; the rest comes from the snapshot (given equal, they are accepted)
 RESUME_FLAGS = {"epochs", "max_steps", "logdir", "progress_bar", "device", "log_every"}
@@ -172,7 +172,7 @@ def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tup
         if getattr(data_cfg, "data", ""):
             data_cfg.data = resolved(data_cfg.data)
             info["data_fingerprint"] = fingerprint(data_cfg.data)
-        run = RunStart(cfg, model_cfg, data_cfg, run_info=info)
+        run = RunStart(cfg, model_cfg, data_cfg, run_info={**config_facts(cfg, model_cfg, data_cfg), **info})
         if dist.is_main():
             run.rundir = RunDir(cfg.logdir)
             run.notes += run.rundir.claim(resume=False)
@@ -188,7 +188,8 @@ def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tup
     step = saved["progress"]["global_step"]
     notes = _max_steps_note(cfg, given, saved, step)
     info = {k: v for k, v in saved.get("run_info", {}).items() if k == "data_fingerprint"}
-    run = RunStart(cfg, model_cfg, data_cfg, saved, notes=notes, run_info=info)
+    run = RunStart(cfg, model_cfg, data_cfg, saved, notes=notes,
+                   run_info={**config_facts(cfg, model_cfg, data_cfg), **info})
     if dist.is_main():
         logdir = Path(cfg.logdir)
         if run_artifacts(logdir) and logdir.resolve() not in path.resolve().parents:
@@ -203,6 +204,12 @@ def start_run(task: str, given: dict[str, Any], resume: str | None, configs: tup
             raise RunDirError(f"logdir={cfg.logdir!r}: cannot move the newer snapshots aside "
                               f"({e.strerror or e}); nothing was deleted") from None
     return run
+
+
+def config_facts(*configs: Any) -> dict[str, Any]:
+    """Every field of the run's configs but its logdir, for the run's settings record:
+    `trainvitals advise --out` rebuilds the next run's config from it."""
+    return {f.name: getattr(c, f.name) for c in configs for f in dataclasses.fields(c) if f.name != "logdir"}
 
 
 def _start_processes(cfg: TrainerConfig) -> None:

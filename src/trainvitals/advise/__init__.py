@@ -1,0 +1,1 @@
+"""`trainvitals advise`: the one change a finished or crashed run should make next."""

@@ -1,0 +1,112 @@
+"""One run, one recommendation: ranked by what the evidence supports, sized to it, never
+a value the run already has, never a setting the host cannot take."""
+import math
+
+from trainvitals.advise.hosts import render_change
+from trainvitals.advise.recommend import recommend
+from trainvitals.analyze.readers import RunLog
+from trainvitals.analyze.replay import Analysis
+from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.signals.advice import lower_init, reduce_lr, tighten_clip
+
+UNIFORM = math.log(256)
+
+
+def _run(losses, settings=None, val=None, lrs=None):
+    series = {"train/step_loss": [(i + 1, v) for i, v in enumerate(losses)]}
+    if val:
+        series["val/loss"] = [(40 * (i + 1), v) for i, v in enumerate(val)]
+    if lrs:
+        series["train/lr"] = [(i + 1, v) for i, v in enumerate(lrs)]
+    return RunLog("r", series, settings={"lr": 2e-3, "uniform_loss": UNIFORM, **(settings or {})})
+
+
+def _analysis(events, steps=200):
+    return Analysis("r", events=events, steps=steps)
+
+
+def _spike(step):
+    return Event("loss_spike", ALERT, f"Loss spike at step {step}", step, None,
+                 (reduce_lr(2e-3), tighten_clip(1.0)), {"loss": 9.0})
+
+
+def _falling(n=200, start=UNIFORM, end=2.5):
+    return [start + (end - start) * i / (n - 1) for i in range(n)]
+
+
+def test_an_early_failure_is_cut_by_ten_a_late_one_by_two():
+    early = recommend(_analysis([_spike(12)]), _run(_falling()), "trainvitals")
+    late = recommend(_analysis([_spike(170)]), _run(_falling()), "trainvitals")
+    assert early.change == {"lr": 2.0e-4} and "/10" in early.reason and "step 12" in early.reason
+    assert late.change == {"lr": 1.0e-3} and "/2" in late.reason
+    assert early.evidence[0]["kind"] == "loss_spike" and early.evidence[0]["step"] == 12
+
+
+def test_a_large_cut_from_far_above_the_usual_range_lands_inside_it():
+    assert recommend(_analysis([_spike(12)]), _run(_falling(), {"lr": 0.02}), "trainvitals").change == {"lr": 3.0e-3}
+    assert recommend(_analysis([_spike(12)]), _run(_falling(), {"lr": 1.0}), "hf").change == {"lr": 3.0e-3}
+
+
+def test_the_initialisation_is_fixed_before_the_learning_rate():
+    init = Event("loss_above_init", ALERT, "Loss at initialisation 15 is 2.7x ...", 1, None,
+                 (lower_init(),), {"ratio": 2.7})
+    rec = recommend(_analysis([init, _spike(30)]), _run(_falling(), {"init_std": 1.0}), "trainvitals")
+    assert rec.change == {"init_std": 0.02} and "init_std 1 → 0.02" in rec.sentence
+
+
+def test_a_change_the_run_already_has_is_never_recommended():
+    init = Event("loss_above_init", ALERT, "m", 1, None, (lower_init(),), {"ratio": 2.7})
+    rec = recommend(_analysis([init, _spike(30)]), _run(_falling(), {"init_std": 0.02}), "trainvitals")
+    assert "init_std" not in rec.change and rec.change == {"lr": 2.0e-4}
+    assert any("already has init_std" in n for n in rec.notes)
+
+
+def test_overfitting_with_dropout_and_weight_decay_set_stops_at_the_best_epoch():
+    over = Event("overfitting", WARNING, "Overfitting: train/val gap widened", None, 3, (), {})
+    run = _run(_falling(), {"dropout": 0.1, "weight_decay": 0.1}, val=[3.0, 2.6, 2.7, 2.9])
+    rec = recommend(_analysis([over]), run, "trainvitals")
+    assert rec.change == {"epochs": 2} and "dropout" not in rec.sentence
+    bare = recommend(_analysis([over]), _run(_falling(), {"dropout": 0.0, "weight_decay": 0.1},
+                                             val=[3.0, 2.6, 2.7]), "trainvitals")
+    assert bare.change == {"dropout": 0.1}
+
+
+def test_a_stalled_run_is_told_apart_by_its_loss_and_lr():
+    stuck = [Event("no_learning", ALERT, "No learning", None, 3, (reduce_lr(1e-5, 1 / 3),), {})]
+    flat = [UNIFORM - 0.01 * i / 200 for i in range(200)]  # barely moved: LR far too low, to the usual top
+    assert recommend(_analysis(stuck), _run(flat, {"lr": 1e-5}), "trainvitals").change == {"lr": 3.0e-3}
+    slow = [UNIFORM * (1 - 0.2 * i / 199) for i in range(200)]  # fell 20%: x3
+    assert recommend(_analysis(stuck), _run(slow, {"lr": 1e-4}), "trainvitals").change == {"lr": 3.0e-4}
+    stalled = _falling(end=3.3)  # fell, then stuck at the unigram level
+    assert recommend(_analysis(stuck), _run(stalled, {"lr": 3e-3, "d_model": 32}), "trainvitals").change == \
+        {"d_model": 64}
+    assert recommend(_analysis(stuck), _run(stalled, {"lr": 0.05}), "trainvitals").change == {"lr": 5.0e-3}
+    assert recommend(_analysis(stuck), _run(stalled, {"lr": 1.0}), "trainvitals").change == {"lr": 3.0e-3}
+    decayed = [3e-3] * 40 + [3e-5] * 160  # the schedule reached its floor at step 41 of 200
+    rec = recommend(_analysis(stuck), _run(stalled, {"lr": 3e-3, "lr_decay_steps": 40}, lrs=decayed), "trainvitals")
+    assert rec.change == {"lr_decay_steps": 200} and "lr_decay_steps 40 → 200" in rec.sentence
+
+
+def test_weak_gain_alerts_alone_change_nothing_and_say_why():
+    drift = Event("mean_gain_drift", ALERT, "Mean gain drift", 60, None, (reduce_lr(2e-3),), {"mean_gain": 1.4})
+    rec = recommend(_analysis([drift]), _run(_falling()), "trainvitals")
+    assert rec.change == {} and "too weak" in rec.notes[0]
+
+
+def test_a_host_without_the_setting_gets_the_next_candidate():
+    over = Event("overfitting", WARNING, "Overfitting", None, 3, (), {})
+    run = _run(_falling(), {"dropout": 0.0, "weight_decay": 0.0}, val=[3.0, 2.6, 2.7])
+    rec = recommend(_analysis([over]), run, "trainvitals", settable={"weight_decay", "epochs", "lr"})
+    assert rec.change == {"weight_decay": 0.1}
+
+
+def test_each_host_names_the_change_its_own_way():
+    assert render_change({"lr": 1e-3}, "hf") == ["--learning_rate 0.001"]
+    assert render_change({"gradient_clip": 0.7}, "hf") == ["--max_grad_norm 0.7"]
+    assert render_change({"dropout": 0.1}, "hf") == ['--config_overrides "resid_pdrop=0.1,embd_pdrop=0.1,attn_pdrop=0.1"']
+    assert render_change({"label_smoothing": 0.1}, "hf") == ["--label_smoothing_factor 0.1"]
+    assert render_change({"gradient_clip": 0.7}, "lightning") == ["Trainer(gradient_clip_val=0.7)"]
+    assert render_change({"lr": 1e-3}, "lightning") == ["set lr in configure_optimizers to 0.001"]
+    assert render_change({"warmup_steps": 250}, "nanogpt") == ["--warmup_iters=250"]
+    assert render_change({"gradient_clip": 1.0}, "nanogpt") == ["--grad_clip=1"]
+    assert render_change({"lr": 1e-3}, "trainvitals") == ["lr = 0.001"]

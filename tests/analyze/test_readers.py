@@ -12,6 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainvitals.analyze import tfrecord
 from trainvitals.analyze.readers import read_run, read_runs
+from trainvitals.analyze.roles import apply_roles
 from trainvitals.errors import ConfigError
 
 
@@ -267,8 +268,10 @@ def test_hf_training_arguments_give_the_clip_lr_and_warmup_and_ours_win(tmp_path
                                    "output_dir": "out"}))
     w.add_scalar("train/loss", 2.0, 1)
     w.close()
-    assert read_run(tmp_path).settings == {"gradient_clip": 1.0, "lr": 5e-4, "warmup_steps": 50}
+    settings = apply_roles(read_run(tmp_path)).settings
+    assert {k: settings[k] for k in ("gradient_clip", "lr", "warmup_steps")} == \
+        {"gradient_clip": 1.0, "lr": 5e-4, "warmup_steps": 50}
     w = SummaryWriter(str(tmp_path))
     w.add_text("run/settings", json.dumps({"gradient_clip": 0.5}))
     w.close()
-    assert read_run(tmp_path).settings["gradient_clip"] == 0.5
+    assert apply_roles(read_run(tmp_path)).settings["gradient_clip"] == 0.5

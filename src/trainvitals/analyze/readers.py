@@ -154,7 +154,7 @@ def _run_dirs(root: Path) -> dict[str, Path]:
 
 def _read_event_files(name: str, files: list[Path], check_crc: bool, progress: Progress | None) -> RunLog:
     run = RunLog(name=name)
-    parts, hf_args = [], {}
+    parts = []
     for f in files:
         try:
             part = read_event_file(f, check_crc=check_crc, progress=progress)
@@ -167,23 +167,9 @@ def _read_event_files(name: str, files: list[Path], check_crc: bool, progress: P
             run.texts[tag.removesuffix("/text_summary")] = text
             if tag in (SETTINGS_TAG, SETTINGS_TAG + "/text_summary"):
                 _add_settings(run, _json_object(text), f"{f.name}: {SETTINGS_TAG}")
-            elif tag in ("args", "args/text_summary"):
-                hf_args = _hf_settings(_json_object(text))
         del part  # the merge frees each file's arrays as it goes
-    for key, value in hf_args.items():  # what trainvitals wrote itself wins
-        run.settings.setdefault(key, value)
     run.series = _merge_event_files(parts)
     return run
-
-
-def _hf_settings(args) -> dict:
-    """The settings HF `Trainer` logs as its TrainingArguments (TensorBoard text `args`), in
-    our names: a run that clips is judged as one (a clipped grad-norm jump is a warning)."""
-    if not isinstance(args, dict):
-        return {}
-    out = {"gradient_clip": args.get("max_grad_norm"), "lr": args.get("learning_rate"),
-           "warmup_steps": args.get("warmup_steps")}
-    return {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _json_object(text: str):

@@ -112,7 +112,7 @@ def main() -> None:
             monitor.step_end(step_loss)           # stays on the device until a logging step
             if iter_num % args.eval_interval == 0:
                 losses = estimate_loss()
-                monitor.end_epoch(val_loss=losses["val"])   # the checks after an evaluation
+                monitor.evaluate(losses["val"])    # the post-epoch checks, at every evaluation
             if monitor.stop_reason:               # e.g. a non-finite loss
                 break
     # --- end snippet ---

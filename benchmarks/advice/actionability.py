@@ -1,6 +1,6 @@
 """Does the advice help? Paired runs: a failing run, its rerun with the advised change.
 
-For each failing configuration (`scenarios.py`): run it, take `trainvitals advise`'s
+For each failing configuration (`advice_scenarios.py`): run it, take `trainvitals advise`'s
 recommendation (`--json`, and for our runs `--out NEXT.toml`), apply it mechanically
 (our runs train from NEXT.toml; HF's through the host table, `advise.hosts`), rerun
 with the same seed and budget, and score the pair. Two naive advisors get the same
@@ -39,8 +39,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runners import final_val_loss, run_hf, run_ours  # noqa: E402
-from scenarios import LR_GRID, Scenario, healthy, scenarios, tuning_starts  # noqa: E402
+from advice_runners import final_val_loss, run_hf, run_ours  # noqa: E402
+from advice_scenarios import LR_GRID, Scenario, healthy, scenarios, tuning_starts  # noqa: E402
 
 MARGIN_FLOOR = 0.02
 GAIN_FAMILY = ("mean_gain_drift", "max_gain_jump", "mean_gain_absolute", "grad_norm_jump")

@@ -226,7 +226,7 @@ class Trainer:
             step_loss += loss.detach().float()
         self.scaler.unscale_(self.optimizer)  # the monitor and hooks below see true gradients
         self._call("on_backward_end")
-        self.monitor.after_backward()  # measures the gradients the step will apply
+        self.monitor.after_backward(grad_scale=self.scaler)  # the gradients the step will apply; fp16 overflow steps left out
         skip = self.monitor.skip_step(step_loss)  # a host sync, only under on_nonfinite_loss='skip_step'
         if cfg.gradient_clip > 0:
             self.monitor.clip_grad_norm_(cfg.gradient_clip)  # reuses a measured step's norms

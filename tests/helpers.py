@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 TINY = ["--n-layers", "2", "--d-model", "32", "--n-heads", "2", "--block-size", "32", "--batch-size", "8",
@@ -33,3 +35,18 @@ def tb_scalars(logdir: Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+_SNIPPET = re.compile(r"^[ \t]*# --- snippet: (?P<name>[\w-]+) ---\n(?P<code>.*?)^[ \t]*# --- end snippet ---",
+                      re.M | re.S)
+
+
+def snippets() -> dict[str, str]:
+    """name -> the dedented code of each marked snippet in examples/ (what the README shows)."""
+    found = {}
+    for path in sorted(EXAMPLES.glob("*.py")):
+        for m in _SNIPPET.finditer(path.read_text()):
+            assert m["name"] not in found, f"snippet {m['name']!r} is marked twice"
+            found[m["name"]] = textwrap.dedent(m["code"])
+    return found

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import ast
 import json
-import re
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from distributed.launch import single, torchrun
+from helpers import EXAMPLES, snippets
 from trainvitals.analyze.readers import read_run
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 TINY = ["--batch-size", "4", "--block-size", "16", "--n-layer", "2", "--n-head", "2", "--n-embd", "32"]
-SNIPPET = re.compile(r"^[ \t]*# --- snippet: (?P<name>[\w-]+) ---\n(?P<code>.*?)^[ \t]*# --- end snippet ---", re.M | re.S)
-
-
-def snippets() -> dict[str, str]:
-    """name -> the dedented code of each marked snippet in examples/ (what the README shows)."""
-    found = {}
-    for path in sorted(EXAMPLES.glob("*.py")):
-        for m in SNIPPET.finditer(path.read_text()):
-            assert m["name"] not in found, f"snippet {m['name']!r} is marked twice"
-            found[m["name"]] = textwrap.dedent(m["code"])
-    return found
 
 
 def steps(series, tag):

@@ -22,7 +22,7 @@ checkpoint a run resumes from, with HF's defaults (`restore_callback_states_from
 is not needed); our steps are HF's `global_step`, so a checkpoint without our state still
 continues them. Under HF's DDP (torchrun) every figure is global: gradients are read
 after DDP's all-reduce, and the monitor reduces losses and activation-gradient norms
-over the ranks (README, "More than one process").
+over the ranks (docs/distributed.md).
 """
 from __future__ import annotations
 

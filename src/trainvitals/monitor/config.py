@@ -96,7 +96,7 @@ class MonitorConfig(DetectorConfig):
     enable_ema_loss: bool = True
     on_nonfinite_loss: str = "stop"  # "stop" | "skip_step" | "warn"
     enable_gradient_monitor: bool = True
-    gradient_monitor_interval: int = 3  # monitor step 1, then every N steps (cost: README, "What monitoring costs")
+    gradient_monitor_interval: int = 3  # monitor step 1, then every N steps (cost: docs/cost.md)
     on_gain_alert: str = "warn"  # "warn" | "reduce_lr" | "stop"
     log_per_param: bool = False  # also one update-ratio tag per parameter (default: per block and group)
     enable_post_epoch_evaluation: bool = True

@@ -37,7 +37,7 @@ class MeanGainDriftDetector:
 
     * ``mean_gain_drift``: the moving average (MA) of the last ``window`` gains, trimmed
       (their mean without the largest and the smallest, so one outlier gain moves it by
-      nothing: README, "One outlier step"), has
+      nothing: docs/detectors.md, "One outlier step"), has
       risen by more than ``drift_threshold / 2`` (warning) or ``drift_threshold``
       (alert) relative to the MA ``window`` checks earlier (non-overlapping windows
       once enough history exists, the oldest MA before that). To start, the rise must
@@ -46,7 +46,7 @@ class MeanGainDriftDetector:
       above half the threshold, and escalates to an alert past the threshold.
       The warning waits for ``settle_steps``: in their first ~55 steps the healthy runs
       we traced have the mean gain dip 5-15% below its value at initialisation and come
-      back (the README, "Which gain"), a rise of up to 16% of the moving average that a
+      back (docs/detectors.md, "Which gain"), a rise of up to 16% of the moving average that a
       warning would report as drift. Within those steps the condition is tracked as
       ever and an alert is raised once the drift has been past the full threshold for
       ``consecutive`` checks (healthy nanoGPT runs in warmup pass it for one); a warning is said

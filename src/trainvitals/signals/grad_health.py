@@ -41,7 +41,7 @@ class GradNormJumpDetector:
     Severity: on a run that clips (``gradient_clip`` given to ``update``), clipping bounds the
     step a jump can cause, so a jump is a warning; it becomes an alert once it has held for
     ``persistence`` checks in a row (a loss that responds raises its own alert: spike,
-    divergence). Healthy runs are full of single clipped jumps (README, "One outlier step").
+    divergence). Healthy runs are full of single clipped jumps (docs/detectors.md, "One outlier step").
     Without clipping a jump reaches the weights whole: an alert at once. Once raised, the
     condition clears only after ``persistence`` checks under the bar, so a burst of jumps
     a few checks apart is one event with its repeats counted, not a storm.

@@ -4,7 +4,7 @@ Fed plain floats at each monitored step: mean gain (drift and absolute threshold
 the largest block gain (jumps), global grad norm (jumps, vanishing flow), block gains,
 non-finite gradients.
 
-What "mean gain" averages over was decided by measurement (README, "Which gain"):
+What "mean gain" averages over was decided by measurement (docs/detectors.md, "Which gain"):
 the first block of each stack takes the small-norm embedding as input, so its gain
 climbs from ~3 to ~60 over a healthy run of our byte LM and swamps the seed's mean;
 the mean over the other blocks sits near 1.0-1.3 when healthy. That inner mean is what

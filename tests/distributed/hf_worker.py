@@ -34,3 +34,5 @@ Trainer(model=model, args=targs, train_dataset=data, callbacks=[cb]).train()
 rank = int(os.environ.get("RANK", "0"))
 with open(os.path.join(args.out, f"rank{rank}.json"), "w") as f:
     json.dump([[e.kind, e.step] for e in cb.events], f)
+if torch.distributed.is_initialized():  # HF leaves the group up; gloo's threads at exit can abort a rank
+    torch.distributed.destroy_process_group()

@@ -164,7 +164,8 @@ def test_block_without_input_gradient_is_unmeasured_not_zero():
 
 def test_a_model_compiled_before_the_monitor_is_reported_not_silently_unmeasured():
     """Dynamo does not guard on empty hook dicts: code compiled before the Monitor existed
-    runs without its hooks. The gains are then NaN, and the user is told why, once."""
+    runs without its hooks. The gains cannot be measured: none is logged (no NaN), and the
+    user is told why, once."""
     torch._dynamo.reset()
     raw = NanoGPT()
     model = torch.compile(raw, backend=CountingBackend())
@@ -179,4 +180,5 @@ def test_a_model_compiled_before_the_monitor_is_reported_not_silently_unmeasured
             monitor.step_end(0.0)
     monitor.close()
     assert len([w for w in caught if "make the Monitor first" in str(w.message)]) == 1
-    assert all(math.isnan(v) for _, v in sink.scalars["gradient_monitor/gain/transformer.0"])
+    assert not any(tag.startswith("gradient_monitor/gain/") for tag in sink.scalars)
+    assert all(math.isfinite(v) for points in sink.scalars.values() for _, v in points)

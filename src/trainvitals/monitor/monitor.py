@@ -41,11 +41,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn as nn
-from torch.amp.grad_scaler import OptState
 
 from trainvitals import distributed as dist
 from trainvitals.errors import ConfigError
@@ -53,10 +52,12 @@ from trainvitals.events import Event
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
 from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReading
+from trainvitals.monitor.inputs import loss_scale, loss_value, optimizer_facts, param_groups
 from trainvitals.monitor.loss import LossMonitorCallback
 from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.monitor.settings import run_settings
-from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats, unwrap
+from trainvitals.monitor.transfer import reduce_pending, split, to_host
+from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
 from trainvitals.probes.weight_updates import WeightUpdateProbe, WeightUpdateStats
 from trainvitals.sinks.base import Sink, SinkHub
 from trainvitals.sinks.logdir import loop_sinks
@@ -93,7 +94,7 @@ class Monitor(Outbox):
         super().__init__(SinkHub(), can_set_lr)  # the sinks are opened last: a refused monitor writes nothing
         self.config = c = config if config is not None else MonitorConfig()
         self.model, self.optimizer = model, optimizer
-        self.run_info = {**_optimizer_facts(optimizer), **(run_info or {})}
+        self.run_info = {**optimizer_facts(optimizer), **(run_info or {})}
         baseline = self.run_info.get("unigram_entropy")
         clip = self.run_info.get("gradient_clip") or None
         self.step = 0  # optimizer steps done; step s is logged at s (1-based)
@@ -108,7 +109,7 @@ class Monitor(Outbox):
         self.gradients = GradientMonitorCallback(c, self.num_layers, gradient_clip=clip, warmup_steps=warmup,
                                                  peak_lr=peak) if self.flow is not None else None
         self.evaluation = PostEpochEvaluationCallback(c, baseline) if c.enable_post_epoch_evaluation else None
-        self.groups = _param_groups(model, self.flow.blocks if self.flow is not None else [])
+        self.groups = param_groups(model, self.flow.blocks if self.flow is not None else [])
         self._losses: list[tuple[int, Any, float | None, bool]] = []  # (step, loss tensor or float, lr, skipped)
         self._measured: list[tuple[int, GradientFlowStats, WeightUpdateStats | None]] = []
         self._flow_now: GradientFlowStats | None = None
@@ -153,7 +154,7 @@ class Monitor(Outbox):
         self._lr_now = self.current_lr()
         if self.flow is None or not self.flow.attached:
             return
-        grad_scale, scaler = _loss_scale(grad_scale, self.optimizer)
+        grad_scale, scaler = loss_scale(grad_scale, self.optimizer)
         stats = self.flow.collect()
         self.flow.detach()
         if grad_scale is not None:
@@ -239,7 +240,7 @@ class Monitor(Outbox):
         applied one was non-finite) and evaluate with `val_loss`, naming the evaluation
         after the epoch. Without a val loss, the checks of the train loss alone run here,
         unless the run validates by `evaluate()` (then an epoch end is no evaluation)."""
-        val, given = _loss_value("val_loss", val_loss), _loss_value("train_loss", train_loss)
+        val, given = loss_value("val_loss", val_loss), loss_value("train_loss", train_loss)
         start = len(self.events)
         self.flush()
         epoch_loss = self.epoch_loss() if given is None else given
@@ -254,7 +255,7 @@ class Monitor(Outbox):
         return self.events[start:]
 
     def _evaluation(self, val_loss: Any, train_loss: Any, host_epoch: float | None) -> list[Event]:
-        val, train = _loss_value("val_loss", val_loss), _loss_value("train_loss", train_loss)
+        val, train = loss_value("val_loss", val_loss), loss_value("train_loss", train_loss)
         self.flush()
         start = len(self.events)
         again = self._last_eval is not None and self._last_eval[0] == self.step
@@ -302,11 +303,12 @@ class Monitor(Outbox):
         self._losses, self._measured = [], []
         votes = None
         if dist.active():
-            losses, measured, votes = self._reduce(losses, measured)
+            asked = self._rank_stop[0] if self._rank_stop is not None else None
+            losses, measured, votes = reduce_pending(losses, measured, asked)
         parts = [[votes]] if votes is not None else []
         parts += [[l] for _, l, _, _ in losses if isinstance(l, torch.Tensor)]
         parts += [stats.host_parts() for _, f, w in measured for stats in ((f, w) if w else (f,))]
-        values = iter(_split(_to_host(p for group in parts for p in group), parts))
+        values = iter(split(to_host(p for group in parts for p in group), parts))
         if votes is not None:
             self._take_rank_stop(next(values))
         steps, floats, lrs = [], [], {}
@@ -343,29 +345,6 @@ class Monitor(Outbox):
         self._scaler_steps.difference_update(step for step, _, _ in measured)
         self.sinks.flush()
         return self.events[start:]
-
-    def _reduce(self, losses: list, measured: list) -> tuple[list, list, torch.Tensor]:
-        """The global figures of what is pending, in one all_reduce over the ranks: step
-        losses become their mean, probe figures the global batch's; a stop asked on any
-        rank is taken on all (the votes come back with the rest, in flush's one transfer)."""
-        device = dist.collective_device()
-        reasons = list(StopReason)
-        stop = torch.zeros(len(reasons), device=device)
-        if self._rank_stop is not None:
-            stop[reasons.index(self._rank_stop[0])] = 1
-        parts = [torch.stack([torch.as_tensor(l, dtype=torch.float32).to(device).reshape(())
-                              for _, l, _, _ in losses]) if losses else stop[:0], stop]
-        for _, flow, weights in measured:
-            parts += [flow.local_sums(), weights.local_sums() if weights is not None else stop[:0]]
-        flat = dist.all_reduce_sum(torch.cat([p.to(device, torch.float32) for p in parts]))
-        sizes = [p.numel() for p in parts]
-        out = list(flat.split(sizes))
-        means = out[0] / dist.world_size()
-        losses = [(step, means[i], lr, skipped) for i, (step, _, lr, skipped) in enumerate(losses)]
-        measured = [(step, flow.with_global(out[2 + 2 * i]),
-                     weights.with_global(out[3 + 2 * i]) if weights is not None else None)
-                    for i, (step, flow, weights) in enumerate(measured)]
-        return losses, measured, out[1]
 
     def _take_rank_stop(self, votes: list[float]) -> None:
         """Every rank stops for the first reason any rank asked for."""
@@ -444,70 +423,3 @@ class Monitor(Outbox):
         it after `detach()` to go on)."""
         if self.flow is not None and self.monitors(self.step + 1) and not self.flow.attached:
             self.flow.attach()
-
-
-def _param_groups(model: nn.Module, blocks: Sequence[tuple[str, nn.Module]]) -> dict[str, str]:
-    """Parameter name -> the block that holds it, else the module that owns it."""
-    block_of = {id(p): name for name, block in blocks for p in block.parameters()}
-    return {name: block_of.get(id(p), name.rpartition(".")[0] or name) for name, p in unwrap(model).named_parameters()}
-
-
-def _loss_scale(grad_scale: Any, optimizer: torch.optim.Optimizer | None) -> tuple[Any, bool]:
-    """(the loss scale still in the gradients, or None; whether an enabled GradScaler is in use)."""
-    if not isinstance(grad_scale, torch.amp.GradScaler):
-        return grad_scale, False
-    if not grad_scale.is_enabled():
-        return None, False
-    # private but long-stable: the scale as a device tensor (get_scale() is .item()), and
-    # whether unscale_() has already run for this optimizer this step
-    states = grad_scale._per_optimizer_states
-    states = [states[id(optimizer)]] if optimizer is not None and id(optimizer) in states else states.values()
-    if any(state["stage"] is OptState.UNSCALED for state in states):
-        return None, True
-    return grad_scale._scale, True
-
-
-def _optimizer_facts(optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    if optimizer is None or not optimizer.param_groups:
-        return {}
-    g = optimizer.param_groups[0]
-    lr = g.get("initial_lr", g.get("lr"))  # a torch scheduler keeps the configured LR there
-    return {k: float(v) for k, v in (("lr", lr), ("weight_decay", g.get("weight_decay")))
-            if isinstance(v, (int, float))}
-
-
-def _loss_value(name: str, x: Any) -> float | None:
-    """A loss as a float: from a float, an int, a 0-dim tensor or a NumPy scalar (None stays None)."""
-    if x is None:
-        return None
-    if isinstance(x, torch.Tensor) and x.dim() == 0 and (x.is_floating_point() or not x.dtype.is_complex):
-        return float(x.detach().item())
-    if hasattr(x, "dtype") and getattr(x, "shape", None) == () and hasattr(x, "item"):  # NumPy scalar or 0-d array
-        x = x.item()
-    if isinstance(x, (int, float)) and not isinstance(x, bool):
-        return float(x)
-    shape = f" of shape {tuple(x.shape)}" if hasattr(x, "shape") else ""
-    raise ConfigError(f"{name}={_short(x)} ({type(x).__name__}{shape}): expected one number, a float, "
-                      "a 0-dim tensor or a NumPy scalar (e.g. losses.mean())")
-
-
-def _short(x: Any) -> str:
-    text = " ".join(repr(x).split())
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _to_host(parts: Iterable[torch.Tensor]) -> list[float]:
-    parts = [p.reshape(-1) for p in parts]
-    if not parts:
-        return []
-    device = parts[0].device
-    return torch.cat([p.to(device, torch.float32) for p in parts]).tolist()
-
-
-def _split(values: list[float], groups: list[list[torch.Tensor]]) -> list[list[float]]:
-    out, pos = [], 0
-    for group in groups:
-        n = sum(p.numel() for p in group)
-        out.append(values[pos:pos + n])
-        pos += n
-    return out

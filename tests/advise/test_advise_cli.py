@@ -24,7 +24,7 @@ def test_a_run_whose_lr_is_too_low_is_told_to_raise_it_with_evidence(low_lr_run)
     assert first.endswith("Increase learning rate: 1.0e-05 → 3.0e-03")  # loss barely moved: to the usual top
     assert "too low" in why and "x300" in why
     assert "no_learning" in proc.stdout or "lr_too_low" in proc.stdout  # the evidence names the events
-    assert "Reduce learning rate" not in proc.stdout  # no_learning's own cut is not repeated
+    assert "Reduce learning rate" not in proc.stdout  # no event of a run whose loss never moved cuts it
     data = json.loads(run_cli("advise", str(low_lr_run), "--json", check=False).stdout)
     assert data["change"] == {"lr": 3.0e-3} and data["host"] == "trainvitals"
     assert data["evidence"] and all(e["kind"] in ("no_learning", "lr_too_low") for e in data["evidence"])

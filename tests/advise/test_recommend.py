@@ -7,7 +7,7 @@ from trainvitals.advise.recommend import recommend
 from trainvitals.analyze.readers import RunLog
 from trainvitals.analyze.replay import Analysis
 from trainvitals.events import ALERT, WARNING, Event
-from trainvitals.signals.advice import lower_init, reduce_lr, tighten_clip
+from trainvitals.signals.advice import increase_lr, lower_init, reduce_lr, tighten_clip
 
 UNIFORM = math.log(256)
 
@@ -71,19 +71,37 @@ def test_overfitting_with_dropout_and_weight_decay_set_stops_at_the_best_epoch()
     assert bare.change == {"dropout": 0.1}
 
 
-def test_a_stalled_run_is_told_apart_by_its_loss_and_lr():
-    stuck = [Event("no_learning", ALERT, "No learning", None, 3, (reduce_lr(1e-5, 1 / 3),), {})]
+def _stuck(first):
+    return [Event("no_learning", ALERT, "No learning", None, 3, (first, "Check the data"), {})]
+
+
+def test_a_stalled_run_goes_the_way_its_findings_say_sized_by_its_loss_and_lr():
+    # the evaluation's first suggestion says which way (it rules a too-low LR out first);
+    # recommend sizes it to the loss and the usual AdamW range
     flat = [UNIFORM - 0.01 * i / 200 for i in range(200)]  # barely moved: LR far too low, to the usual top
-    assert recommend(_analysis(stuck), _run(flat, {"lr": 1e-5}), "trainvitals").change == {"lr": 3.0e-3}
+    assert recommend(_analysis(_stuck(increase_lr(1e-5, 10))), _run(flat, {"lr": 1e-5}), "trainvitals").change == \
+        {"lr": 3.0e-3}
     slow = [UNIFORM * (1 - 0.2 * i / 199) for i in range(200)]  # fell 20%: x3
-    assert recommend(_analysis(stuck), _run(slow, {"lr": 1e-4}), "trainvitals").change == {"lr": 3.0e-4}
+    assert recommend(_analysis(_stuck(increase_lr(1e-4, 3))), _run(slow, {"lr": 1e-4}), "trainvitals").change == \
+        {"lr": 3.0e-4}
     stalled = _falling(end=3.3)  # fell, then stuck at the unigram level
-    assert recommend(_analysis(stuck), _run(stalled, {"lr": 3e-3, "d_model": 32}), "trainvitals").change == \
+    no_room = _stuck("Increase model capacity: d_model: 32 → 64, or add layers: 2 → 3")
+    assert recommend(_analysis(no_room), _run(stalled, {"lr": 3e-3, "d_model": 32}), "trainvitals").change == \
         {"d_model": 64}
-    assert recommend(_analysis(stuck), _run(stalled, {"lr": 0.05}), "trainvitals").change == {"lr": 5.0e-3}
-    assert recommend(_analysis(stuck), _run(stalled, {"lr": 1.0}), "trainvitals").change == {"lr": 3.0e-3}
+    collapsed = _stuck(reduce_lr(0.05, 1 / 3))
+    assert recommend(_analysis(collapsed), _run(stalled, {"lr": 0.05}), "trainvitals").change == {"lr": 5.0e-3}
+    assert recommend(_analysis(_stuck(reduce_lr(1.0, 0.1))), _run(stalled, {"lr": 1.0}), "trainvitals").change == \
+        {"lr": 3.0e-3}
+    # a finding that says raise is not turned into a cut, nor a collapse into more width
+    assert recommend(_analysis(_stuck(increase_lr(0.05, 3))), _run(stalled, {"lr": 0.05}), "trainvitals").change \
+        == {}
+    assert recommend(_analysis(_stuck(reduce_lr(3e-3, 1 / 3))), _run(stalled, {"lr": 3e-3, "d_model": 32}),
+                     "trainvitals").change == {"lr": 3.0e-4}
+    slower = [Event("slow_improvement", WARNING, "Slow", None, 3, (reduce_lr(3e-3),), {})]
+    assert recommend(_analysis(slower), _run(stalled, {"lr": 3e-3, "d_model": 32}), "trainvitals").change == {}
     decayed = [3e-3] * 40 + [3e-5] * 160  # the schedule reached its floor at step 41 of 200
-    rec = recommend(_analysis(stuck), _run(stalled, {"lr": 3e-3, "lr_decay_steps": 40}, lrs=decayed), "trainvitals")
+    rec = recommend(_analysis(collapsed), _run(stalled, {"lr": 3e-3, "lr_decay_steps": 40}, lrs=decayed),
+                    "trainvitals")
     assert rec.change == {"lr_decay_steps": 200} and "lr_decay_steps 40 → 200" in rec.sentence
 
 

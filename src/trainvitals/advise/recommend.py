@@ -14,14 +14,16 @@ supports and the host can apply wins):
    its steps), when the loss went non-finite or collapsed, or when the model learned
    nothing; /2 for a late failure.
 3. **a run that did not learn enough** (`no_learning`, `lr_too_low`, `underfitting`,
-   `plateau`, `slow_improvement`): the LR and loss trajectories tell the causes apart.
-   An LR that reached the floor of its decay in the first half of the run means the
-   schedule decays too early (decay over the whole run). A loss that barely left its
-   value at initialisation (under 10% of a drop) means the LR is orders of magnitude
-   too low: raised to 3e-3, the top of the usual AdamW range (x3, at most to it, under
-   a 25% drop); a loss that dropped and then stalled at an AdamW LR above 1e-2 means it
-   is too high (the same large cut); one that stalled with `no_learning` at a usual LR means
-   the model is too small (double `d_model`); warnings alone resize nothing.
+   `plateau`, `slow_improvement`). An LR that reached the floor of its decay in the
+   first half of the run means the schedule decays too early (decay over the whole
+   run). Otherwise the findings say which way (the post-epoch evaluation rules a
+   too-low LR out before a cut or more capacity: its first suggestion), and this sizes
+   it: a raise, under a 25% drop of the loss from initialisation, goes to 3e-3, the top
+   of the usual AdamW range, under a 10% drop (the LR is orders of magnitude too low),
+   else x3 (at most to it); a cut, at an AdamW LR above 1e-2 or for a collapse
+   (`no_learning` cutting), is the same large cut as in 2; a
+   `no_learning` that names no LR change, at a usual LR, means the model is too small
+   (double `d_model`); warnings alone resize nothing.
 4. **overfitting**: dropout where the run has none, else weight decay under 0.1, else
    stop at the best epoch.
 
@@ -172,7 +174,7 @@ def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
     first = min(strong, key=lambda e: e.step if e.step is not None else math.inf)
     at = first.step if first.step is not None else ctx.steps
     share = at / ctx.steps if ctx.steps else 1.0
-    learned_nothing = any(e.kind == "no_learning" for e in events)
+    learned_nothing = any(e.kind == "no_learning" and _lr_way(e, ctx.lr) == "cut" for e in events)
     severe = share <= _EARLY or any(e.kind in _SEVERE for e in strong) or learned_nothing
     factor = _cut(ctx.lr) if severe else 0.5
     why = ("an early failure" if share <= _EARLY else "the loss went non-finite or collapsed"
@@ -201,29 +203,42 @@ def _not_learning(ctx: _Context, events: list[Event]) -> Recommendation | None:
             f"the learning rate reached its floor ({ctx.lrs[-1][1]:.1e}) at step {floor}, "
             f"{100 * floor / ctx.steps:.0f}% into the run, and the loss then stalled ({stuck[0].kind}): the "
             f"schedule decays too early"), stuck[:3])
-    if drop < _SLOW and ctx.lr < _USUAL_LR_TOP:
+    # which way: the evaluation's findings decide (they rule a too-low LR out before a
+    # cut or more capacity); this sizes the change to the evidence and the usual range
+    way = next((w for e in stuck for w in [_lr_way(e, ctx.lr)] if w), None)
+    if way == "raise" and drop < _SLOW and ctx.lr < _USUAL_LR_TOP:
         # a loss that barely moved is orders of magnitude from a working LR: straight to the usual top
         factor = _USUAL_LR_TOP / ctx.lr if drop < _BARELY else min(3.0, _USUAL_LR_TOP / ctx.lr)
         return ctx.accept(increase_lr(rate, factor), (
-            f"the loss fell only {100 * drop:.1f}% from its value at initialisation over {ctx.steps} steps, with "
-            f"no sign of instability: the learning rate is too low. Raised x{factor:.3g}: to {_USUAL_LR_TOP:.0e}, "
+            f"the loss fell only {100 * drop:.1f}% from its value at initialisation over {ctx.steps} steps "
+            f"({stuck[0].kind}: the learning rate is too low). Raised x{factor:.3g}: to {_USUAL_LR_TOP:.0e}, "
             f"the top of the usual AdamW range, under a {100 * _BARELY:.0f}% drop; x3 (at most to it) under "
-            f"{100 * _SLOW:.0f}%"), stuck[:3])
-    if ctx.lr > _HIGH_ADAMW_LR:
+            f"{100 * _SLOW:.0f}%"),
+            stuck[:3])
+    # a cut at a usual LR needs the alert (a collapse), not warnings of a stall
+    collapsed = [e for e in stuck if e.kind == "no_learning" and _lr_way(e, ctx.lr) == "cut"]
+    if way == "cut" and (ctx.lr > _HIGH_ADAMW_LR or collapsed):
         factor = _cut(ctx.lr)
+        where = ("above the usual AdamW range (1e-4 to 3e-3): it oversteps" if ctx.lr > _HIGH_ADAMW_LR else
+                 f"and {collapsed[0].kind} found a collapse")
         return ctx.accept(reduce_lr(rate, factor), (
-            f"the loss fell {100 * drop:.0f}% and then stalled at a learning rate of {ctx.lr:.1e}, above the usual "
-            f"AdamW range (1e-4 to 3e-3): it oversteps. Cut /{1 / factor:.3g} (/10, kept between "
-            f"{_USUAL_LR_TOP:.0e} and {_HIGH_ADAMW_LR:.0e})"),
+            f"the loss fell {100 * drop:.0f}% and then stalled at a learning rate of {ctx.lr:.1e}, {where}. "
+            f"Cut /{1 / factor:.3g} (/10, kept between {_USUAL_LR_TOP:.0e} and {_HIGH_ADAMW_LR:.0e})"),
             stuck[:3])
     d_model = _num(ctx.settings.get("d_model"))
     # warnings alone (underfitting, plateau) on a model that learns are not enough to resize it
-    if d_model and any(e.kind == "no_learning" for e in stuck):
+    if way is None and d_model and any(e.kind == "no_learning" for e in stuck):
         wider = int(d_model) * 2
         return ctx.accept(Suggestion(f"Increase d_model: {int(d_model)} → {wider}", {"d_model": wider}), (
             f"the loss fell {100 * drop:.0f}% at a usual learning rate ({ctx.lr:.1e}) and then stalled "
             f"({stuck[0].kind}): the model has no room to learn more. Width doubled"), stuck[:3])
     return None
+
+
+def _lr_way(e: Event, lr: float) -> str | None:
+    """"raise" or "cut": the LR change a finding advises first; None when it advises none."""
+    new = _num(getattr(e.suggestions[0], "change", {}).get("lr")) if e.suggestions else None
+    return None if new is None else "raise" if new > lr else "cut"
 
 
 def _cut(lr: float) -> float:

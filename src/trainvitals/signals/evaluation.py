@@ -29,9 +29,9 @@ from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, WARNING, Event
 from trainvitals.signals.advice import learning_rate
 from trainvitals.signals.evaluation_advice import (
-    capacity_advice, longer_advice, lr_change, more_capacity, num, regularization_advice, schedule_advice,
-    stop_early, tighten, warmup_check)
-from trainvitals.signals.evaluation_lr import LR_CUT_HARD, check_lr
+    LR_CUT_HARD, LR_RAISE_FAR, capacity_advice, longer_advice, lr_change, more_capacity, no_learning_advice, num,
+    regularization_advice, schedule_advice, stop_early, tighten, uniform_loss, warmup_check)
+from trainvitals.signals.evaluation_lr import check_lr
 from trainvitals.signals.evaluation_report import EpochReport, evaluation_where, format_report
 from trainvitals.signals.evaluation_report import finite as _finite
 from trainvitals.signals.evaluation_report import improvement as _rate
@@ -48,6 +48,12 @@ _HEALTHY_GAP = 0.10    # seed: gap < 10% healthy; mild up to gap_threshold, seve
 _WIDENING = 0.05
 _PLATEAU_TOL = 0.01    # seed: < 1% change of val loss per epoch over the window
 _NO_LEARNING_FRAC = 0.98  # val within 2% of the unigram entropy (or above): nothing learned
+# A loss within 5% of its start never left it: at lr 1e-5 our LM and translation runs move
+# 1.5% in 160 steps (5.545 -> 5.46), where lr 3e-3 reaches 2.55.
+_START_BAND = 0.05
+# A loss still within 25% of a uniform prediction's has learned little: HF's 5e-5 from
+# scratch ends 9% under it (x10 LR: 33%; 3e-3: 49%), our LM at 3e-3 41% under by step 40.
+_SLOW = 0.25
 # Underfitting needs the loss "still high": >= 70% of the unigram entropy when that is
 # known, otherwise less than 25% of the first evaluation's val loss gone.
 _HIGH_OF_BASELINE, _HIGH_DROP = 0.70, 0.25
@@ -184,27 +190,37 @@ class EpochEvaluator:
         return check_lr(h[-2][_TRAIN], raw_train, report, info, self.improvement_threshold, last_finite)
 
     def _check_no_learning(self, report: EpochReport, val: float | None, info: dict) -> list[Event]:
-        b = self.baseline_loss
-        if b is None or report.epoch < 1 or val is None:
+        """An alert: the val loss at the unigram entropy (`baseline_loss`) and not falling
+        fast, or at or above a uniform prediction's loss. Its advice follows the loss's
+        path: a loss that never left its starting level had too low a learning rate; one
+        that fell and came back up, or sits above a uniform prediction, collapsed."""
+        b, u = self.baseline_loss, uniform_loss(info)
+        if (b is None and u is None) or report.epoch < 1 or val is None:
             return []
-        msg = (f"No learning: val loss {val:.3f} is at the unigram entropy of the data "
-               f"({b:.3f} nats): the model predicts no better than token frequencies")
-        sugg = [lr_change(info, LR_CUT_HARD) + "; a too-high learning rate "
-                "collapses a model to the unigram entropy without any NaN",
-                "Check the data: targets must be the inputs shifted by one token",
-                "Check that the parameters are updating (frozen_parameters events)"]
-        values = {"val_loss": val, "baseline_loss": b}
+        h = self._history
         # Still falling fast (> 5%/epoch) is a run on its way down, not one that is stuck.
-        ref = self._ref(len(self._history) - 1)
-        rate = _rate(self._history[ref][_VAL], val) if ref is not None else None
+        ref = self._ref(len(h) - 1)
+        rate = _rate(h[ref][_VAL], val) if ref is not None else None
         falling = rate is not None and rate > _GOOD_RATE
         # A training loss well under the baseline means the model did learn: a val loss up
         # at the baseline then is memorization (overfitting, diagnosed below), not no learning.
-        train = self._history[-1][_TRAIN]
-        learned_train = train is not None and train < _NO_LEARNING_FRAC * b
-        firing = val >= _NO_LEARNING_FRAC * b and not falling and not learned_train
+        train = h[-1][_TRAIN]
+        learned_train = b is not None and train is not None and train < _NO_LEARNING_FRAC * b
+        at_baseline = b is not None and val >= _NO_LEARNING_FRAC * b and not falling and not learned_train
+        above = u is not None and val >= u
+        firing = at_baseline or above  # worse than no model at all, falling or not
+        start = u if u is not None else h[0][_TRAIN] or h[0][_VAL]
+        seen = [x for e in h for x in (e[_TRAIN], e[_VAL]) if x is not None]
+        never_left = start is not None and all(abs(x - start) <= _START_BAND * start for x in seen)
+        lowest = min(e[_VAL] for e in h if e[_VAL] is not None)
+        came_back = lowest < _NO_LEARNING_FRAC * val
+        cause = ("too_low" if never_left else "above_uniform" if above else "came_back" if came_back
+                 else "stalled" if self._early_gains(u) else "slow")
+        msg, sugg = no_learning_advice(info, cause, val, b, u, start, lowest)
+        values = {"val_loss": val, "baseline_loss": b, "uniform_loss": u, "start_loss": start}
+        below = "the unigram entropy" if b is not None else "a uniform prediction's loss"
         return self._observe(self._no_learning, firing, report, ALERT, msg, sugg, values,
-                             f"no_learning cleared: val loss {val:.3f} is below the unigram entropy {b:.3f}")
+                             f"no_learning cleared: val loss {val:.3f} is below {below}")
 
     def _check_above_best(self, report: EpochReport, info: dict) -> list[Event]:
         """A val loss `val_loss_rise` above its best for `val_loss_rise_patience`
@@ -278,21 +294,25 @@ class EpochEvaluator:
             # reaches back into the first fast descent and hides the turn)
             overfit, prev, prev_gap = True, best, _gap(best)
         quiet = overfit or explained or self._no_learning.active  # they explain a stalling val loss
-        cut = lr_change(info, _LR_CUT)
+        # The LR is ruled out before capacity is named: a loss still near a uniform
+        # prediction's that never fell fast had too low an LR; one that fell fast and then
+        # stalled may overstep; only one that fell steadily is the model's limit. A loss
+        # falling slowly from its start is never told to cut.
+        gains = self._early_gains(uniform_loss(info))
+        low = gains is None and self._near_uniform(cur[_VAL], info)
+        first = (lr_change(info, LR_RAISE_FAR),) if low else (lr_change(info, _LR_CUT),) if gains else ()
+        why = (f"; the val loss is still within {100 * _SLOW:.0f}% of a uniform prediction's loss "
+               f"({uniform_loss(info):.3f}) and never fell fast: the learning rate is too low" if low else
+               f"; down from {100 * gains[0]:.1f}% at {gains[1]}: rapid early gains, then a stall, suggest the "
+               "learning rate now oversteps" if gains else "")
         found: dict[str, tuple[str, list[str]]] = {}
         if val_rate is not None and val_rate < thr and not quiet:
-            msg = f"Slow validation improvement: {100 * val_rate:.1f}% (threshold: {100 * thr:.1f}%)"
-            earlier = [(_rate(h[r][_VAL], h[k][_VAL]) or 0.0, k) for k in range(1, len(h) - 1)
-                       for r in [self._ref(k)] if r is not None]
-            if earlier and max(earlier)[0] > _GOOD_RATE:
-                best, k = max(earlier)
-                msg += (f"; down from {100 * best:.1f}% at {evaluation_where(h[k][_I], h[k][_STEP], h[k][_HOST])}"
-                        ": rapid early gains, then a stall, suggest the learning rate now oversteps")
+            msg = f"Slow validation improvement: {100 * val_rate:.1f}% (threshold: {100 * thr:.1f}%){why}"
             if not small_gap:
                 msg += (f"; the train/val gap ({100 * gap:.1f}%) is large but stable and train "
                         "loss stalls too: not overfitting")
-            found["slow_improvement"] = (msg, [cut, schedule_advice(info), warmup_check(info)]
-                                         + ([more_capacity(info)] if small_gap else []))
+            found["slow_improvement"] = (msg, [*first, schedule_advice(info), warmup_check(info)]
+                                         + ([more_capacity(info)] if small_gap and not low else []))
         if overfit:
             severe = gap > self.gap_threshold
             msg = (f"Overfitting: train/val gap widened {100 * prev_gap:.1f}% → {100 * gap:.1f}% "
@@ -303,24 +323,46 @@ class EpochEvaluator:
                 (evaluation_where(best[_I], best[_STEP], best[_HOST]), best[_VAL])
             found["overfitting"] = (msg, regularization_advice(info, severe, at_best))
         if self._plateau(_VAL) and not quiet:
-            sugg = [cut, schedule_advice(info), "Consider early stopping if this persists"]
-            if self._plateau(_TRAIN) and small_gap:  # both losses flat and no gap: out of room
+            sugg = [*first, schedule_advice(info), "Consider early stopping if this persists"]
+            if self._plateau(_TRAIN) and small_gap and not low:  # both losses flat and no gap: out of room
                 sugg.append(more_capacity(info))
             unit = "epochs" if report.host_epoch is None else "evaluations"
             found["plateau"] = (f"Loss plateau detected (< {100 * _PLATEAU_TOL:.0f}% change for "
-                                f"{self.plateau_window} {unit})", sugg)
+                                f"{self.plateau_window} {unit}){why}", sugg)
         if not quiet and self._underfitting(healthy):
             found["underfitting"] = (
                 f"Underfitting: train and val losses both falling slowly (val {100 * val_rate:.1f}%, train "
                 f"{100 * train_rate:.1f}% since {evaluation_where(prev[_I], prev[_STEP], prev[_HOST])}) "
-                f"with a small gap ({100 * gap:.1f}%): model capacity looks limited",
-                capacity_advice(info) + [longer_advice(info)])
+                f"with a small gap ({100 * gap:.1f}%)" + (why + (", not the model's capacity" if low else
+                                                                 ": rule it out before adding capacity")
+                                                          if first else ": model capacity looks limited"),
+                [*first] + ([] if low else capacity_advice(info)) + [longer_advice(info)])
         events = []
         for kind in _FINDINGS:
             msg, sugg = found.get(kind, ("", []))
             events += self._observe(self._findings[kind], kind in found, report, WARNING, msg, sugg, values,
                                     f"{kind} cleared at {report.where}")
         return events
+
+    def _early_gains(self, uniform: float | None) -> tuple[float, str] | None:
+        """The fastest earlier improvement, (rate, where), when one beat _GOOD_RATE (over
+        the steps `_ref` compares); with the uniform loss known, a first val loss already
+        _SLOW below it counts too (from initialisation to the first evaluation)."""
+        h = self._history
+        spans = [(_rate(h[r][_VAL], h[k][_VAL]) or 0.0, k) for k in range(1, len(h) - 1)
+                 for r in [self._ref(k)] if r is not None]
+        rate, k = max(spans, default=(0.0, 0))
+        if rate > _GOOD_RATE:
+            return rate, evaluation_where(h[k][_I], h[k][_STEP], h[k][_HOST])
+        v0 = next((e for e in h if e[_VAL] is not None), None)
+        if uniform is not None and v0 is not None and not self._near_uniform(v0[_VAL], {"uniform_loss": uniform}):
+            return 1 - v0[_VAL] / uniform, evaluation_where(v0[_I], v0[_STEP], v0[_HOST])
+        return None
+
+    @staticmethod
+    def _near_uniform(val: float | None, info: dict) -> bool:
+        u = uniform_loss(info)
+        return u is not None and val is not None and val >= (1 - _SLOW) * u
 
     def _widening(self, prev: list, cur: list, healthy: float) -> bool:
         """Overfitting from `prev` to `cur`: the gap is past healthy AND widening, train
@@ -378,8 +420,6 @@ def _span_share(a: list, b: list) -> float:
     if a[_STEP] is None or b[_STEP] is None:
         return 1.0
     return min(1.0, max(b[_STEP] - a[_STEP], 1) / _PROGRESS_STEPS)
-
-
 
 
 def _gap(entry: list) -> float | None:

@@ -12,10 +12,17 @@ import math
 from trainvitals.signals.advice import increase_lr, learning_rate, reduce_lr, tighten_clip
 
 __all__ = ["lr_change", "schedule_advice", "warmup_check", "capacity_advice", "more_capacity",
-           "longer_advice", "regularization_advice", "stop_early", "tighten", "num"]
+           "longer_advice", "regularization_advice", "stop_early", "tighten", "num", "uniform_loss",
+           "no_learning_advice", "LR_RAISE", "LR_RAISE_FAR", "LR_CUT_HARD"]
 
 # Common widths, so that advice proposes a size people use (seed: 512 -> 768, 768 -> 512).
 _WIDTHS = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+# Raise an LR that left the loss at its start x10: HF's 5e-5 from scratch (val 5.06 after
+# 160 steps) gets 4.69 at x3, 3.74 at x10. A val loss above a uniform prediction's is cut
+# /10 (HF at lr 1.0: val 65.9, 21.9, 9.60).
+LR_RAISE_FAR, _LR_CUT_FAILING = 10.0, 0.1
+LR_RAISE = 3.0
+LR_CUT_HARD = 1 / 3  # a rising or collapsed loss needs a firmer cut than the seed's 0.5 (3e-4 -> 1e-4)
 # run_info keys that bound a run in epochs, as each host names them
 _EPOCH_SETTINGS = ("num_train_epochs", "max_epochs", "epochs")
 
@@ -25,6 +32,38 @@ def num(info: dict, key: str) -> float | None:
     if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
         return None
     return float(x)
+
+
+def uniform_loss(info: dict) -> float | None:
+    """The loss of a uniform prediction, where the run knows it: `uniform_loss` (our
+    runs, the HF callback) or ln `vocab_size` (HF's model config, read back by `analyze`)."""
+    u, vocab = num(info, "uniform_loss"), num(info, "vocab_size")
+    return u if u and u > 0 else (math.log(vocab) if vocab and vocab > 1 else None)
+
+
+def no_learning_advice(info: dict, cause: str, val: float, baseline: float | None, uniform: float | None,
+                       start: float, lowest: float) -> tuple[str, list[str]]:
+    """`no_learning`'s message and advice, by what the loss did: "too_low" (it never left
+    its start), "above_uniform" (worse than a uniform prediction), "came_back" (it fell to
+    `lowest` and rose again: a collapse), "stalled" (a fast fall, then a stall at the
+    unigram entropy: no room), "slow" (a slow fall from its start: never a cut)."""
+    above = baseline is None or cause == "above_uniform"
+    level = (f"the loss of a uniform prediction (ln of the vocabulary: {uniform:.3f} nats)" if above
+             else f"the unigram entropy of the data ({baseline:.3f} nats)")
+    msg = f"No learning: val loss {val:.3f} is at or above {level}"
+    msg += {"too_low": f", and the loss never left its starting level ({start:.3f}): the learning rate is too low",
+            "above_uniform": ": the model predicts worse than no model at all: the learning rate is far too high",
+            "came_back": f", after falling to {lowest:.3f}: a too-high learning rate collapses a model to the "
+                         "unigram entropy without any NaN",
+            "stalled": ", where it stalled after a fast fall: the model finds nothing beyond token frequencies; "
+                       "it may be too small",
+            "slow": ": the loss falls too slowly to get below it; the learning rate may be too low"}[cause]
+    first = {"too_low": lr_change(info, LR_RAISE_FAR), "above_uniform": lr_change(info, _LR_CUT_FAILING),
+             "came_back": lr_change(info, LR_CUT_HARD), "stalled": more_capacity(info),
+             "slow": lr_change(info, LR_RAISE)}[cause]
+    second = {"too_low": [warmup_check(info)], "above_uniform": [tighten(info)]}.get(cause, [])
+    return msg, [first, *second, "Check the data: targets must be the inputs shifted by one token",
+                 "Check that the parameters are updating (frozen_parameters events)"]
 
 
 def _n(x: float) -> str:
@@ -72,7 +111,7 @@ def more_capacity(info: dict) -> str:
 def longer_advice(info: dict) -> str:
     """Train longer, naming what bounds the run: its step count where one does, else its epochs."""
     steps = num(info, "max_steps")
-    if steps:
+    if steps and steps > 0:  # HF's -1: unset
         return f"Train longer: max_steps {steps:.0f} → {2 * steps:.0f}"
     name = next((k for k in _EPOCH_SETTINGS if num(info, k)), None)
     if name is None:

@@ -8,13 +8,11 @@ after a healthy step; a fall under `improvement_threshold` past the warmup is
 from __future__ import annotations
 
 from trainvitals.events import ALERT, WARNING, Event
-from trainvitals.signals.evaluation_advice import lr_change, num, tighten
+from trainvitals.signals.evaluation_advice import LR_CUT_HARD, LR_RAISE, lr_change, num, tighten
 from trainvitals.signals.evaluation_report import EpochReport, finite, improvement, report_event
 
-__all__ = ["check_lr", "LR_CUT_HARD"]
+__all__ = ["check_lr"]
 
-LR_CUT_HARD = 1 / 3  # a rising or collapsed loss needs a firmer cut than the seed's 0.5 (3e-4 -> 1e-4)
-_LR_RAISE = 3.0
 # A step loss at most this far above the first evaluation's mean is healthy (the
 # divergence check's climb): a non-finite loss right after it came from its batch.
 _HEALTHY_CLIMB = 0.2
@@ -43,7 +41,7 @@ def check_lr(t0: float, raw_train: float, report: EpochReport, info: dict, thres
     drop = improvement(t0, t1)
     if drop is None or drop >= threshold or warming:
         return []
-    sugg = [lr_change(info, _LR_RAISE),
+    sugg = [lr_change(info, LR_RAISE),
             f"Shorten warmup: {warmup:.0f} → {warmup // 2:.0f} steps" if warmup
             else "Check warmup: a long warmup keeps the learning rate near zero early",
             "Check that the parameters are updating (frozen_parameters events)"]

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from read_scalars import _varint  # noqa: E402  (benchmarks/ is the script's directory)
 from trainvitals.analyze.tfrecord import _masked_crc_rows, masked_crc32c
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,14 +91,6 @@ def _event_rows(steps: np.ndarray, values: np.ndarray, tags: list[str], width: i
         rows[:, at:at + n] = c if isinstance(c, np.ndarray) else np.frombuffer(c, np.uint8)
         at += n
     return rows
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    return bytes(out + bytes([n]))
 
 
 def _framed(rows: np.ndarray) -> np.ndarray:

@@ -27,6 +27,7 @@ from typing import Any
 
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import learning_rate
 from trainvitals.signals.evaluation_advice import (
     LR_CUT_HARD, LR_RAISE_FAR, capacity_advice, longer_advice, lr_change, more_capacity, no_learning_advice, num,
@@ -76,8 +77,8 @@ class EpochEvaluator:
 
     def __init__(self, evaluation_epochs=(2, 3), improvement_threshold: float = 0.01,
                  gap_threshold: float = 0.3, plateau_window: int = 3,
-                 baseline_loss: float | None = None, val_loss_rise: float = 0.1,
-                 val_loss_rise_patience: int = 3) -> None:
+                 baseline_loss: float | None = None, val_loss_rise: float = DetectorConfig.val_loss_rise,
+                 val_loss_rise_patience: int = DetectorConfig.val_loss_rise_patience) -> None:
         epochs = tuple(evaluation_epochs) if hasattr(evaluation_epochs, "__iter__") else (None,)
         if any(isinstance(e, bool) or not isinstance(e, int) or e < 0 for e in epochs):
             raise ConfigError(f"evaluation_epochs={evaluation_epochs!r}: expected epoch "

@@ -13,6 +13,7 @@ from typing import Any
 
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip
 from trainvitals.signals.lifecycle import Condition
 
@@ -53,7 +54,7 @@ class GradNormJumpDetector:
 
     def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5, *,
                  kind: str = "grad_norm_jump", label: str = "Gradient norm", z_max: float | None = None,
-                 persistence: int = 3) -> None:
+                 persistence: int = DetectorConfig.jump_persistence) -> None:
         # kind/label let the same rule watch another positive series (the largest block gain)
         check_range("grad_norm_jump_factor", factor, 1.0, lo_open=True)
         check_type("grad_norm_jump_window", window, int)

@@ -51,7 +51,7 @@ def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
             "max_gain": max(measured), "amplification": math.prod(measured)}
 
 
-def max_gain_jump_detector(factor: float, persistence: int = 3) -> GradNormJumpDetector:
+def max_gain_jump_detector(factor: float, persistence: int = DetectorConfig.jump_persistence) -> GradNormJumpDetector:
     """The jump test on the largest block gain. At a too-high LR the first block's gain
     leaps 10-200x within a few checks (3.3 -> 203 by step 7 at lr 1.0, -> 576 by step 13 at lr 0.3);
     in healthy runs it grows smoothly, ~2x in 40 steps. So: the factor rule alone (no MAD

@@ -61,9 +61,12 @@ def test_a_change_the_run_already_has_is_never_recommended():
     assert any("already has init_std" in n for n in rec.notes)
 
 
-def test_overfitting_with_dropout_and_weight_decay_set_stops_at_the_best_epoch():
+def test_overfitting_raises_dropout_to_its_usual_top_then_stops_at_the_best_epoch():
     over = Event("overfitting", WARNING, "Overfitting: train/val gap widened", None, 3, (), {})
     run = _run(_falling(), {"dropout": 0.1, "weight_decay": 0.1}, val=[3.0, 2.6, 2.7, 2.9])
+    rec = recommend(_analysis([over]), run, "trainvitals")
+    assert rec.change == {"dropout": 0.2} and "0.1 → 0.2" in rec.sentence
+    run = _run(_falling(), {"dropout": 0.3, "weight_decay": 0.1}, val=[3.0, 2.6, 2.7, 2.9])
     rec = recommend(_analysis([over]), run, "trainvitals")
     assert rec.change == {"epochs": 2} and "dropout" not in rec.sentence
     bare = recommend(_analysis([over]), _run(_falling(), {"dropout": 0.0, "weight_decay": 0.1},

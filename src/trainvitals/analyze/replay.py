@@ -134,18 +134,19 @@ def replay(run: RunLog, cfg: AnalyzeConfig, progress: Callable[[int], None] | No
     lr_steps, lr_values = as_arrays(run.series.get("train/lr", []))
     lr_at = _step_lookup(lr_steps, lr_values)
     losses = run.series.get("train/step_loss", [])
+    loss_steps, loss_values = _per_step(*as_arrays(losses)) if losses else (np.zeros(0, np.int64), np.zeros(0))
     if losses:
         out.steps = losses[-1][0]
         uniform = run.series["data/uniform_loss"][-1][1] if run.series.get("data/uniform_loss") else None
         part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
                                    peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
-        steps, values = _per_step(*as_arrays(losses))
+        steps, values = loss_steps, loss_values
         lrs = _values_at(lr_steps, lr_values, steps)
         for lo in range(0, len(steps), _BLOCK):
             part.report(box, steps[lo:lo + _BLOCK].tolist(), values[lo:lo + _BLOCK].tolist(),
                         lrs[lo:lo + _BLOCK], log_inputs=False)
             tick(min(_BLOCK, len(steps) - lo))
-    _replay_gradients(run, facts, monitor_cfg, lr_steps, lr_values, box, tick)
+    _replay_gradients(run, facts, monitor_cfg, lr_steps, lr_values, box, tick, (loss_steps, loss_values))
     _replay_evaluations(run, facts, monitor_cfg, baseline, lr_at, box)
     out.series = box.series()
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
@@ -173,7 +174,8 @@ def _gradient_steps(run: RunLog) -> np.ndarray:
 
 
 def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, lr_steps: np.ndarray,
-                      lr_values: np.ndarray, box: _ReplayOutbox, tick: Callable[[int], None]) -> None:
+                      lr_values: np.ndarray, box: _ReplayOutbox, tick: Callable[[int], None],
+                      losses: tuple[np.ndarray, np.ndarray]) -> None:
     steps = _gradient_steps(run)
     if not len(steps):
         return
@@ -191,6 +193,9 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
                                    warmup_steps=facts.get("warmup_steps"), peak_lr=facts.get("lr"))
     lrs = _values_at(lr_steps, lr_values, steps)
     singles = [cols.get(f"gradient_monitor/{t}") for t in ("grad_norm", "mean_gain", "max_gain")]
+    # each gradient step sees the losses up to it, as live (the gain gate reads them)
+    fed_to = np.searchsorted(losses[0], steps, side="right")
+    fed = 0
     for lo in range(0, len(steps), _BLOCK):
         hi = min(lo + _BLOCK, len(steps))
         block = [c.block(lo, hi) if c is not None else [None] * (hi - lo) for c in singles]
@@ -202,6 +207,10 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
                 logged = {name: c[k] for name, c in ratio_cols if c[k] is not None}
                 if logged:
                     weights = {"update_ratio": logged, "unchanged": [n for n, r in logged.items() if r == 0.0]}
+            upto = int(fed_to[lo + k])
+            if upto > fed:
+                part.observe_losses(losses[0][fed:upto].tolist(), losses[1][fed:upto].tolist())
+                fed = upto
             reading = GradientReading({b: c[k] for b, c in gain_cols if c[k] is not None}, block[0][k],
                                       block[1][k], block[2][k], weights=weights)
             part.report(box, step, reading, lrs[lo + k], log_inputs=False)

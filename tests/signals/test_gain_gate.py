@@ -86,3 +86,17 @@ def test_the_loss_trend_survives_a_snapshot():
     back = GradientSignals(DetectorConfig(mean_gain_absolute_threshold=2.0), num_layers=4)
     back.load_state_dict(sig.state_dict())
     assert back.loss_trend.corroborates(49) and back.loss_trend.state_dict() == sig.loss_trend.state_dict()
+
+
+def test_a_block_gain_past_50_before_the_loss_shows_a_trend_is_an_alert():
+    # an initialisation 50x too large: block 0's gain 171 at step 1, inner mean 2.3 (detection run init-too-large-s23)
+    sig = GradientSignals(DetectorConfig(), num_layers=4)
+    sig.observe_loss(1, 11.3)
+    gains = {"0": 171.0, "1": 2.3, "2": 2.3, "3": 2.3}
+    (e,) = [e for e in sig.update(1, mean_gain=2.3, gains=gains, max_gain=171.0) if e.kind == "mean_gain_absolute"]
+    assert e.severity == "alert"
+    late = GradientSignals(DetectorConfig(), num_layers=4)  # the same gains once the loss has fallen for 40 steps
+    for s in range(1, 41):
+        late.observe_loss(s, _falling(s))
+    (e,) = [e for e in late.update(40, mean_gain=2.3, gains=gains, max_gain=171.0) if e.kind == "mean_gain_absolute"]
+    assert e.severity == "warning"

@@ -69,6 +69,10 @@ class LossTrend:
         self._steps.append(step)
         self._emas.append((self._ema, self._low))
 
+    def young(self, step: int) -> bool:
+        """Too early for the loss to show a trend: under `LOOKBACK` steps since its first value."""
+        return self._first is None or step - self._first[0] < LOOKBACK
+
     def _at(self, step: int) -> tuple[float, float] | None:
         i = bisect.bisect_right(self._steps, step) - 1
         return self._emas[i] if i >= 0 else None

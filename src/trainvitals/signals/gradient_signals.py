@@ -73,7 +73,7 @@ class GradientSignals:
         c = config if config is not None else DetectorConfig()
         # a gain excursion is an alert only when the loss backs it or the gain exploded (gain_gate.py)
         self.loss_trend = LossTrend()
-        self._step, self._mean_gain, self._inner = 0, None, True
+        self._step, self._mean_gain, self._max_gain, self._inner = 0, None, None, True
         self.drift = MeanGainDriftDetector(c.mean_gain_drift_threshold, c.mean_gain_absolute_threshold,
                                            c.mean_gain_drift_window, num_layers, c.mean_gain_drift_consecutive,
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps,
@@ -95,10 +95,16 @@ class GradientSignals:
     def _exploded(self, mean_gain: float | None = None) -> bool:
         """The mean gain (default: this check's) is non-finite or past the exploded bar: the
         mean-gain bar where it averages inner blocks, the block bar where every stack has one
-        block (it then averages first blocks, which climb to ~60 in healthy runs)."""
+        block (it then averages first blocks, which climb to ~60 in healthy runs); or, in the
+        first `LOOKBACK` steps, the largest block gain is past the block bar."""
         g = self._mean_gain if mean_gain is None else mean_gain
         bar = EXPLODED_MEAN_GAIN if self._inner else EXPLODED_BLOCK_GAIN
-        return g is not None and (not math.isfinite(g) or g >= bar)
+        if g is not None and (not math.isfinite(g) or g >= bar):
+            return True
+        # before the loss can show a trend, a block gain past the block bar (healthy first blocks
+        # start near 3 and climb over hundreds of steps: an initialisation 50x too large starts at 171)
+        m = self._max_gain
+        return m is not None and m >= EXPLODED_BLOCK_GAIN and self.loss_trend.young(self._step)
 
     def _backed(self, since: int | None) -> bool:
         return self.loss_trend.corroborates(self._step, since)
@@ -117,7 +123,7 @@ class GradientSignals:
                nonfinite_params: list[str] | None = None, total_params: int = 0,
                max_gain: float | None = None) -> list[Event]:
         events: list[Event] = []
-        self._step, self._mean_gain = step, mean_gain
+        self._step, self._mean_gain, self._max_gain = step, mean_gain, max_gain
         if gains:
             self._inner = any(not first_block(name) for name in gains)
         if nonfinite_params is not None:

@@ -7,7 +7,7 @@ made up from a value nobody passed in.
 Each returns a `Suggestion`: the sentence (a `str`, so it prints and compares as one)
 and `.change`, the setting it proposes in host-neutral names (`{"lr": 1.0e-03}`),
 rounded as the sentence shows it, so the two cannot disagree; empty where the
-current value is unknown and the line is generic. `trainvitals.advise.hosts` maps the
+current value is unknown and the line is generic. `trainvitals.signals.setting_names` maps the
 names to each host's own.
 
 Learning-rate advice is about the setting the user chose, the peak of the schedule,

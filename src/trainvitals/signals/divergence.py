@@ -184,8 +184,8 @@ class UnigramCollapseDetector:
 
     Before it is armed, a smoothed loss that has come down to within ``tolerance`` of
     the baseline and not gone below it for ``stall_steps`` steps is a stall: a healthy
-    run passes through that band (at most 93 steps on the detection benchmark's tune
-    half, a 600-step LR ramp included), a run at too high an LR sits in it for good.
+    run passes through that band (at most 104 steps on the detection benchmark's tune
+    half, LR ramps over 600 and 1200 steps included), a run at too high an LR sits in it for good.
     """
 
     def __init__(self, baseline_loss: float, tolerance: float = 0.05, min_drop: float = 0.15,

@@ -145,3 +145,10 @@ def test_frozen_parameters_get_a_check_naming_them_before_any_setting():
     rec = recommend(_analysis([frozen, _spike(12)]), _run(_falling()), "trainvitals")
     assert rec.change == {} and rec.check == {"frozen_parameters": ["tok_emb"]}
     assert "optimizer" in rec.sentence and "tok_emb" in rec.sentence
+
+
+def test_a_stall_at_the_unigram_entropy_is_a_collapse_cut_by_ten():
+    stall = Event("unigram_stall", ALERT, "Stuck at the unigram entropy since step 30", 230, None,
+                  (reduce_lr(2e-3),), {"loss_ema": 3.3})
+    rec = recommend(_analysis([stall], steps=400), _run(_falling(400, end=3.3)), "trainvitals")
+    assert rec.change == {"lr": 2.0e-4} and rec.evidence[0]["kind"] == "unigram_stall"

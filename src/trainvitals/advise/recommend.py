@@ -49,8 +49,11 @@ __all__ = ["Recommendation", "recommend"]
 
 # the loss shows the failure
 _LOSS_FAILURES = ("nonfinite_loss", "nonfinite_gradients", "loss_spike", "loss_divergence", "unigram_collapse",
-                  "early_loss_jump", "loss_above_init", "lr_too_high")
-_SEVERE = ("nonfinite_loss", "nonfinite_gradients", "unigram_collapse", "early_loss_jump", "loss_above_init")
+                  "unigram_stall", "early_loss_jump", "loss_above_init", "lr_too_high")
+# a stall at the unigram entropy is a collapse that came early (in warmup, before the loss
+# ever went below): cut as hard
+_SEVERE = ("nonfinite_loss", "nonfinite_gradients", "unigram_collapse", "unigram_stall", "early_loss_jump",
+           "loss_above_init")
 _GAIN = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump", "grad_norm_jump")
 _STUCK = ("no_learning", "lr_too_low", "underfitting", "plateau", "slow_improvement")
 _EXPLODED_BLOCK_GAIN, _EXPLODED_MEAN_GAIN = EXPLODED_BLOCK_GAIN, EXPLODED_MEAN_GAIN

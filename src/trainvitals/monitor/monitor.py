@@ -55,6 +55,7 @@ from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReadi
 from trainvitals.monitor.inputs import loss_scale, loss_value, optimizer_facts, param_groups
 from trainvitals.monitor.loss import LossMonitorCallback
 from trainvitals.monitor.outbox import Outbox, StopReason
+from trainvitals.monitor.rollback import FILE_NAME, Rollback
 from trainvitals.monitor.settings import run_settings
 from trainvitals.monitor.transfer import reduce_pending, split, to_host
 from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
@@ -128,6 +129,7 @@ class Monitor(Outbox):
         self._fresh = True  # nothing reported yet: the first report logs the run's settings
         self._rundir: RunDir | None = None
         self._owns_sinks = not isinstance(sinks, SinkHub)
+        self.rollback = Rollback(c.rollback_every, c.rollback_keep, c.max_rollbacks) if c.auto_adjust else None
         self.arm()
         if resume is not None:
             self.load_state_dict(resume)
@@ -138,6 +140,9 @@ class Monitor(Outbox):
         else:
             self.sinks, self._rundir = loop_sinks(logdir, self.step if resume is not None else None, console,
                                                   sinks or [])
+            if self._rundir is not None and self.rollback is not None:
+                self.rollback.path = Path(logdir) / FILE_NAME
+                self.rollback.write()
 
     # --- the loop's points ----------------------------------------------------------------
     def monitors(self, step: int) -> bool:
@@ -152,6 +157,8 @@ class Monitor(Outbox):
         `nonfinite_gradients` alert). A disabled scaler (`enabled=False`) changes nothing.
         A tensor or float is taken as the loss scale still in the gradients."""
         self._lr_now = self.current_lr()
+        if self.rollback is not None:
+            self.rollback.first_state(self)
         if self.flow is None or not self.flow.attached:
             return
         grad_scale, scaler = loss_scale(grad_scale, self.optimizer)
@@ -343,6 +350,8 @@ class Monitor(Outbox):
                                       param_grad_norms=g["param_grad_norms"], groups=self.groups)
             self.gradients.report(self, step, reading, lrs.get(step), self.epoch)
         self._scaler_steps.difference_update(step for step, _, _ in measured)
+        if self.rollback is not None:  # the same events on every rank: the same rollback
+            self.rollback.check(self, self.events[start:])
         self.sinks.flush()
         return self.events[start:]
 
@@ -363,7 +372,8 @@ class Monitor(Outbox):
         """Everything a resumed run needs to continue the detectors exactly (JSON-safe).
         Pending measurements are reported first, so nothing measured is lost."""
         self.flush()
-        parts = {"loss": self.loss, "gradients": self.gradients, "evaluation": self.evaluation}
+        parts = {"loss": self.loss, "gradients": self.gradients, "evaluation": self.evaluation,
+                 "rollback": self.rollback}
         return {"step": self.step, "epoch": self.epoch, "lr_scale": self.lr_scale,
                 "epoch_loss": list(self._epoch_loss), "eval_loss": list(self._eval_loss),
                 "evaluations": self._evaluations, "last_eval": self._last_eval, "validated": self._validated,
@@ -380,7 +390,8 @@ class Monitor(Outbox):
         self._evaluations = state.get("evaluations", self.epoch)
         self._last_eval, self._validated = state.get("last_eval"), state.get("validated", False)
         self._last_finite, self._before_nonfinite = state["last_finite"], state["before_nonfinite"]
-        for key, part in (("loss", self.loss), ("gradients", self.gradients), ("evaluation", self.evaluation)):
+        for key, part in (("loss", self.loss), ("gradients", self.gradients), ("evaluation", self.evaluation),
+                          ("rollback", self.rollback)):
             if part is not None and state.get(key) is not None:
                 part.load_state_dict(state[key])
         if self.flow is not None:  # the next step may not be the one armed for

@@ -31,6 +31,7 @@ up to that alert are lost). Memory and time of the ring: the same healthy run wi
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -141,7 +142,7 @@ class _Trainer(LanguageModelTrainer):
 
 
 def run(fault: str | None, mode: str, seed: int, workdir: Path, steps_per_epoch: int = 60,
-        epochs: int = 5) -> dict[str, Any]:
+        epochs: int = 5, fault_at: int = FAULT_AT) -> dict[str, Any]:
     """One run; what it ended as."""
     s = settings(fault, seed, steps_per_epoch, epochs)
     model_cfg = GPTConfig(**{k: s[k] for k in _MODEL_KEYS})
@@ -153,10 +154,10 @@ def run(fault: str | None, mode: str, seed: int, workdir: Path, steps_per_epoch:
     corpus = ByteCorpus(load_text(), model_cfg.block_size, cfg.batch_size, 0.1, seed)
     data: Any = corpus
     if fault in ("spike", "bad_stretch"):
-        data = _Faulty(corpus, range(FAULT_AT, FAULT_AT + (1 if fault == "spike" else 12)), steps_per_epoch)
+        data = _Faulty(corpus, range(fault_at, fault_at + (1 if fault == "spike" else 12)), steps_per_epoch)
     callbacks = []
     if fault == "lr_raised":
-        callbacks.append(_LRFault(range(FAULT_AT, 10 ** 9), 30.0))
+        callbacks.append(_LRFault(range(fault_at, 10 ** 9), 30.0))
     trainer = _Trainer(GPT(model_cfg), cfg, sinks=SinkHub(), callbacks=callbacks,
                        run_info={"uniform_loss": math.log(256), "unigram_entropy": corpus.unigram_entropy})
     olmo = _OLMoSkip(trainer) if mode == "olmo" else None
@@ -167,16 +168,31 @@ def run(fault: str | None, mode: str, seed: int, workdir: Path, steps_per_epoch:
     seconds = time.perf_counter() - t
     trainer.close()
     events = trainer.monitor.events
+    ring = trainer.monitor.rollback.ring if trainer.monitor.rollback is not None else []
+    held = sum(_bytes(st.model) + _bytes(st.optimizer) for st in ring)
+    live = _bytes(trainer.module.state_dict()) + _bytes(trainer.optimizer.state_dict())
     rollbacks = trainer.monitor.rollback.done if trainer.monitor.rollback is not None else []
     alerts = [e for e in events if e.severity == ALERT]
     return {"fault": fault or "healthy", "mode": mode, "seed": seed, "reason": reason.value,
             "val": trainer.last_val_loss if trainer.last_val_loss is not None else math.inf,
             "alerts": len(alerts), "first_alert": alerts[0].step if alerts else None,
             "outstanding": _outstanding(events), "actions": [e.message for e in events if e.kind == "action"],
+            "rollback_actions": [e.message for e in events if e.kind == "action" and e.source == "auto_adjust"],
             "rollbacks": rollbacks, "skipped": len({s for r in rollbacks
                                                     for s in range(r["skipped_steps"][0], r["skipped_steps"][1] + 1)}),
             "olmo_skipped": olmo.skipped if olmo is not None else 0, "steps": trainer.global_step,
+            "ring_states": len(ring), "ring_bytes": held, "live_bytes": live,
             "seconds": seconds}
+
+
+def _bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_bytes(v) for v in obj)
+    return 0
 
 
 def _outstanding(events) -> list[str]:
@@ -197,21 +213,23 @@ def rescued(r: dict[str, Any], twin: dict[str, Any], margin: float) -> bool:
             and r["val"] <= twin["val"] * (1 + margin))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="one seed, two faults: the mechanics")
+    p.add_argument("--quick", action="store_true", help="one seed, one fault, 90-step runs: the mechanics")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--workdir", default="")
-    args = p.parse_args()
+    p.add_argument("--out", help="also write every run's outcome as JSON")
+    args = p.parse_args(argv)
     torch.set_num_threads(1)
     seeds = range(1 if args.quick else args.seeds)
-    faults = ("bad_stretch", "lr_raised") if args.quick else FAULTS
+    faults = ("bad_stretch",) if args.quick else FAULTS
+    size = {"steps_per_epoch": 30, "epochs": 3, "fault_at": 50} if args.quick else {}
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="auto_adjust-"))
     t0 = time.time()
-    healthy = {(m, s): run(None, m, s, workdir) for s in seeds for m in MODES}
+    healthy = {(m, s): run(None, m, s, workdir, **size) for s in seeds for m in MODES}
     vals = [healthy["off", s]["val"] for s in seeds]
     margin = max(MARGIN_FLOOR, 2 * (max(vals) - min(vals)) / min(vals)) if len(vals) > 1 else MARGIN_FLOOR
-    rows = [run(f, m, s, workdir) for f in faults for s in seeds for m in MODES]
+    rows = [run(f, m, s, workdir, **size) for f in faults for s in seeds for m in MODES]
     print(f"margin {100 * margin:.1f}% (healthy twins' final val loss: {', '.join(f'{v:.4f}' for v in vals)})")
     print(f"{'fault':22} {'seed':>4} {'mode':5} {'val':>7} {'twin':>7} {'rescued':>7} {'reason':12} "
           f"{'rollbacks':>9} {'skipped':>7} {'olmo':>5} outstanding")
@@ -232,13 +250,24 @@ def main() -> int:
           f"at the first alert of each failing run")
     for m in MODES:
         acts = [a for s in seeds for a in healthy[m, s]["actions"]]
+        rolls = [a for s in seeds for a in healthy[m, s]["rollback_actions"]]
         final = ", ".join(f"{healthy[m, s]['val']:.4f}" for s in seeds)
-        print(f"  healthy runs, {m:5}: {len(acts)} action(s), final val {final}; "
+        print(f"  healthy runs, {m:5}: {len(rolls)} rollback(s), {len(acts)} action(s) in all, final val {final}; "
               f"OLMo skipped {sum(healthy[m, s]['olmo_skipped'] for s in seeds)} step(s)")
+        for a in acts:
+            print(f"    {a}")
     on = sum(healthy["auto", s]["seconds"] for s in seeds)
     off = sum(healthy["off", s]["seconds"] for s in seeds)
     print(f"  time with the ring (auto_adjust, healthy runs) / without: {on / off:.3f}")
+    h = healthy["auto", 0]
+    print(f"  host memory of the ring: {h['ring_states']} states, {h['ring_bytes'] / 1e6:.2f} MB = "
+          f"{h['ring_bytes'] / h['live_bytes']:.2f}x the model and optimizer state ({h['live_bytes'] / 1e6:.2f} MB)")
     print(f"  {time.time() - t0:.0f} s; workdir {workdir}")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"margin": margin, "failing": rows, "healthy": list(healthy.values()),
+                                              "rescued": {m: [rescued(r, healthy["off", r["seed"]], margin)
+                                                              for r in rows if r["mode"] == m] for m in MODES}},
+                                             default=str))
     return 0
 
 

@@ -176,17 +176,14 @@ class Rollback:
         return "drift" if any(_blames_lr(e) for e in triggers) else "data"
 
     def _pick(self, start: int, events: list[Event]) -> tuple[_State | None, int]:
-        """The newest state older than the trouble, moving `start` back past every sign of
-        it between that state and `start`."""
-        for state in reversed(self.ring):
-            if state.step >= start:
-                continue
-            signs = [e.step for e in events if e.kind in _SIGNS and e.severity != INFO and e.step is not None
-                     and state.step < e.step < start]
-            if signs:
-                start = min(signs)
-                if state.step >= start:
-                    continue
+        """The newest state older than the trouble, which began at its first warning sign:
+        the first of the signs before `start`, each within `every` steps of the next."""
+        signs = sorted({e.step for e in events if e.kind in _SIGNS and e.severity != INFO and e.step is not None})
+        for step in reversed(signs):
+            if start - self.every <= step < start:
+                start = step
+        state = next((s for s in reversed(self.ring) if s.step < start), None)
+        if state is not None:
             return state, start
         for step, path in reversed(self.disk() if self.disk is not None else []):
             if step < start:

@@ -117,6 +117,9 @@ def _markdown(name: str, series: dict, events: list[Event], reports: list[str], 
                     seen.add(s)
                     lines.append(f"- {s} (from `{e.kind}`, {e.where()})")
         lines.append("")
+    acts = [e for e in events if e.kind == "action"]  # what auto_adjust or a policy did
+    if acts:
+        lines += ["## Actions taken", ""] + [f"- {e.where()}: {e.message}" for e in acts] + [""]
     if reports:
         lines += ["## Last post-epoch evaluation", "", "```", reports[-1], "```", ""]
     return "\n".join(lines)

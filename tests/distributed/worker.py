@@ -51,6 +51,7 @@ def main() -> None:
     p.add_argument("--nan-step", type=int, default=-1)
     p.add_argument("--stop-rank", type=int, default=-1, help="this rank asks to stop (as SIGTERM would)")
     p.add_argument("--stop-step", type=int, default=-1)
+    p.add_argument("--auto-adjust", action="store_true", help="roll back on a trigger (a state every log_every steps)")
     args = p.parse_args()
     dist.init_from_env("cpu")
     world, rank = dist.world_size(), dist.rank()
@@ -69,7 +70,7 @@ def main() -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
     record = Record()
     config = MonitorConfig(log_every=args.log_every, gradient_monitor_interval=args.interval,
-                           on_nonfinite_loss=args.policy)
+                           on_nonfinite_loss=args.policy, auto_adjust=args.auto_adjust, rollback_every=args.log_every)
     monitor = Monitor(model, opt, config, blocks=list(zip(map(str, range(MODEL.n_layers)), model.blocks)),
                       sinks=SinkHub([record]))
     g = torch.Generator().manual_seed(1)
@@ -102,6 +103,7 @@ def main() -> None:
     events = [{"kind": e.kind, "step": e.step, "severity": e.severity} for e in monitor.events]
     mine = {"events": events, "stopped_at": stopped_at,
             "stop_reason": monitor.stop_reason.value if monitor.stop_reason else None,
+            "rollbacks": monitor.rollback.done if monitor.rollback is not None else [],
             "param_sum": float(sum(p.detach().float().sum() for p in
                                    (dist.local_view(q) for q in model.parameters())))}
     with open(f"{args.out}.rank{rank}.json", "w") as f:

@@ -103,7 +103,7 @@ def run_plain_loop(blow_up=(), tmp_path: Path | None = None):
     return monitor.events, mem.scalars
 
 
-def run_hf(blow_up=(), tmp_path: Path | None = None):
+def run_hf(blow_up=(), tmp_path: Path | None = None, config: MonitorConfig | None = None):
     from transformers import Trainer as HFTrainer
     from transformers import TrainingArguments
 
@@ -119,7 +119,7 @@ def run_hf(blow_up=(), tmp_path: Path | None = None):
     args = TrainingArguments(str(tmp_path / "hf"), max_steps=STEPS, per_device_train_batch_size=BATCH,
                              max_grad_norm=0.0, report_to=["tensorboard"], use_cpu=True, save_strategy="no",
                              logging_steps=1, disable_tqdm=True, dataloader_num_workers=0)
-    cb = TrainvitalsCallback()
+    cb = TrainvitalsCallback(config)
     trainer = HFTrainer(model=m, args=args, train_dataset=Stream(), callbacks=[cb],
                         optimizers=(opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)))
     trainer.train()
@@ -127,7 +127,7 @@ def run_hf(blow_up=(), tmp_path: Path | None = None):
     return cb.events, read_run(run_dir).series
 
 
-def run_lightning(blow_up=(), tmp_path: Path | None = None):
+def run_lightning(blow_up=(), tmp_path: Path | None = None, config: MonitorConfig | None = None):
     import lightning.pytorch as L
 
     from trainvitals.integrations.lightning import TrainvitalsCallback
@@ -143,7 +143,7 @@ def run_lightning(blow_up=(), tmp_path: Path | None = None):
         def configure_optimizers(self):
             return optimizer(self)
 
-    cb = TrainvitalsCallback()
+    cb = TrainvitalsCallback(config)
     loader = torch.utils.data.DataLoader(batches(), batch_size=None)
     trainer = L.Trainer(max_steps=STEPS, callbacks=[cb], default_root_dir=str(tmp_path / "pl"),
                         accelerator="cpu", enable_progress_bar=False, enable_model_summary=False,

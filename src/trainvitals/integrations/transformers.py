@@ -14,7 +14,8 @@ Where each part comes from in HF's loop (transformers 5.x):
 | stop | `control.should_training_stop` |
 
 HF cannot have its LR changed by a callback, so `reduce_lr` actions name the value to
-set instead. `on_nonfinite_loss="skip_step"` is not available here. Scalars and events
+set instead; with `auto_adjust` a rollback trigger stops the run, naming the step to resume
+before and the steps whose batches to skip (docs/auto_adjust.md). `on_nonfinite_loss="skip_step"` is not available here. Scalars and events
 go to the TensorBoard run HF writes (`TENSORBOARD_LOGGING_DIR`, else the newest
 `output_dir/runs/*`), events to the console too, from the main process only. Detector
 state is saved in `trainer_state.json` (`stateful_callbacks`) and read back from the
@@ -90,6 +91,8 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
                 **_run_length(args), "uniform_loss": math.log(vocab) if vocab else None}
         self.monitor = Monitor(model, real, self.config, blocks=self.blocks, sinks=sinks,
                                run_info={k: v for k, v in info.items() if v is not None}, can_set_lr=False)
+        if self.monitor.rollback is not None:  # auto_adjust: HF's loop is not rewound from a callback
+            self.monitor.rollback.can_restore = False  # a trigger stops it, naming where to resume and skip
         self._resume(state)
         self._accum = args.gradient_accumulation_steps
         # HF divides each rank's token sum by the global token count: the step's loss is

@@ -102,7 +102,10 @@ class MonitorConfig(DetectorConfig):
     on_gain_alert: str = "warn"  # "warn" | "reduce_lr" | "stop"
     log_per_param: bool = False  # also one update-ratio tag per parameter (default: per block and group)
     enable_post_epoch_evaluation: bool = True
-    auto_adjust: bool = False  # cut LR on plateau and stop early (safe, logged actions)
+    auto_adjust: bool = False  # roll back past a spike/divergence/NaN, skip its batches, cut the LR if it is the cause; cut the LR on a plateau, stop early (docs/auto_adjust.md)
+    max_rollbacks: int = 3  # auto_adjust: rollbacks allowed; the next trigger stops the run, naming them all
+    rollback_every: int = 20  # auto_adjust: steps between the states kept in memory (taken at logging steps)
+    rollback_keep: int = 5  # auto_adjust: states kept in host memory, each the weights and optimizer state
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,6 +113,9 @@ class MonitorConfig(DetectorConfig):
         check_range("gradient_monitor_interval", self.gradient_monitor_interval, 1)
         check_choice("on_nonfinite_loss", self.on_nonfinite_loss, ("stop", "skip_step", "warn"))
         check_choice("on_gain_alert", self.on_gain_alert, ("warn", "reduce_lr", "stop"))
+        check_range("max_rollbacks", self.max_rollbacks, 0)
+        check_range("rollback_every", self.rollback_every, 1)
+        check_range("rollback_keep", self.rollback_keep, 1)
 
     def monitor_settings(self) -> "MonitorConfig":
         """Just the monitoring settings (e.g. of a `TrainerConfig`)."""

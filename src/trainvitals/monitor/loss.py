@@ -42,7 +42,8 @@ class LossMonitorCallback:
                 out.emit(events)
             if ema is not None:
                 out.log("train/step_loss_ema", ema, step)
-            if not math.isfinite(loss) and self.config.on_nonfinite_loss == "stop":
+            # under auto_adjust a rollback answers it (monitor/rollback.py), or stops the run itself
+            if not math.isfinite(loss) and self.config.on_nonfinite_loss == "stop" and not self.config.auto_adjust:
                 out.request_stop(StopReason.NONFINITE_LOSS,
                                  f"non-finite loss {loss} at step {step} (on_nonfinite_loss='stop'); "
                                  f"the last finite snapshot is kept")

@@ -29,6 +29,9 @@ measurements stay on the device until a logging step (every `log_every` steps, a
 cross to the host in one transfer and feed the detectors. Each call returns the events
 it raised; `events` holds all of them. Decisions are for the host to carry out:
 `stop_reason` (stop now), `lr_scale` (multiply the scheduled LR), `skip_step(loss)`.
+With `auto_adjust`, a logging step whose alerts say the run is failing rolls the model
+and optimizer back in place to the last good state (`monitor/rollback.py`); the loop just
+goes on, and the batches in between are skipped.
 
 Under torch.distributed (DDP, FSDP2) every rank makes the same calls. At a logging step
 the ranks sum their losses and what their probes measured (squared norms of activation
@@ -51,10 +54,12 @@ from trainvitals.errors import ConfigError
 from trainvitals.events import Event
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
+from trainvitals.monitor.evaluation_points import EvaluationPoints
 from trainvitals.monitor.gradients import GradientMonitorCallback, GradientReading
-from trainvitals.monitor.inputs import loss_scale, loss_value, optimizer_facts, param_groups
+from trainvitals.monitor.inputs import loss_scale, optimizer_facts, param_groups
 from trainvitals.monitor.loss import LossMonitorCallback
 from trainvitals.monitor.outbox import Outbox, StopReason
+from trainvitals.monitor.rollback import FILE_NAME, Rollback
 from trainvitals.monitor.settings import run_settings
 from trainvitals.monitor.transfer import reduce_pending, split, to_host
 from trainvitals.probes.gradient_flow import GradientFlowProbe, GradientFlowStats
@@ -66,7 +71,7 @@ from trainvitals.training.rundir import RunDir
 __all__ = ["Monitor"]
 
 
-class Monitor(Outbox):
+class Monitor(EvaluationPoints, Outbox):
     """Where it writes: `logdir`, a directory of this run's own, gets TensorBoard event files
     and `metrics.jsonl`; the console prints events and reports (`console=False`: not);
     `sinks`, a list, adds sinks of yours beside them. A `logdir` that already holds another
@@ -128,6 +133,7 @@ class Monitor(Outbox):
         self._fresh = True  # nothing reported yet: the first report logs the run's settings
         self._rundir: RunDir | None = None
         self._owns_sinks = not isinstance(sinks, SinkHub)
+        self.rollback = Rollback(c.rollback_every, c.rollback_keep, c.max_rollbacks) if c.auto_adjust else None
         self.arm()
         if resume is not None:
             self.load_state_dict(resume)
@@ -138,6 +144,9 @@ class Monitor(Outbox):
         else:
             self.sinks, self._rundir = loop_sinks(logdir, self.step if resume is not None else None, console,
                                                   sinks or [])
+            if self._rundir is not None and self.rollback is not None:
+                self.rollback.path = Path(logdir) / FILE_NAME
+                self.rollback.write()
 
     # --- the loop's points ----------------------------------------------------------------
     def monitors(self, step: int) -> bool:
@@ -152,6 +161,8 @@ class Monitor(Outbox):
         `nonfinite_gradients` alert). A disabled scaler (`enabled=False`) changes nothing.
         A tensor or float is taken as the loss scale still in the gradients."""
         self._lr_now = self.current_lr()
+        if self.rollback is not None:
+            self.rollback.first_state(self)
         if self.flow is None or not self.flow.attached:
             return
         grad_scale, scaler = loss_scale(grad_scale, self.optimizer)
@@ -221,74 +232,6 @@ class Monitor(Outbox):
         elif self._rank_stop is None:
             self._rank_stop = (reason, message)
 
-    def evaluate(self, val_loss: Any = None, train_loss: Any = None, *, epoch: float | None = None) -> list[Event]:
-        """After a validation made anywhere in the loop (every N steps, mid-epoch): log
-        `val_loss` and run the post-epoch checks with the mean loss of the applied steps
-        since the previous evaluation (or `train_loss`). `epoch`, the host's epoch (HF's
-        fractional one), names the evaluation; default: the epochs ended so far (none
-        named before `end_epoch()` is first called). Losses
-        may be floats, 0-dim tensors or NumPy scalars. A second evaluation at the step of
-        one that had a val loss (the same weights: HF's `evaluate()` after `train()`) is
-        not recorded again."""
-        if epoch is None:  # the epochs ended so far, if the loop has epochs
-            epoch = self.epoch if self.epoch else math.nan
-        return self._evaluation(val_loss, train_loss, epoch)
-
-    def end_epoch(self, val_loss: Any = None, train_loss: Any = None) -> list[Event]:
-        """An epoch ended, after its validation if any: log its train loss (`train_loss`,
-        default: the mean loss of its applied steps; NaN if every step was skipped or an
-        applied one was non-finite) and evaluate with `val_loss`, naming the evaluation
-        after the epoch. Without a val loss, the checks of the train loss alone run here,
-        unless the run validates by `evaluate()` (then an epoch end is no evaluation)."""
-        val, given = loss_value("val_loss", val_loss), loss_value("train_loss", train_loss)
-        start = len(self.events)
-        self.flush()
-        epoch_loss = self.epoch_loss() if given is None else given
-        self.log("train/epoch_loss", epoch_loss, self.step)
-        if val is not None or not self._validated:
-            # the epoch's name where evaluations are epoch ends, else the host's epoch beside the number
-            name = None if self._evaluations == self.epoch else self.epoch
-            self._evaluation(val, given, name)
-        self.epoch += 1
-        self._epoch_loss = [0.0, 0]
-        self.sinks.flush()
-        return self.events[start:]
-
-    def _evaluation(self, val_loss: Any, train_loss: Any, host_epoch: float | None) -> list[Event]:
-        val, train = loss_value("val_loss", val_loss), loss_value("train_loss", train_loss)
-        self.flush()
-        start = len(self.events)
-        again = self._last_eval is not None and self._last_eval[0] == self.step
-        if again and self._last_eval[1]:
-            return []  # same step, same weights: this evaluation was made
-        if val is not None and dist.active():  # each rank's validation loss: their mean
-            val = float(dist.all_reduce_sum(torch.tensor(val, dtype=torch.float64,
-                                                         device=dist.collective_device())) / dist.world_size())
-        if again:  # a val loss for the evaluation made at this step without one: it is revised
-            index, train = self._evaluations - 1, self._last_eval[2] if train is None else train
-        else:
-            index, train = self._evaluations, self._mean(self._eval_loss) if train is None else train
-            self._evaluations += 1
-        if val is not None:
-            self.log("val/loss", val, self.step)
-            self._validated = True
-        if self.evaluation is not None:
-            self.evaluation.report(self, index, self.step, train, val, self.current_lr(), self.run_info,
-                                   self._before_nonfinite, host_epoch=host_epoch)
-        self._last_eval = [self.step, val is not None, train]
-        self._eval_loss, self._before_nonfinite = [0.0, 0], None
-        self.sinks.flush()
-        return self.events[start:]
-
-    def epoch_loss(self) -> float:
-        """Mean loss of this epoch's applied steps reported so far (NaN if none)."""
-        return self._mean(self._epoch_loss)
-
-    @staticmethod
-    def _mean(acc: list) -> float:
-        total, count = acc
-        return total / count if count else math.nan
-
     @property
     def pending(self) -> bool:
         """Steps not yet reported (they wait for the next logging step)."""
@@ -345,6 +288,8 @@ class Monitor(Outbox):
                                       param_grad_norms=g["param_grad_norms"], groups=self.groups)
             self.gradients.report(self, step, reading, lrs.get(step), self.epoch)
         self._scaler_steps.difference_update(step for step, _, _ in measured)
+        if self.rollback is not None:  # the same events on every rank: the same rollback
+            self.rollback.check(self, self.events[start:])
         self.sinks.flush()
         return self.events[start:]
 
@@ -365,7 +310,8 @@ class Monitor(Outbox):
         """Everything a resumed run needs to continue the detectors exactly (JSON-safe).
         Pending measurements are reported first, so nothing measured is lost."""
         self.flush()
-        parts = {"loss": self.loss, "gradients": self.gradients, "evaluation": self.evaluation}
+        parts = {"loss": self.loss, "gradients": self.gradients, "evaluation": self.evaluation,
+                 "rollback": self.rollback}
         return {"step": self.step, "epoch": self.epoch, "lr_scale": self.lr_scale,
                 "epoch_loss": list(self._epoch_loss), "eval_loss": list(self._eval_loss),
                 "evaluations": self._evaluations, "last_eval": self._last_eval, "validated": self._validated,
@@ -382,7 +328,8 @@ class Monitor(Outbox):
         self._evaluations = state.get("evaluations", self.epoch)
         self._last_eval, self._validated = state.get("last_eval"), state.get("validated", False)
         self._last_finite, self._before_nonfinite = state["last_finite"], state["before_nonfinite"]
-        for key, part in (("loss", self.loss), ("gradients", self.gradients), ("evaluation", self.evaluation)):
+        for key, part in (("loss", self.loss), ("gradients", self.gradients), ("evaluation", self.evaluation),
+                          ("rollback", self.rollback)):
             if part is not None and state.get(key) is not None:
                 part.load_state_dict(state[key])
         if self.flow is not None:  # the next step may not be the one armed for

@@ -25,6 +25,7 @@ class StopReason(str, enum.Enum):
     EARLY_STOPPING = "early_stopping"
     CALLBACK = "callback"
     INTERRUPTED = "interrupted"
+    AUTO_ADJUST = "auto_adjust"  # auto_adjust could not heal the run (max_rollbacks reached, no good state)
 
 
 class Outbox:

@@ -27,22 +27,16 @@ from trainvitals import distributed as dist
 from trainvitals.config import TrainerConfig
 from trainvitals.errors import ConfigError
 from trainvitals.monitor.monitor import Monitor
+from trainvitals.monitor.rollback import FILE_NAME
 from trainvitals.sinks.base import SinkHub
 from trainvitals.training import snapshot as snap
 from trainvitals.training.callbacks import LoopContext, StopReason, TrainerCallback
+from trainvitals.training.devices import rows as count_rows
+from trainvitals.training.devices import select_device, to_device
 from trainvitals.training.rng import rng_state, set_rng_state
 from trainvitals.training.schedule import lr_at
 
 __all__ = ["Trainer", "LanguageModelTrainer", "select_device"]
-
-
-def select_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r}: CUDA is not available here; use 'cpu' or 'auto'")
-    if name in ("auto", "cuda") and torch.cuda.is_available():
-        # under torchrun each process has its own device (init_from_env set it)
-        return torch.device("cuda", torch.cuda.current_device()) if dist.active() else torch.device("cuda")
-    return torch.device("cpu" if name == "auto" else name)
 
 
 class Trainer:
@@ -89,6 +83,9 @@ class Trainer:
                  "gradient_clip": config.gradient_clip}
         self.monitor = Monitor(self.module, self.optimizer, config, blocks=blocks, sinks=self.sinks,
                                run_info={**facts, **self.run_info})
+        if self.monitor.rollback is not None:  # auto_adjust: rollbacks.json, and snapshots to fall back on
+            self.monitor.rollback.path = Path(config.logdir) / FILE_NAME if config.logdir else None
+            self.monitor.rollback.disk = lambda: snap.list_snapshots(self.snapshot_dir) if self.snapshot_dir else []
         self.batch_in_epoch = 0  # optimizer steps done in the current epoch
         self.best_val: float | None = None
         self.total_steps: int | None = config.planned_steps
@@ -147,6 +144,8 @@ class Trainer:
             if cfg.max_steps:
                 self.total_steps = min(self.total_steps, cfg.max_steps) if cfg.epochs else cfg.max_steps
         self._decay_steps = cfg.lr_decay_steps or self.total_steps
+        if self.monitor.rollback is not None:
+            self.monitor.rollback.total_steps = self.total_steps  # advise sizes an LR cut by where the run is
         if self.stop_reason is StopReason.COMPLETED:  # fit() again after raising epochs / max_steps
             self.monitor.stop_reason, self.monitor.stop_message = None, ""
         self.monitor.arm()
@@ -181,7 +180,7 @@ class Trainer:
         with torch.no_grad(), self._autocast():
             for batch in batches:
                 local = dist.shard_rows(batch)
-                rows = _rows(local)
+                rows = count_rows(local)
                 loss = self.compute_loss(self._to_device(local)).float() * rows if rows \
                     else torch.zeros((), device=self.device)
                 sums.append(torch.stack([loss, torch.tensor(float(rows), device=self.device)]))
@@ -282,6 +281,7 @@ class Trainer:
 
     # --- snapshots -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        self.monitor.flush()  # what it decides (a rollback) comes before the weights are read
         return {
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -376,15 +376,7 @@ class Trainer:
         return itertools.islice(it, self.batch_in_epoch * self.config.grad_accum_steps, None)
 
     def _to_device(self, batch: Any) -> Any:
-        if isinstance(batch, torch.Tensor):
-            return batch.to(self.device, non_blocking=True)
-        if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
-            return type(batch)(*(self._to_device(b) for b in batch))
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self._to_device(b) for b in batch)
-        if isinstance(batch, dict):
-            return {k: self._to_device(v) for k, v in batch.items()}
-        return batch
+        return to_device(batch, self.device)
 
     def _call(self, hook: str, *args: Any) -> None:
         for cb in self.callbacks:
@@ -404,14 +396,6 @@ class LanguageModelTrainer(Trainer):
         x, y = batch
         logits = self.model(x)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-
-
-def _rows(batch: Any) -> int:
-    """Rows in a batch: the first dimension of its first tensor."""
-    if isinstance(batch, torch.Tensor):
-        return batch.shape[0] if batch.dim() else 1
-    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
-    return next((_rows(b) for b in items if isinstance(b, (torch.Tensor, list, tuple, dict))), 1)
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

@@ -73,8 +73,10 @@ class GradientMonitorCallback:
 
     def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
                epoch: int | None = None, log_inputs: bool = True) -> None:
-        # a NaN gain is a block not measured: left out of every figure, said once (below)
-        gains = {block: g for block, g in r.gains.items() if not math.isnan(g)}
+        # a NaN gain is a block not measured: left out of every figure, said once (below).
+        # A sum is NaN when any term is, so most steps skip the copy (a replay runs millions)
+        total = sum(r.gains.values())
+        gains = r.gains if total == total else {block: g for block, g in r.gains.items() if not math.isnan(g)}
         agg = gain_aggregates(gains)
         mean_gain = agg["mean_gain"] if r.gains else r.mean_gain
         max_gain = agg["max_gain"] if r.gains else r.max_gain
@@ -90,7 +92,8 @@ class GradientMonitorCallback:
                 for group, norm in group_norms(r.param_grad_norms, r.groups).items():
                     out.log(f"gradient_monitor/grad_norm/{group}", norm, step)
         rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
-        events = self._unmeasurable_now(step, [b for b in r.gains if b not in gains], r.nonfinite_params)
+        events = ([] if gains is r.gains else
+                  self._unmeasurable_now(step, [b for b in r.gains if b not in gains], r.nonfinite_params))
         events += self.signals.update(step, mean_gain, r.grad_norm, gains or None, rate, r.nonfinite_params,
                                       r.total_params, max_gain)
         if mean_gain is not None:

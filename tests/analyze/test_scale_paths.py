@@ -8,11 +8,13 @@ import math
 import sys
 
 import numpy as np
+import pytest
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from test_readers import accumulator_series, assert_same
 
 from trainvitals.analyze import command, tfrecord
+from trainvitals.analyze.beside import Beside, can_fork
 from trainvitals.analyze.command import analyze, write_json
 from trainvitals.analyze.points import Points
 from trainvitals.analyze.readers import read_run
@@ -99,3 +101,17 @@ def test_progress_bars_on_a_terminal_only(tmp_path, monkeypatch):
         bars = err.getvalue()
         assert ("reading" in bars and "replay" in bars and "/200 " in bars) == shown, bars  # 200 steps fed
         assert shown or bars == ""
+
+
+def test_an_error_in_the_side_by_side_half_is_raised_as_it_is():
+    if not can_fork():
+        pytest.skip("no fork here: the halves run in turn")
+
+    def job(tick):
+        tick(3)
+        raise ValueError("bad value 7 in the gradient half")
+    ticks = []
+    other = Beside(job, ticks.append)
+    with pytest.raises(ValueError, match="bad value 7 in the gradient half"):
+        other.result()
+    assert sum(ticks) == 3  # its progress came through before the error

@@ -13,7 +13,7 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from test_readers import accumulator_series, assert_same
 
-from trainvitals.analyze import command, tfrecord
+from trainvitals.analyze import command, repeats, tfrecord
 from trainvitals.analyze.beside import Beside, can_fork
 from trainvitals.analyze.command import analyze, write_json
 from trainvitals.analyze.points import Points
@@ -46,6 +46,29 @@ def test_our_sinks_log_reads_like_event_accumulator_on_the_fast_path(tmp_path, m
     assert_same(run.series, accumulator_series(logdir))
     assert all(len(v) == 400 for v in run.series.values()) and len(run.series) == 5
     assert len(parsed) < 10  # the file version, layout and settings texts: not the 400 scalar events
+
+
+def test_records_repeating_one_layout_read_like_event_accumulator_where_one_breaks_it(tmp_path, monkeypatch):
+    # stretches of one layout are decoded from their first record; a record of the same
+    # length but another tag, one with its fields in another order, a step varint that
+    # grows a byte (step 128) and a truncated last record must all read as TensorBoard reads them
+    def event(step, tags=("loss", "lr")):
+        return Event(wall_time=1.7e9 + step, step=step, summary=Summary(value=[
+            Summary.Value(tag=t, simple_value=step * (k + 1) * 0.5) for k, t in enumerate(tags)]))
+    datas = [event(s).SerializeToString() for s in range(1, 1200)]
+    datas[600] = event(601, ("lsos", "lr")).SerializeToString()  # same length, another tag
+    at = datas[699].index(b"\x0a\x02lr\x15")  # the same fields in another order (protobuf allows it)
+    datas[699] = datas[699][:at] + b"\x15" + datas[699][at + 5:at + 9] + b"\x0a\x02lr" + datas[699][at + 9:]
+    path = tmp_path / "events.out.tfevents.1.host"
+    tfrecord.write_records(path, datas)
+    path.write_bytes(path.read_bytes()[:-5])
+    decoded = []
+    real = repeats.decode_run
+    monkeypatch.setattr(repeats, "decode_run", lambda *a: (lambda r: (decoded.append(r[0]), r)[1])(real(*a)))
+    run = read_run(tmp_path)
+    assert_same(run.series, accumulator_series(tmp_path))
+    assert run.series["lsos"] == [(601, 601 * 0.5)] and run.series["lr"][699] == (700, 700.0)
+    assert sum(decoded) > 1000 and run.problems == [f"{path.name}: truncated after 1198 records"]
 
 
 def test_an_event_mixing_scalars_with_other_values_reads_like_protobuf(tmp_path):

@@ -18,6 +18,7 @@ from trainvitals.analyze.beside import Beside, can_fork
 from trainvitals.analyze.command import analyze, write_json
 from trainvitals.analyze.points import Points
 from trainvitals.analyze.readers import read_run
+from trainvitals.analyze import replay as replay_module
 from trainvitals.analyze.replay import AnalyzeConfig, replay
 from trainvitals.sinks.tensorboard import TensorBoardSink
 
@@ -113,9 +114,12 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bars_on_a_terminal_only(tmp_path, monkeypatch):
+@pytest.mark.parametrize("side_by_side", [False, True], ids=["in-turn", "side-by-side"])
+def test_progress_bars_on_a_terminal_only(tmp_path, monkeypatch, side_by_side):
     logdir = write_sink_log(tmp_path / "run", steps=100)
     monkeypatch.setattr(command, "_BAR_DELAY_S", 0.0)  # a real analyze this short shows none
+    if side_by_side:  # as a long log replays: the other half's steps counted from its process
+        monkeypatch.setattr(replay_module, "_SIDE_BY_SIDE_MIN_STEPS", 0)
     for out, as_json, shown in ((_Terminal(), False, True), (io.StringIO(), False, False),
                                 (_Terminal(), True, False)):
         err = _Terminal()

@@ -167,7 +167,7 @@ def replay(run: RunLog, cfg: AnalyzeConfig, progress: Callable[[int], None] | No
     # the two halves share no state: the loss part cuts no LR, so the gradient part starts at scale 1 either way
     if min(len(loss_steps), len(grad_steps)) >= _SIDE_BY_SIDE_MIN_STEPS and can_fork():
         other = Beside(lambda t: _apart(run.name, gradients, t), tick)
-        losses(box, tick)
+        losses(box, lambda n: (tick(n), other.forward()))  # the bar counts both halves as they go
         box.merge(other.result())
     else:
         losses(box, tick)

@@ -69,7 +69,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def _optimizer(params, spec) -> torch.optim.Optimizer:
     t = spec.trainer
-    return torch.optim.AdamW(params, lr=t["lr"], betas=(0.9, 0.95), weight_decay=t.get("weight_decay", 0.0))
+    return torch.optim.AdamW(params, lr=t["lr"], betas=(0.9, t.get("adam_beta2", 0.95)),
+                             weight_decay=t.get("weight_decay", 0.0))
 
 
 def _params(model: nn.Module, blocks: nn.ModuleList, spec) -> list[nn.Parameter]:
@@ -271,6 +272,17 @@ class NanoGPT(nn.Module):
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+class _LossOf(nn.Module):
+    """Our GPT called as nanoGPT's model is, `model(idx, targets) -> loss`."""
+
+    def __init__(self, gpt: nn.Module) -> None:
+        super().__init__()
+        self.gpt = gpt
+
+    def forward(self, idx, targets):
+        return F.cross_entropy(self.gpt(idx).flatten(0, 1), targets.flatten())
+
+
 def _loop(spec, logdir: Path) -> dict[str, Any]:
     from trainvitals.monitor.monitor import Monitor
     from trainvitals.sinks.base import SinkHub
@@ -279,10 +291,16 @@ def _loop(spec, logdir: Path) -> dict[str, Any]:
     m, t = spec.model, spec.trainer
     corpus, epochs, steps, train, val = _data(spec)
     torch.manual_seed(spec.seed)
-    model = NanoGPT(256, m["block_size"], m["n_layers"], m["d_model"], m["n_heads"])
+    if m.get("arch") == "gpt":  # our byte GPT (untied head, unscaled init), as the creeping runs of our Trainer
+        from trainvitals.tasks.lm.model import GPT, GPTConfig
+        model = _LossOf(GPT(GPTConfig(**{k: v for k, v in m.items() if k != "arch"})))
+        blocks, embedding = model.gpt.blocks, model.gpt.tok_emb
+    else:
+        model = NanoGPT(256, m["block_size"], m["n_layers"], m["d_model"], m["n_heads"])
+        blocks, embedding = model.transformer.h, model.transformer.wte
     if "bad_step" in spec.fault:
-        _BadBatch(model.transformer.wte, spec.fault["bad_step"])
-    opt = _optimizer(_params(model, model.transformer.h, spec), spec)
+        _BadBatch(embedding, spec.fault["bad_step"])
+    opt = _optimizer(_params(model, blocks, spec), spec)
     sinks = SinkHub([JSONLSink(logdir / "metrics.jsonl")])
     clip = t.get("gradient_clip", 1.0)
     monitor = Monitor(model, opt, _monitor_config(spec), sinks=sinks,

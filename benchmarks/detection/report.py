@@ -17,6 +17,7 @@ HF_OWN = "hf-own-log"  # the HF runs as HF alone logged them (trainer_state.json
 _TITLES = {"trainer": "our Trainer", "hf": "HF transformers.Trainer + TrainvitalsCallback (GPT-2 from GPT2Config)",
            "lightning": "Lightning + TrainvitalsCallback (our byte GPT in a LightningModule)",
            "loop": "nanoGPT-style plain loop on trainvitals.Monitor (JSONL log)",
+           "loop-gpt": "plain loop on trainvitals.Monitor, our byte GPT (JSONL log)",
            HF_OWN: "HF transformers.Trainer, its own log only (trainer_state.json: 10-step mean losses, "
                    "grad norm every 10th step, no gains)"}
 
@@ -145,9 +146,11 @@ def build_creep_report(root: Path, specs: list[RunSpec]) -> str:
              f"| median lead, first warning or alert, failures {LATE}+ steps in | alert false positives "
              "| healthy twins with a warning |", "|---|---|---|---|---|---|"]
     rows, detail = [], []
-    for host in ("trainer", "loop"):
+    for host in ("trainer", "loop-gpt", "loop"):
         for split in ("holdout", "tune"):
-            runs = load_runs(root, [s for s in specs if s.host == host], split, host)
+            runs = [r for r in load_runs(root, [s for s in specs if s.host == host.split("-")[0]], split,
+                                         host.split("-")[0])
+                    if host == "trainer" or (r.info["spec"]["model"].get("arch") == "gpt") == host.endswith("gpt")]
             if not runs:
                 continue
             fails = {r.name: failure_step(r) for r in runs}

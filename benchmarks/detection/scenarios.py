@@ -138,39 +138,49 @@ HOSTS = ("trainer", "hf", "lightning", "loop")
 
 
 # --- creeping failures (issue 22 part 3): an LR that ramps linearly over the whole run ----------
-# Every run ramps its LR from 0 to its peak over all of its 600 steps. The healthy twins ramp to
+# Every run ramps its LR from 0 to its peak over all of its steps (600; 1200 on the loop's GPT). The healthy twins ramp to
 # 1e-3 (the hard false-positive case: gains and grad norms move as the LR rises); the failing
 # runs ramp to a peak their setting cannot take, chosen so the loss falls, stalls, then fails
-# 300+ steps in: 200x with clipping and LayerNorm, 50x without clipping, 30x without LayerNorm
-# (our Trainer only; the loop's nanoGPT blocks always have it). The loop's nanoGPT model failed
-# early or not at all (by step 130 at 200x and 50x, or never at 50x and 15x; nothing failed
-# over a 2000-step ramp at 100x and 30x): no creeping failure 300+ steps in was found for it. Seeds and sizes differ between
-# the halves; the holdout half is never tuned on.
+# 300+ steps in: 200x with clipping and LayerNorm, 50x without clipping, 30x without LayerNorm.
+# Two hosts: our Trainer, and the plain loop on Monitor training the same byte GPT with the same
+# AdamW settings ("loop-gpt"), whose clipped 200x run failed early over 600 steps (step 83-138: the
+# LR reached 0.03 before the model had learned past the unigram entropy) and 100x never did, so
+# its ramps take 1200 steps (200x failed at step 734 then). The loop's nanoGPT model ("loop", tied head, scaled init, AdamW
+# betas (0.9, 0.95), no weight decay) failed early or not at all (by step 130 at 200x and 50x, or
+# never at 50x and 15x; nothing failed over a 2000-step ramp at 100x and 30x): its runs stay as
+# that record. Seeds and sizes differ between the halves; the holdout half is never tuned on.
 C_BASE = {"epochs": 3, "steps_per_epoch": 200, "batch_size": 8}  # 600 steps, 3 evaluations
 C_A = {"n_layers": 3, "d_model": 48, "n_heads": 4, "block_size": 32}
 C_B = {"n_layers": 4, "d_model": 32, "n_heads": 4, "block_size": 32}
 C_SAFE = 1e-3
+_TRAINER_ADAMW = {"weight_decay": 0.1, "adam_beta2": 0.99}  # TrainerConfig's defaults, for the loop's GPT runs
 
 
 def _creep(host: str, name: str, split: str, seed: int, model: dict, times: float, clip: float = 1.0,
            **model_extra: Any) -> RunSpec:
-    total = C_BASE["epochs"] * C_BASE["steps_per_epoch"]
-    trainer = {**C_BASE, "lr": C_SAFE * times, "warmup_steps": total, "gradient_clip": clip}
+    steps = C_BASE["steps_per_epoch"] * (2 if model.get("arch") == "gpt" else 1)
+    total = C_BASE["epochs"] * steps
+    trainer = {**C_BASE, "steps_per_epoch": steps, "lr": C_SAFE * times, "warmup_steps": total,
+               "gradient_clip": clip}
     if host != "trainer":
         trainer["gradient_monitor_interval"] = 3
+    if model.get("arch") == "gpt":
+        trainer.update(_TRAINER_ADAMW)
     mode = "healthy" if times == 1 else "lr_ramp_too_high"
-    return RunSpec(f"creep-{host}-{name}-s{seed}", mode, split, seed, "lm", {**model, **model_extra}, trainer, {},
+    prefix = f"{host}-gpt" if model.get("arch") == "gpt" else host
+    return RunSpec(f"creep-{prefix}-{name}-s{seed}", mode, split, seed, "lm", {**model, **model_extra}, trainer, {},
                    host)
 
 
-def _creep_runs(host: str, split: str, seeds: tuple[int, ...], model: dict) -> list[RunSpec]:
+def _creep_runs(host: str, split: str, seeds: tuple[int, ...], model: dict, clipped: int = 200,
+                unclipped: int = 50) -> list[RunSpec]:
     s = iter(seeds)
-    clipped, unclipped = 200, 50
     runs = [_creep(host, "ramp-safe", split, next(s), model, 1),
             _creep(host, "ramp-safe-no-clip", split, next(s), model, 1, clip=0.0),
             _creep(host, f"ramp-{clipped}x", split, next(s), model, clipped),
             _creep(host, f"ramp-{unclipped}x-no-clip", split, next(s), model, unclipped, clip=0.0)]
-    if host == "trainer":  # no healthy twin: without LayerNorm even the safe ramp stalls at the unigram entropy
+    if host == "trainer" or model.get("arch") == "gpt":
+        # no healthy twin: without LayerNorm even the safe ramp stalls at the unigram entropy
         runs += [_creep(host, "ramp-30x-no-ln", split, next(s), model, 30, layer_norm=False)]
     return runs
 
@@ -180,6 +190,8 @@ CREEP_SPECS: list[RunSpec] = (
     + _creep_runs("trainer", "holdout", (111, 112, 113, 114, 116), C_B)
     + _creep_runs("loop", "tune", (121, 122, 123, 124), C_B)
     + _creep_runs("loop", "holdout", (131, 132, 133, 134), C_A)
+    + _creep_runs("loop", "tune", (141, 142, 143, 144, 146), {**C_A, "arch": "gpt"}, 200, 100)
+    + _creep_runs("loop", "holdout", (151, 152, 153, 154, 156), {**C_B, "arch": "gpt"}, 200, 100)
 )
 ALL_SPECS = SPECS + HOST_SPECS + CREEP_SPECS
 FAILURE_MODES = sorted({s.mode for s in _FAILING + HOST_SPECS + CREEP_SPECS if not s.healthy})

@@ -41,6 +41,8 @@ class Run:
     log: RunLog
     info: dict[str, Any] = field(default_factory=dict)
     live: list[Event] = field(default_factory=list)  # what the trainer emitted, with its defaults
+    uniform_loss: float = 0.0  # ln(vocab) as `analyze --uniform-loss` takes it; 0: the log's own, if any
+    logged_every: list[int] = field(default_factory=list)  # a sparse log's loss steps (HF's own log); [] = every step
 
     @property
     def healthy(self) -> bool:
@@ -70,7 +72,10 @@ def load_own_log(logdir: Path, truth: Run) -> Run:
     judged against the failure step of the full run's per-step losses (`truth`)."""
     from host_runs import HF_OWN_LOG
     own = load_run(logdir, HF_OWN_LOG)
-    return replace(own, losses=truth.losses, epochs=truth.epochs, live=[], log=replace(own.log, events=[]))
+    logged = [st for st, _ in own.losses]
+    # the user knows the vocabulary (bytes: 256) as they know the unigram entropy: `--uniform-loss`
+    return replace(own, losses=truth.losses, epochs=truth.epochs, live=[], log=replace(own.log, events=[]),
+                   uniform_loss=math.log(256), logged_every=logged)
 
 
 # --- ground truth ------------------------------------------------------------------------
@@ -84,9 +89,16 @@ STALL_BAND, STALL_STEPS = 0.05, 100
 
 
 def failure_step(run: Run) -> tuple[int | None, str]:
-    """The first step where the loss shows the failure, and which rule saw it."""
+    """The first step where the loss shows the failure, and which rule saw it. On a sparse log
+    (`logged_every`), the first logged step at or after it: a mean of steps 1-10 cannot show a
+    failure at step 2 before step 10 (no logged point after it: the failure step stays)."""
     found = [f for f in (loss_failure(run.losses, run.unigram_entropy), _val_failure(run)) if f[0] is not None]
-    return min(found) if found else (None, "")
+    step, rule = min(found) if found else (None, "")
+    if step is not None and run.logged_every:
+        seen = [st for st in run.logged_every if st >= step]
+        if seen and seen[0] != step:
+            return seen[0], f"{rule}, step {step}: first logged at {seen[0]}"
+    return step, rule
 
 
 def _val_failure(run: Run) -> tuple[int | None, str]:
@@ -159,8 +171,9 @@ def gain_signal(run: Run, how: str) -> dict[int, float]:
 # --- the product's detectors, replayed ----------------------------------------------------
 # Each group's events depend only on its own thresholds (tune.py relies on this).
 GROUPS: dict[str, tuple[str, ...]] = {
-    "loss (non-finite, early rise or jump, spike, divergence, collapse)": (
-        "nonfinite_loss", "loss_above_init", "early_loss_jump", "loss_spike", "loss_divergence", "unigram_collapse"),
+    "loss (non-finite, early rise or jump, spike, divergence, collapse, stall)": (
+        "nonfinite_loss", "loss_above_init", "early_loss_jump", "loss_spike", "loss_divergence", "unigram_collapse",
+        "unigram_stall"),
     "mean gain (drift, absolute)": ("mean_gain_drift", "mean_gain_absolute"),
     "largest block gain (jump)": ("max_gain_jump",),
     "grad norm (jump, vanishing, non-finite)": ("grad_norm_jump", "vanishing_gradients", "nonfinite_gradients"),
@@ -189,7 +202,8 @@ def replay_suite(run: Run, knobs: dict[str, Any] | None = None) -> list[Event]:
     unknown = sorted(set(knobs) - set(_CONFIG_KNOBS))
     if unknown:
         raise ValueError(f"unknown knobs: {unknown}")
-    cfg = AnalyzeConfig(baseline_loss=run.unigram_entropy, evaluation_epochs=list(range(len(run.epochs))),
+    cfg = AnalyzeConfig(baseline_loss=run.unigram_entropy, uniform_loss=run.uniform_loss,
+                        evaluation_epochs=list(range(len(run.epochs))),
                         num_layers=run.n_layers, **{_CONFIG_KNOBS[k]: v for k, v in knobs.items()})
     return replay(run.log, cfg).events
 

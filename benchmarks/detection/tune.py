@@ -30,7 +30,7 @@ MAX_FPR = 0.05  # the seed's bar
 
 # group -> knob -> values tried besides the shipped default (which is always tried first)
 _TRIED: dict[str, dict[str, tuple]] = {
-    "loss (non-finite, early rise or jump, spike, divergence, collapse)": {
+    "loss (non-finite, early rise or jump, spike, divergence, collapse, stall)": {
         "spike_factor": (2.0, 2.5, 3.0, 4.0), "climb": (0.1, 0.15, 0.2, 0.3), "patience": (10, 20, 40)},
     "mean gain (drift, absolute)": {
         "drift_threshold": (0.1, 0.15, 0.25, 0.5, 1.0), "window": (3, 5, 10), "consecutive": (2, 3, 5),

@@ -43,6 +43,7 @@ KINDS = (
     "bad_batch",
     "gain_not_measurable",
     "val_loss_above_best",
+    "unigram_stall",
     "action",
     "cleared",
 )

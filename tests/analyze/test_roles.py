@@ -158,6 +158,25 @@ def test_cadence_a_failing_run_in_ten_step_means(tmp_path):
     assert ("max_gain_jump", 4) in _alerts(_json(tmp_path / "mixed"))
 
 
+def test_cadence_ten_step_means_are_judged_against_the_uniform_loss_when_it_is_known(tmp_path):
+    means = _means(FAILING_60, 10)  # the first point, 39.2, already averages the failure
+    csv = _loss_csv(tmp_path / "f10.csv", means)
+    assert _alerts(_json(csv)) == []
+    # given (`--uniform-loss`, ln 256) or read from HF's logged model config (vocab_size)
+    (event,) = [e for e in _json(csv, cfg=AnalyzeConfig(uniform_loss=5.545))["events"]
+                if e["severity"] == "alert"]
+    assert (event["kind"], event["step"]) == ("loss_above_init", 10)
+    assert "worse than untrained" in event["message"]  # a mean of 10 updates: not the initial weights
+    with SummaryWriter(str(tmp_path / "hf")) as w:
+        w.add_text("model_config", '{"vocab_size": 256, "n_layer": 2}', 0)
+        for st, v in means:
+            w.add_scalar("train/loss", v, st)
+    assert _alerts(_json(tmp_path / "hf"))[:1] == [("loss_above_init", 10)]
+    # a healthy run's 10-step means stay far below 1.5x the uniform loss
+    healthy = _loss_csv(tmp_path / "h10.csv", _means(HEALTHY_60, 10))
+    assert _alerts(_json(healthy, cfg=AnalyzeConfig(uniform_loss=5.545))) == []
+
+
 def test_cadence_ten_step_means_are_judged_in_steps(tmp_path):
     # a loss that falls for 100 steps, then doubles and stays there: the EMA, the
     # divergence patience and the spike history count steps, so its 10-step means must

@@ -44,6 +44,9 @@ def test_an_hf_trainer_run_is_scored_from_the_logs_hf_writes(tmp_path):
     replayed_own = replay(own.log, AnalyzeConfig(baseline_loss=own.unigram_entropy, evaluation_epochs=[0, 1]))
     assert [s for s, _ in replayed_own.series["train/step_loss_ema"]] == [10, 20, 30]
     assert [s for s, _ in replayed_own.series["evaluation/train_val_gap"]] == [15, 30]  # the post-epoch checks ran
+    # scored at the first point that can show the failure, with the uniform loss the user knows
+    assert failure_step(own)[0] == 10 and "first logged at 10" in failure_step(own)[1]
+    assert detection_step(replay_suite(own), own.mode) == 10  # loss_above_init: 1.5x ln 256 passed
 
 def test_a_lightning_run_is_scored_from_its_logger_s_tensorboard_run(tmp_path):
     pytest.importorskip("lightning")
@@ -57,3 +60,14 @@ def test_a_lightning_run_is_scored_from_its_logger_s_tensorboard_run(tmp_path):
     assert _alerts(replayed) == _alerts(run.live)
     assert ("nonfinite_loss", 5) in _alerts(replayed)
     assert detection_step(replayed, run.mode) <= 5
+
+
+def test_a_plain_loop_run_of_our_gpt_is_scored_from_its_jsonl(tmp_path):
+    # the creeping runs' second host: the plain loop on Monitor training our byte GPT
+    spec = RunSpec("loop-gpt-tiny", "lr_ramp_too_high", "holdout", 7, "lm", {**TINY, "arch": "gpt"},
+                   {**SHORT, "lr": 0.3, "gradient_monitor_interval": 3, "weight_decay": 0.1, "adam_beta2": 0.99},
+                   {}, "loop")
+    run = load_run(generate(spec, tmp_path))
+    assert run.n_layers == 2 and [s for s, _ in run.losses] == list(range(1, 31))
+    assert "gradient_monitor/gain/gpt.1" in run.log.series  # our GPT's blocks, named by the monitor
+    assert _alerts(replay_suite(run)) == _alerts(run.live) != set()

@@ -89,3 +89,19 @@ def test_detector_state_survives_a_checkpoint_resume(tmp_path):
     assert got["step"] == want["step"] == 12
     assert got["loss"]["ema"]["count"] == want["loss"]["ema"]["count"] == 12
     assert got["gradients"]["signals"]["drift"]["count"] == want["gradients"]["signals"]["drift"]["count"] == 4
+
+
+def test_steps_are_lightnings_own_on_a_checkpoint_written_without_the_callback(tmp_path):
+    def run(root, callbacks, steps, ckpt=None):
+        trainer = L.Trainer(max_steps=steps, callbacks=callbacks, default_root_dir=str(root), accelerator="cpu",
+                            enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                            enable_checkpointing=ckpt is None)
+        trainer.fit(Module(), torch.utils.data.DataLoader(batches()[:6], batch_size=None), ckpt_path=ckpt)
+        return trainer
+
+    run(tmp_path / "a", [L.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ck"))], 6)  # no trainvitals
+    (path,) = (tmp_path / "ck").glob("*.ckpt")
+    cb = TrainvitalsCallback(MonitorConfig(log_every=1))
+    trainer = run(tmp_path / "b", [cb], 10, ckpt=str(path))
+    steps = [st for st, _ in read_run(trainer.logger.log_dir).series["train/step_loss"]]
+    assert steps == [7, 8, 9, 10]  # where Lightning logs them, not 1..4

@@ -146,10 +146,37 @@ def test_collapse_after_learning_fires_once():
 
 
 def test_a_run_that_starts_at_the_baseline_and_falls_never_fires():
-    # Hovers at (and above) the unigram entropy for 200 steps, then learns.
-    emas = [UNIGRAM * 1.02] * 200 + [UNIGRAM * (1 - 0.5 * (1 - math.exp(-t / 100)))
+    # Hovers at (and above) the unigram entropy for 150 steps, then learns: no collapse, and
+    # shorter than a stall (HF run_clm's slowest healthy run, a 2-layer GPT-2 on a 1024-token
+    # BPE, passed through the band in 146 steps)
+    emas = [UNIGRAM * 1.02] * 150 + [UNIGRAM * (1 - 0.5 * (1 - math.exp(-t / 100)))
                                      for t in range(800)]
     assert collapse_events(emas) == []
+
+
+def test_a_loss_that_comes_down_to_the_unigram_entropy_and_stays_is_a_stall():
+    # a too-high LR: down to the token frequencies (within 5%) at step 28, then nothing more: 200 steps later
+    emas = [UNIGRAM * (1.7 - 0.7 * t / 30) for t in range(30)] + [UNIGRAM * 0.98] * 300
+    events = collapse_events(emas)
+    assert [(e.kind, e.severity, e.step) for e in events] == [("unigram_stall", "alert", 227)]
+    assert events[0].values["reached_step"] == 28 and "token frequencies" in events[0].message
+    # a run that learns later is told the stall is over, once it is well below the band
+    later = collapse_events(emas + [UNIGRAM * 0.93] * 20 + [UNIGRAM * 0.85] * 5)
+    assert [(e.kind, e.severity, e.step) for e in later] == [("unigram_stall", "alert", 227),
+                                                            ("unigram_stall", "info", 350)]
+
+
+def test_a_healthy_pass_through_the_band_is_no_stall():
+    # the slowest healthy runs on the detection benchmark's tune half: the LR ramps' twins took
+    # 86-104 steps from the band's top to under it; here 150 steps, then learning
+    emas = [UNIGRAM * (1.06 - 0.12 * t / 150) for t in range(200)] + [UNIGRAM * 0.9] * 100
+    assert collapse_events(emas) == []
+    assert collapse_events(emas, stall_steps=100)[0].kind == "unigram_stall"  # the setting is used
+    # and the loss signals take it from the config
+    from trainvitals.monitor.config import DetectorConfig
+    from trainvitals.signals.loss_signals import LossSignals
+    signals = LossSignals(DetectorConfig(unigram_stall_steps=100), baseline_loss=UNIGRAM)
+    assert signals.collapse.stall_steps == 100
 
 
 def test_a_dip_shorter_than_patience_is_not_a_collapse():

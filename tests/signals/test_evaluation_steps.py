@@ -1,5 +1,7 @@
 """The post-epoch checks at evaluations that are not epoch ends (every N steps), after
 the evaluation epochs too, and the LR check's tolerance of noise."""
+import math
+
 from trainvitals.signals.evaluation import EpochEvaluator, format_report
 
 # HF-style: eval every 100 steps, epochs of 470 steps; val best at step 200, then climbing
@@ -49,3 +51,29 @@ def test_train_longer_names_what_bounds_the_run():
     assert advice({"max_steps": 500}) == ["Train longer: max_steps 500 → 1000"]
     assert advice({"num_train_epochs": 3}) == ["Train longer: num_train_epochs 3 → 6"]
     assert advice({"epochs": 10}) == ["Train longer: 10 → 20 epochs"]
+
+
+# nanoGPT's train.py, healthy seeds 1 and 6 (benchmarks/detection/REAL_SCRIPTS.md): (step, mean
+# train loss since the previous evaluation, val loss estimated from 10 batches) every 50 steps
+NANOGPT_HEALTHY = [
+    [(50, 3.328, 2.526), (100, 2.683, 2.432), (150, 2.555, 2.318), (200, 2.49, 2.309), (250, 2.481, 2.217),
+     (300, 2.464, 2.284)],
+    [(50, 3.316, 2.509), (100, 2.662, 2.506), (150, 2.564, 2.325), (200, 2.508, 2.29), (250, 2.467, 2.284),
+     (300, 2.472, 2.164)],
+]
+
+
+def _slow_steps(evals, epochs_per_step=math.nan):
+    ev = EpochEvaluator()
+    return [e.step for i, (s, t, v) in enumerate(evals)
+            for e in ev.update(i, t, v, lr=1e-3, step=s, host_epoch=s * epochs_per_step).events
+            if e.kind == "slow_improvement"]
+
+
+def test_between_epoch_ends_one_noisy_pair_is_not_slow_improvement_two_in_a_row_are():
+    for evals in NANOGPT_HEALTHY:  # each has single pairs under 1% (seed 6: 2.509 -> 2.506)
+        assert _slow_steps(evals) == []
+    stall = [(50, 3.3, 2.5), (100, 2.7, 2.3), (150, 2.6, 2.295), (200, 2.58, 2.29), (250, 2.57, 2.287)]
+    assert _slow_steps(stall) == [200]  # the second slow evaluation in a row, said once
+    # HF-style evaluations every 50 steps of 470-step epochs: the same
+    assert _slow_steps(stall, 1 / 470) == [200]

@@ -80,3 +80,27 @@ def test_advice_wording():
     assert lengthen_warmup(2000, 3000) == "Lengthen warmup: 2000 → 3000 steps"
     assert lengthen_warmup(0, 500) == "Add warmup: none → 500 steps"
     assert "warmup" in lengthen_warmup(None)
+
+
+def test_a_non_finite_validation_loss_is_an_alert_once_then_cleared():
+    # HF's own log of a run whose batch 6 overflowed: the step loss it logs is the mean of the
+    # finite ones (`logging_nan_inf_filter`), 4.93; the evaluation at step 10 gives eval_loss NaN
+    from trainvitals.monitor.evaluation import PostEpochEvaluationCallback
+    from trainvitals.monitor.outbox import Outbox
+
+    part, out = PostEpochEvaluationCallback(), Outbox()
+    seen = []
+    out.emit = lambda events, echo=True: seen.extend([events] if isinstance(events, Event) else events)
+    part.report(out, 0, 10, 4.93, math.nan, 5e-4)
+    part.report(out, 1, 20, math.nan, math.nan, 5e-4)
+    (alert,) = [e for e in seen if e.kind == "nonfinite_loss"]
+    assert alert.severity == "alert" and alert.step == 10
+    assert alert.message == "Non-finite validation loss nan at step 10"
+    # a healthy evaluation raises nothing; a finite one after the NaN clears it
+    part.report(out, 2, 30, 3.1, 3.2, 5e-4)
+    assert [(e.kind, e.severity, e.step) for e in seen if e.kind == "nonfinite_loss"][1:] == [
+        ("nonfinite_loss", "info", 30)]
+    healthy, quiet = PostEpochEvaluationCallback(), []
+    out.emit = lambda events, echo=True: quiet.extend([events] if isinstance(events, Event) else events)
+    healthy.report(out, 0, 10, 4.9, 4.8, 5e-4)
+    assert [e for e in quiet if e.kind == "nonfinite_loss"] == []

@@ -45,6 +45,7 @@ class AnalyzeConfig(DetectorConfig):
     gradient_clip: float | None = None  # the run's clip, for advice (0 = off); default: the log's, else unknown
     warmup_steps: int | None = None  # the run's warmup, for advice; default: the log's, else unknown
     baseline_loss: float = 0.0  # unigram entropy of the data in nats; 0 = the log's (data/unigram_entropy), else unknown
+    uniform_loss: float = 0.0  # ln(vocabulary size), nats; 0 = the log's (data/uniform_loss, or HF's vocab_size), else unknown
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -54,6 +55,7 @@ class AnalyzeConfig(DetectorConfig):
         if self.lr is not None:
             check_range("lr", self.lr, 0, lo_open=True)
         check_range("baseline_loss", self.baseline_loss, 0)
+        check_range("uniform_loss", self.uniform_loss, 0)
 
     def run_facts(self, run: RunLog) -> tuple[dict[str, Any], list[str]]:
         """The run's settings as the live monitor had them (its `run_info`): the log's,
@@ -158,8 +160,11 @@ def replay(run: RunLog, cfg: AnalyzeConfig, progress: Callable[[int], None] | No
     loss_steps, loss_values = _per_step(*as_arrays(run.series.get("train/step_loss", [])))
     grad_steps = _gradient_steps(run)
 
+    uniform = _uniform_loss(cfg, run, facts)
+
     def losses(into: _ReplayOutbox, tick: Callable[[int], None]) -> None:
-        _replay_losses(run, facts, monitor_cfg, baseline, loss_steps, loss_values, lr_steps, lr_values, into, tick)
+        _replay_losses(run, facts, monitor_cfg, baseline, uniform, loss_steps, loss_values, lr_steps, lr_values,
+                       into, tick)
 
     def gradients(into: _ReplayOutbox, tick: Callable[[int], None]) -> None:
         _replay_gradients(run, facts, monitor_cfg, grad_steps, lr_steps, lr_values, into, tick)
@@ -185,6 +190,19 @@ def _apart(name: str, part: Callable, tick: Callable[[int], None]) -> tuple:
     return box.out.events, box.series(), box.out.problems, box.lr_scale
 
 
+def _uniform_loss(cfg: AnalyzeConfig, run: RunLog, facts: dict[str, Any]) -> float | None:
+    """The loss of a uniform prediction: given, logged by our monitor, or ln of the vocabulary
+    size another writer logged (HF's model config): what a log of N-step means, whose first
+    point already averages N steps, can compare its losses with."""
+    if cfg.uniform_loss:
+        return cfg.uniform_loss
+    if run.series.get("data/uniform_loss"):
+        return run.series["data/uniform_loss"][-1][1]
+    vocab = facts.get("vocab_size")
+    ok = isinstance(vocab, (int, float)) and not isinstance(vocab, bool) and math.isfinite(vocab) and vocab > 1
+    return math.log(vocab) if ok else None
+
+
 def replay_size(run: RunLog) -> int:
     """How many steps `replay` feeds (the total its `progress` reaches)."""
     losses = run.series.get("train/step_loss", [])
@@ -193,12 +211,11 @@ def replay_size(run: RunLog) -> int:
 
 
 def _replay_losses(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, baseline: float | None,
-                   steps: np.ndarray, values: np.ndarray, lr_steps: np.ndarray, lr_values: np.ndarray,
-                   box: _ReplayOutbox, tick: Callable[[int], None]) -> None:
+                   uniform: float | None, steps: np.ndarray, values: np.ndarray, lr_steps: np.ndarray,
+                   lr_values: np.ndarray, box: _ReplayOutbox, tick: Callable[[int], None]) -> None:
     if not len(steps):
         return
     box.out.steps = int(steps[-1])
-    uniform = run.series["data/uniform_loss"][-1][1] if run.series.get("data/uniform_loss") else None
     part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
                                peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
     lrs = _values_at(lr_steps, lr_values, steps)

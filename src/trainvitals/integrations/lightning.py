@@ -90,7 +90,8 @@ class TrainvitalsCallback(pl.Callback):
             return  # an accumulation micro-batch: the optimizer has not stepped
         self._last_step = trainer.global_step
         step_loss = self._loss.take(mean=False)  # Lightning divided each by accumulate_grad_batches
-        self.monitor.step_end(step_loss if step_loss is not None else math.nan)
+        # Lightning's own count, so our steps are its steps even on a checkpoint we did not write
+        self.monitor.step_end(step_loss if step_loss is not None else math.nan, step=trainer.global_step)
         if self.monitor.stop_reason is not None:
             trainer.should_stop = True
 

@@ -29,6 +29,7 @@ class DetectorConfig:
     early_loss_rise: float = 0.5  # loss_above_init: a loss this fraction above the loss at initialisation
     early_loss_jump: float = 1.5  # early_loss_jump: in the first steps, a loss N x its lowest so far ...
     early_loss_horizon: int = 20  # ... within this many steps (then the spike check has its history)
+    unigram_stall_steps: int = 200  # unigram_stall: smoothed loss at the unigram entropy this many steps, never below
     # --- Enhancement 2: gradient flow -------------------------------------------------
     mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
     mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
@@ -65,6 +66,7 @@ class DetectorConfig:
         check_range("early_loss_rise", self.early_loss_rise, 0, lo_open=True)
         check_range("early_loss_jump", self.early_loss_jump, 1, lo_open=True)
         check_range("early_loss_horizon", self.early_loss_horizon, 2)
+        check_range("unigram_stall_steps", self.unigram_stall_steps, 1)
         check_range("mean_gain_drift_threshold", self.mean_gain_drift_threshold, 0, lo_open=True, allow_inf=True)
         if isinstance(self.mean_gain_absolute_threshold, str):
             check_choice("mean_gain_absolute_threshold", self.mean_gain_absolute_threshold, ("auto",))

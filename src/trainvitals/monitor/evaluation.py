@@ -17,6 +17,7 @@ from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.signals.evaluation import EpochEvaluator, format_report
 from trainvitals.signals.lr_policy import PlateauLRPolicy
+from trainvitals.signals.nonfinite import NonFiniteLossCheck
 
 __all__ = ["PostEpochEvaluationCallback"]
 
@@ -27,6 +28,7 @@ class PostEpochEvaluationCallback:
         self.evaluator = EpochEvaluator(list(c.evaluation_epochs), c.improvement_threshold, c.gap_threshold,
                                         c.plateau_window, baseline_loss, c.val_loss_rise, c.val_loss_rise_patience)
         self.policy = PlateauLRPolicy() if c.auto_adjust else None
+        self.nonfinite_val = NonFiniteLossCheck("validation loss")
 
     def report(self, out: Outbox, epoch: int, step: int | None, train_loss: float | None,
                val_loss: float | None, lr: float | None, run_info: dict[str, Any] | None = None,
@@ -53,6 +55,9 @@ class PostEpochEvaluationCallback:
             if value is not None:
                 out.log(f"evaluation/{tag}", value, at)
         events = [e if e.step is not None or step is None else replace(e, step=step) for e in report.events]
+        if isinstance(val_loss, (int, float)):  # None: no evaluation loss logged, nothing to say
+            events = self.nonfinite_val.update(val_loss, at, epoch,
+                                               lr=lr, gradient_clip=info.get("gradient_clip")) + events
         text = format_report(report)
         if text:
             out.text("\n" + text)
@@ -67,10 +72,12 @@ class PostEpochEvaluationCallback:
                 out.request_stop(StopReason.EARLY_STOPPING, action.reason)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"evaluator": self.evaluator.state_dict(),
+        return {"evaluator": self.evaluator.state_dict(), "nonfinite_val": self.nonfinite_val.state_dict(),
                 "policy": self.policy.state_dict() if self.policy else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.evaluator.load_state_dict(state["evaluator"])
+        if state.get("nonfinite_val"):  # absent from snapshots written before the check
+            self.nonfinite_val.load_state_dict(state["nonfinite_val"])
         if self.policy is not None and state.get("policy"):
             self.policy.load_state_dict(state["policy"])

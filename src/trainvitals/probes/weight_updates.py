@@ -41,7 +41,6 @@ device until ``WeightUpdateStats.to_host()``, which makes one transfer.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -51,16 +50,9 @@ import torch.nn as nn
 from trainvitals.distributed import is_sharded, local_view
 from trainvitals.errors import check_choice, check_range, check_type
 from trainvitals.probes.gradient_flow import unwrap
+from trainvitals.probes.update_rebuild import KNOWN_OPTIMIZERS, adam_norms, rebuildable, sgd_norms
 
 __all__ = ["WeightUpdateProbe", "WeightUpdateStats"]
-
-_SGD_KEYS = {"lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize",
-             "foreach", "differentiable", "fused"}
-_ADAM_KEYS = {"lr", "betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach",
-              "capturable", "differentiable", "fused", "decoupled_weight_decay"}
-_KNOWN = {torch.optim.SGD: _SGD_KEYS, torch.optim.Adam: _ADAM_KEYS,
-          torch.optim.AdamW: _ADAM_KEYS}
-
 
 @dataclass
 class WeightUpdateStats:
@@ -252,7 +244,7 @@ class WeightUpdateProbe:
         names, params, frozen = self._parameters()
         group_of = {id(p): g for g, group in enumerate(self.optimizer.param_groups)
                     for p in group["params"]}
-        rebuildable = self.mode != "copy" and self._known_optimizer()
+        may_rebuild = self.mode != "copy" and self._known_optimizer()
         zero, copied, rebuilt, groups = [], [], {}, {}
         for i, p in enumerate(params):
             g = group_of.get(id(p))
@@ -260,8 +252,8 @@ class WeightUpdateProbe:
                 zero.append(i)  # the optimizer skips it
                 continue
             group = self.optimizer.param_groups[g]
-            if rebuildable and (self.mode == "rebuild" or p.device.type != "cpu") \
-                    and _rebuildable(group, p, scaled_grads):
+            if may_rebuild and (self.mode == "rebuild" or p.device.type != "cpu") \
+                    and rebuildable(group, p, scaled_grads):
                 if group["lr"] == 0:
                     zero.append(i)
                 else:
@@ -320,7 +312,7 @@ class WeightUpdateProbe:
         return names, params, frozen
 
     def _known_optimizer(self) -> bool:
-        keys = _KNOWN.get(type(self.optimizer))
+        keys = KNOWN_OPTIMIZERS.get(type(self.optimizer))
         return keys is not None and set(self.optimizer.defaults) <= keys
 
     # -- measuring -----------------------------------------------------------------
@@ -331,7 +323,7 @@ class WeightUpdateProbe:
         parts: list[tuple[list[int], torch.Tensor]] = \
             [(snap.zero, torch.zeros(len(snap.zero), device=device))] if snap.zero else []
         for g, indices in snap.rebuilt.items():
-            rebuild = _adam_norms if "betas" in snap.groups[g] else _sgd_norms
+            rebuild = adam_norms if "betas" in snap.groups[g] else sgd_norms
             norms = rebuild(self.optimizer, snap.groups[g], [snap.params[i] for i in indices],
                             self.chunk_numel)
             parts.append((indices, _stack(norms, device)))
@@ -366,102 +358,3 @@ def _stack(norms: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if not norms:
         return torch.zeros(0, device=device)
     return torch.stack([n if n.device == device else n.to(device) for n in norms])
-
-
-def _rebuildable(group: dict[str, Any], p: torch.Tensor, scaled_grads: bool) -> bool:
-    if p.dtype not in (torch.float32, torch.float64) or p.grad.is_sparse or hasattr(p, "placements"):
-        return False
-    sgd_uses_grad = "momentum" in group and (group["momentum"] == 0 or group["nesterov"])
-    if sgd_uses_grad and scaled_grads:
-        return False  # whether a fused kernel unscales .grad in place is not ours to know
-    scalars = [group["lr"], group["weight_decay"], *group.get("betas", ())]
-    if any(isinstance(v, torch.Tensor) for v in scalars):
-        return False
-    # dW is rebuilt through a division by 1 - lr * wd where the update involves W_old.
-    uses_old_w = group.get("decoupled_weight_decay", False) or sgd_uses_grad
-    lr, wd = group["lr"], group["weight_decay"]
-    return not (uses_old_w and wd and 1 - lr * wd == 0)
-
-
-def _chunks(params: list[torch.Tensor], chunk_numel: int) -> Iterator[list[torch.Tensor]]:
-    chunk, size = [], 0
-    for p in params:
-        if chunk and size + p.numel() > chunk_numel:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(p)
-        size += p.numel()
-    if chunk:
-        yield chunk
-
-
-def _bias_corrections(states: list[dict[str, Any]], h: dict[str, Any],
-                      params: list[torch.Tensor]) -> tuple[list[torch.Tensor], ...]:
-    """Per parameter: -lr * sqrt(1 - b2^t) / (1 - b1^t), and eps * sqrt(1 - b2^t)."""
-    steps = [s["step"] if isinstance(s["step"], torch.Tensor) else torch.tensor(float(s["step"]))
-             for s in states]
-    steps = torch.stack([t.to(steps[0].device) for t in steps])
-    if steps.device.type != "mps":  # the optimizer does this in float64 on the host
-        steps = steps.to(torch.float64)
-    beta1, beta2 = h["betas"]
-    root = (1 - torch.pow(beta2, steps)).sqrt_()
-    coef = root * (-h["lr"]) / (1 - torch.pow(beta1, steps))
-    both = torch.stack([coef, root * h["eps"]])
-    devices = {p.device for p in params}
-    if len(devices) == 1:  # one small host-to-device copy, so the foreach ops stay on device
-        both = both.to(devices.pop(), torch.float32)
-        return both[0].unbind(), both[1].unbind()
-    return ([c.to(p.device, torch.float32) for c, p in zip(both[0], params)],
-            [e.to(p.device, torch.float32) for e, p in zip(both[1], params)])
-
-
-def _adam_norms(optimizer: torch.optim.Optimizer, h: dict[str, Any], params: list[torch.Tensor],
-                chunk_numel: int) -> list[torch.Tensor]:
-    # dW = coef * m / (sqrt(v) + eps * root)  [- lr * wd * W_new, all / (1 - lr * wd)]
-    second = "max_exp_avg_sq" if h["amsgrad"] else "exp_avg_sq"
-    lr, wd = h["lr"], h["weight_decay"] if h.get("decoupled_weight_decay", False) else 0.0
-    norms: list[torch.Tensor] = []
-    for chunk in _chunks(params, chunk_numel):
-        states = [optimizer.state[p] for p in chunk]
-        coef, eps = _bias_corrections(states, h, chunk)
-        denom = torch._foreach_sqrt([s[second] for s in states])
-        torch._foreach_add_(denom, eps)
-        update = torch._foreach_div([s["exp_avg"] for s in states], denom)
-        del denom
-        torch._foreach_mul_(update, coef)
-        if wd:
-            torch._foreach_add_(update, [p.detach() for p in chunk], alpha=-lr * wd)
-        chunk_norms = torch._foreach_norm(update, 2, dtype=torch.float32)
-        if wd:
-            torch._foreach_div_(chunk_norms, abs(1 - lr * wd))
-        norms.extend(chunk_norms)
-        del update
-    return norms
-
-
-def _sgd_norms(optimizer: torch.optim.Optimizer, h: dict[str, Any], params: list[torch.Tensor],
-               chunk_numel: int) -> list[torch.Tensor]:
-    lr, momentum, wd = h["lr"], h["momentum"], h["weight_decay"]
-    if momentum != 0 and not h["nesterov"]:
-        bufs = [optimizer.state[p]["momentum_buffer"] for p in params]
-        norms = torch._foreach_norm(bufs, 2, dtype=torch.float32)
-        torch._foreach_mul_(norms, lr)
-        return list(norms)
-    if momentum == 0 and not wd:
-        norms = torch._foreach_norm([p.grad for p in params], 2, dtype=torch.float32)
-        torch._foreach_mul_(norms, lr)
-        return list(norms)
-    # dW = -lr * (g + momentum * buf + wd * W_new) / (1 - lr * wd), sign of g by `maximize`
-    norms = []
-    for chunk in _chunks(params, chunk_numel):
-        direction = torch._foreach_mul([p.grad for p in chunk], -1.0 if h["maximize"] else 1.0)
-        if momentum != 0:
-            bufs = [optimizer.state[p]["momentum_buffer"] for p in chunk]
-            torch._foreach_add_(direction, bufs, alpha=momentum)
-        if wd:
-            torch._foreach_add_(direction, [p.detach() for p in chunk], alpha=wd)
-        chunk_norms = torch._foreach_norm(direction, 2, dtype=torch.float32)
-        torch._foreach_mul_(chunk_norms, lr / abs(1 - lr * wd))
-        norms.extend(chunk_norms)
-        del direction
-    return norms

@@ -67,7 +67,6 @@ class LossDivergenceDetector:
         _check_int("patience", patience, 1)
         check_range("spike_min_rise", min_rise, 0)
         self.min_rise, self._scale = float(min_rise), None  # the starting loss, once min_history are seen
-        self._calm = 0  # steps since the last spike
         self.spike_factor, self.window, self.min_history = float(spike_factor), window, min_history
         self.climb, self.patience = float(climb), patience
         self._alpha = 1 - 2 / (window + 1)  # the EMA whose lag matches a window/2 median
@@ -78,7 +77,7 @@ class LossDivergenceDetector:
         self._min: float | None = None
         self._min_step: int | None = None
         self._above = 0
-        self._spike = Condition("loss_spike", _SOURCE)
+        self._spike = Condition("loss_spike", _SOURCE, clear_after=_SPIKE_CALM)
         self._divergence = Condition("loss_divergence", _SOURCE)
 
     def update(self, loss: float, step: int, ema: float | None = None, *,
@@ -118,10 +117,8 @@ class LossDivergenceDetector:
             sd = _MAD_TO_SD * median(abs(v - base) for v in self._recent)
             z = (x - base) / sd if sd > 0 else math.inf
             firing = z > _SPIKE_Z
-        self._calm = 0 if firing else self._calm + 1
-        firing = firing or (self._spike.active and self._calm < _SPIKE_CALM)
-        if firing == self._spike.active:  # nothing starts or clears: skip the wording
-            return self._spike.observe(True) if firing else []
+        if self._spike.settled(firing):  # nothing starts or clears: skip the wording
+            return self._spike.observe(firing)
         return self._spike.observe(
             firing, severity=ALERT, step=step,
             message=(f"Loss spike at step {step}: {x:.4g} is {x / base:.1f}x the median "
@@ -158,7 +155,7 @@ class LossDivergenceDetector:
     def state_dict(self) -> dict[str, Any]:
         return {"recent": list(self._recent), "seen": self._seen, "ema_raw": self._ema_raw,
                 "ema_n": self._ema_n, "min": self._min, "min_step": self._min_step,
-                "above": self._above, "scale": self._scale, "calm": self._calm, "spike": self._spike.state_dict(),
+                "above": self._above, "scale": self._scale, "spike": self._spike.state_dict(),
                 "divergence": self._divergence.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -168,34 +165,45 @@ class LossDivergenceDetector:
         self._min, self._min_step = state["min"], state["min_step"]
         self._above = int(state["above"])
         self._scale = state.get("scale")  # absent from snapshots written before min_rise
-        self._calm = int(state.get("calm", _SPIKE_CALM))
         self._spike.load_state_dict(state["spike"])
+        if "absent" not in state["spike"] and self._spike.active:  # a snapshot from before clear_after
+            self._spike.absent = int(state.get("calm", 0))
         self._divergence.load_state_dict(state["divergence"])
 
 
 class UnigramCollapseDetector:
     """Raise ``unigram_collapse`` (alert) when a model that had learned falls back to
-    predicting token frequencies.
+    predicting token frequencies, and ``unigram_stall`` (alert) when one never learns
+    past them.
 
     Armed once the smoothed loss has been more than ``min_drop`` (relative) below
     ``baseline_loss``, the unigram entropy of the training tokens in nats; fires when
     the smoothed loss then stays within ``tolerance`` of the baseline, or above it, for
     ``patience`` steps. Clears when it is back under (1 - 2 x tolerance) x baseline.
     A run that starts at the baseline and falls is never armed until it has learned.
+
+    Before it is armed, a smoothed loss that has come down to within ``tolerance`` of
+    the baseline and not gone below it for ``stall_steps`` steps is a stall: a healthy
+    run passes through that band (at most 104 steps on the detection benchmark's tune
+    half, LR ramps over 600 and 1200 steps included), a run at too high an LR sits in it for good.
     """
 
     def __init__(self, baseline_loss: float, tolerance: float = 0.05, min_drop: float = 0.15,
-                 patience: int = 20) -> None:
+                 patience: int = 20, stall_steps: int = 200) -> None:
         check_range("baseline_loss", baseline_loss, 0, lo_open=True)
         check_range("min_drop", min_drop, 0, 1, lo_open=True, hi_open=True)
         check_range("tolerance", tolerance, 0, min_drop, hi_open=True)  # else armed = collapsed
         _check_int("patience", patience, 1)
+        _check_int("unigram_stall_steps", stall_steps, 1)
         self.baseline_loss, self.tolerance = float(baseline_loss), float(tolerance)
-        self.min_drop, self.patience = float(min_drop), patience
+        self.min_drop, self.patience, self.stall_steps = float(min_drop), patience, stall_steps
         self._best: float | None = None
         self._best_step: int | None = None
         self._near = 0
+        self._reached: int | None = None  # the step the smoothed loss came down to the band (stall)
+        self._at_band = 0  # steps since, without going below it
         self._collapse = Condition("unigram_collapse", _SOURCE)
+        self._stall = Condition("unigram_stall", _SOURCE)
 
     def update(self, loss_ema: float, step: int, *, lr: float | LearningRate | None = None,
                gradient_clip: float | None = None) -> list[Event]:
@@ -207,16 +215,17 @@ class UnigramCollapseDetector:
         b = self.baseline_loss
         if self._best is None or x < self._best:
             self._best, self._best_step = x, step
-        if self._best >= (1 - self.min_drop) * b:
-            return []  # not armed: the model has not yet learned beyond token frequencies
+        if self._best >= (1 - self.min_drop) * b:  # not armed: not yet learned beyond token frequencies
+            return self._check_stall(x, step, lr, gradient_clip)
+        events = self._check_stall(x, step, lr, gradient_clip) if self._stall.active else []
         if x >= (1 - self.tolerance) * b:
             self._near += 1
         elif x < (1 - 2 * self.tolerance) * b:
             self._near = 0
         firing = self._near >= self.patience or (self._collapse.active and self._near > 0)
         if firing == self._collapse.active:
-            return self._collapse.observe(True) if firing else []
-        return self._collapse.observe(
+            return events + (self._collapse.observe(True) if firing else [])
+        return events + self._collapse.observe(
             firing, severity=ALERT, step=step,
             message=(f"Unigram collapse at step {step}: smoothed loss {x:.4g} is back at the "
                      f"unigram entropy {b:.4g} after reaching {self._best:.4g} (step "
@@ -229,11 +238,38 @@ class UnigramCollapseDetector:
             clear_message=f"unigram_collapse cleared: smoothed loss {x:.4g} is well below the "
                           f"unigram entropy {b:.4g} again")
 
+    def _check_stall(self, x: float, step: int, lr, clip) -> list[Event]:
+        b, tol = self.baseline_loss, self.tolerance
+        if self._reached is None and x <= (1 + tol) * b:
+            self._reached = step
+        if self._reached is None:
+            return []
+        self._at_band = self._at_band + 1 if x >= (1 - tol) * b else 0
+        # once raised, it holds until the loss is well below the band (the collapse's clear line)
+        firing = self._at_band >= self.stall_steps or (self._stall.active and x >= (1 - 2 * tol) * b)
+        if self._stall.settled(firing):
+            return self._stall.observe(firing)
+        return self._stall.observe(
+            firing, severity=ALERT, step=step,
+            message=(f"Stalled at the unigram entropy at step {step}: smoothed loss {x:.4g} has not gone "
+                     f"below {b:.4g} (the unigram entropy) x {1 - tol:.2f} for {self._at_band} steps since "
+                     f"it came down to it (step {self._reached}): the model predicts token frequencies "
+                     "and learns nothing more"),
+            suggestions=(reduce_lr(lr), warmup_advice(lr), tighten_clip(clip)),
+            values={"loss_ema": x, "baseline_loss": b, "reached_step": self._reached,
+                    "steps_at_baseline": self._at_band},
+            clear_message=f"unigram_stall cleared: smoothed loss {x:.4g} is well below the unigram "
+                          f"entropy {b:.4g}")
+
     def state_dict(self) -> dict[str, Any]:
         return {"best": self._best, "best_step": self._best_step, "near": self._near,
-                "collapse": self._collapse.state_dict()}
+                "reached": self._reached, "at_band": self._at_band,
+                "collapse": self._collapse.state_dict(), "stall": self._stall.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._best, self._best_step = state["best"], state["best_step"]
         self._near = int(state["near"])
+        self._reached, self._at_band = state.get("reached"), int(state.get("at_band", 0))  # absent before the stall
         self._collapse.load_state_dict(state["collapse"])
+        if state.get("stall"):
+            self._stall.load_state_dict(state["stall"])

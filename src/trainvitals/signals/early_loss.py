@@ -14,10 +14,10 @@ Two rules that need one or two points:
   than ``jump`` times the lowest loss so far (a spike or a climb while the spike check,
   which needs a median of many steps, still waits).
 
-Both are one-sided, raise one alert when they start, and clear once the loss is back
-under half the margin (hysteresis, so a loss at the line does not flap). They count
-points, not step numbers, so a log of N-step means arms and disarms as a per-step
-log does.
+Both are one-sided, raise one alert when they start, and clear once the loss has been
+back under half the margin (hysteresis) for ``_CALM`` consecutive points: a loss that
+leaps over the line every other step (the Lightning demo at lr 20) is one episode, one
+alert, with its repeats counted. They count points, not step numbers.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from trainvitals.signals.lifecycle import Condition
 __all__ = ["EarlyLossDetector"]
 
 _SOURCE = "early_loss"
+_CALM = 10  # points back under the line that clear a condition (the spike check's calm, divergence.py)
 
 
 class EarlyLossDetector:
@@ -57,8 +58,8 @@ class EarlyLossDetector:
         self._seen = 0
         self._min: float | None = None
         self._min_step: int | None = None
-        self._above = Condition("loss_above_init", _SOURCE)
-        self._jump = Condition("early_loss_jump", _SOURCE)
+        self._above = Condition("loss_above_init", _SOURCE, clear_after=_CALM)
+        self._jump = Condition("early_loss_jump", _SOURCE, clear_after=_CALM)
 
     @property
     def reference(self) -> float | None:
@@ -86,9 +87,11 @@ class EarlyLossDetector:
         ref = self.reference
         ratio = x / ref if ref > 0 else 1.0
         firing = ratio > 1 + self.rise or (self._above.active and ratio >= 1 + self.rise / 2)
-        if firing == self._above.active:
-            return self._above.observe(True) if firing else []
-        if self.uniform_loss is not None and step == self._first_step:  # the very first loss is already far above a uniform prediction
+        if self._above.settled(firing):
+            return self._above.observe(firing)
+        # the very first loss already far above a uniform prediction: the initial weights (a first
+        # point logged later, a log of N-step means, already averages N updates)
+        if self.uniform_loss is not None and step == self._first_step and step <= 1:
             msg = (f"Loss at initialisation {x:.4g} (step {step}) is {ratio:.1f}x the loss of a "
                    f"uniform prediction {self.uniform_loss:.4g}: the initial weights are too large")
             sugg = (lower_init(), "Check that the output layer starts near zero")
@@ -102,16 +105,16 @@ class EarlyLossDetector:
             firing, severity=ALERT, step=step, message=msg, suggestions=sugg,
             values={"loss": x, "reference_loss": ref, "ratio": ratio, "first_loss": self._first,
                     "uniform_loss": self.uniform_loss, "lr": lr_value(lr)},
-            clear_message=f"loss_above_init cleared: loss {x:.4g} is back under {ref:.4g} x "
-                          f"{1 + self.rise / 2:.2f}")
+            clear_message=f"loss_above_init cleared: loss {x:.4g} has been under {ref:.4g} x "
+                          f"{1 + self.rise / 2:.2f} for {_CALM} steps")
 
     def _check_jump(self, x: float, step: int, lr, clip) -> list[Event]:
         base = self._min
         ratio = x / base if base > 0 else 1.0
         live = self._seen < self.horizon
         firing = (live and ratio > self.jump) or (self._jump.active and ratio >= 1 + (self.jump - 1) / 2)
-        if firing == self._jump.active:
-            return self._jump.observe(True) if firing else []
+        if self._jump.settled(firing):
+            return self._jump.observe(firing)
         return self._jump.observe(
             firing, severity=ALERT, step=step,
             message=(f"Early loss jump at step {step}: {x:.4g} is {ratio:.2f}x the lowest loss so "
@@ -120,7 +123,8 @@ class EarlyLossDetector:
                          f"Look at the batch of step {step} if the learning rate is known to be safe"),
             values={"loss": x, "running_min": base, "min_step": self._min_step, "ratio": ratio,
                     "points_seen": self._seen, "lr": lr_value(lr)},
-            clear_message=f"early_loss_jump cleared: loss {x:.4g} is back near the lowest {base:.4g}")
+            clear_message=f"early_loss_jump cleared: loss {x:.4g} has been near the lowest {base:.4g} "
+                          f"for {_CALM} steps")
 
     def state_dict(self) -> dict[str, Any]:
         return {"first": self._first, "first_step": self._first_step, "seen": self._seen,

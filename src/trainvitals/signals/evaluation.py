@@ -15,7 +15,7 @@ Given the step of each evaluation and the warmup, progress is judged by steps an
 phase rather than by counting evaluations (they may be far shorter than the warmup, or
 a few steps apart): while the LR still ramps up, nothing is said about slow progress
 (``lr_too_low``, ``no_learning``, the diagnosis), only a rising loss; a rate of
-improvement compares with the latest evaluation ``_PROGRESS_STEPS`` or more steps back,
+improvement compares with the latest evaluation ``PROGRESS_STEPS`` (30) or more steps back,
 not merely the previous one; the plateau's "< 1% a check" is scaled to checks closer
 than that. Given the last finite step loss before a non-finite train loss, a loss that
 was healthy just before blames the batch (``bad_batch``), not the learning rate.
@@ -32,6 +32,9 @@ from trainvitals.signals.advice import learning_rate
 from trainvitals.signals.evaluation_advice import (
     LR_CUT_HARD, LR_RAISE_FAR, capacity_advice, longer_advice, lr_change, more_capacity, no_learning_advice, num,
     regularization_advice, schedule_advice, stop_early, tighten, uniform_loss, warmup_check)
+from trainvitals.signals.evaluation_history import (GOOD_RATE, HOST, PLATEAU_TOL, SLOW, STEP, TRAIN, VAL, History,
+                                                   I, at_epoch_end, near_uniform, widening)
+from trainvitals.signals.evaluation_history import gap as _gap
 from trainvitals.signals.evaluation_lr import check_lr
 from trainvitals.signals.evaluation_report import EpochReport, evaluation_where, format_report
 from trainvitals.signals.evaluation_report import finite as _finite
@@ -42,34 +45,16 @@ from trainvitals.signals.lifecycle import Condition
 __all__ = ["EpochReport", "EpochEvaluator", "format_report"]
 
 _SOURCE = "evaluation"
-_GOOD_RATE = 0.05      # seed: val improvement > 5%/epoch is good, 1-5% acceptable
 _HEALTHY_GAP = 0.10    # seed: gap < 10% healthy; mild up to gap_threshold, severe above
-# A gap "widens" when it grows 5 points in one epoch: Scenario 1's stable gap drifts by
-# < 2 points an epoch, Scenario 3's grows by 80-120.
-_WIDENING = 0.05
-_PLATEAU_TOL = 0.01    # seed: < 1% change of val loss per epoch over the window
 _NO_LEARNING_FRAC = 0.98  # val within 2% of the unigram entropy (or above): nothing learned
 # A loss within 5% of its start never left it: at lr 1e-5 our LM and translation runs move
 # 1.5% in 160 steps (5.545 -> 5.46), where lr 3e-3 reaches 2.55.
 _START_BAND = 0.05
-# A loss still within 25% of a uniform prediction's has learned little: HF's 5e-5 from
-# scratch ends 9% under it (x10 LR: 33%; 3e-3: 49%), our LM at 3e-3 41% under by step 40.
-_SLOW = 0.25
-# Underfitting needs the loss "still high": >= 70% of the unigram entropy when that is
-# known, otherwise less than 25% of the first evaluation's val loss gone.
-_HIGH_OF_BASELINE, _HIGH_DROP = 0.70, 0.25
 _LR_CUT = 0.5           # seed: "Reduce learning rate by 0.5x"
-# With steps known, "still falling" is measured over at least this many steps (longer
-# epochs: over the previous one). Measured on 10-step epochs of our tiny LM: 20 steps
-# still calls a healthy run stuck; 30 does not, and finds a collapse at lr 0.3 by step
-# 60 (50: step 90; 100: step 140).
-_PROGRESS_STEPS = 30
 # A finding ends after this many evaluations without it: on evaluations every 10 steps,
 # overfitting and slow improvement came and went with the noise of one evaluation.
 _CLEAR_AFTER = 3
 _FINDINGS = ("slow_improvement", "overfitting", "plateau", "underfitting")
-# a history entry: [index, train, val, lr, step, host epoch]; None where unknown
-_I, _TRAIN, _VAL, _LR, _STEP, _HOST = range(6)
 
 
 class EpochEvaluator:
@@ -99,7 +84,7 @@ class EpochEvaluator:
         self.plateau_window = plateau_window
         self.baseline_loss = baseline_loss
         self.val_loss_rise, self.val_loss_rise_patience = float(val_loss_rise), val_loss_rise_patience
-        self._history: list[list[Any]] = []
+        self._history = History()
         self._no_learning = Condition("no_learning", _SOURCE)
         self._findings = {k: Condition(k, _SOURCE) for k in _FINDINGS + ("val_loss_above_best",)}
         self._above_best = 0  # evaluations in a row with the val loss well above its best
@@ -126,7 +111,7 @@ class EpochEvaluator:
         # HF's float epoch, as read back from a log (float32); NaN: a host without epochs
         host = None if host_epoch is None else round(float(host_epoch), 2)
         # An evaluation seen again (resumed from an earlier snapshot) replaces what followed it.
-        while self._history and self._history[-1][_I] >= epoch:
+        while self._history and self._history[-1][I] >= epoch:
             self._history.pop()
         self._history.append([epoch, train, val, _finite(lr), step, host])
         info = dict(run_info or {})
@@ -154,41 +139,18 @@ class EpochEvaluator:
 
     def _metrics(self) -> dict[str, float]:
         h = self._history
-        ref = self._ref(len(h) - 1)
-        found = {"improvement_rate": _rate(h[ref][_VAL], h[-1][_VAL]) if ref is not None else None,
-                 "train_val_gap": _gap(h[-1]), "plateau_detected": self._plateau(_VAL)}
+        ref = self._history.ref(len(h) - 1)
+        found = {"improvement_rate": _rate(h[ref][VAL], h[-1][VAL]) if ref is not None else None,
+                 "train_val_gap": _gap(h[-1]), "plateau_detected": self._history.plateau(VAL, self.plateau_window)}
         return {k: float(v) for k, v in found.items() if v is not None}
-
-    def _ref(self, pos: int) -> int | None:
-        """The evaluation that entry `pos` is compared with: the previous one with a val
-        loss, or, when steps are known, the latest one at least _PROGRESS_STEPS steps back
-        (the first if the run is younger), so close evaluations are not judged on a few steps."""
-        h = self._history
-        known = [k for k in range(pos) if h[k][_VAL] is not None]
-        if not known:
-            return None
-        step = h[pos][_STEP]
-        if step is None or any(h[k][_STEP] is None for k in known):
-            return known[-1]
-        back = [k for k in known if h[k][_STEP] <= step - _PROGRESS_STEPS]
-        return back[-1] if back else known[0]
-
-    def _plateau(self, col: int) -> bool | None:
-        """Whether column col (train or val) moved < 1% at each evaluation of the window
-        (< 1% per _PROGRESS_STEPS steps for evaluations closer than that)."""
-        window = self._history[-self.plateau_window:]
-        if len(window) < self.plateau_window or any(e[col] is None for e in window):
-            return None
-        return all(abs(b[col] - a[col]) < _PLATEAU_TOL * _span_share(a, b) * a[col]
-                   for a, b in zip(window, window[1:]))
 
     # --- checks that run whatever evaluation_epochs says -------------------------------
     def _check_lr(self, report: EpochReport, raw_train: float, info: dict,
                   last_finite: float | None = None) -> list[Event]:
         h = self._history
-        if report.epoch != 1 or len(h) < 2 or h[-2][_I] != 0 or h[-2][_TRAIN] is None:
+        if report.epoch != 1 or len(h) < 2 or h[-2][I] != 0 or h[-2][TRAIN] is None:
             return []
-        return check_lr(h[-2][_TRAIN], raw_train, report, info, self.improvement_threshold, last_finite)
+        return check_lr(h[-2][TRAIN], raw_train, report, info, self.improvement_threshold, last_finite)
 
     def _check_no_learning(self, report: EpochReport, val: float | None, info: dict) -> list[Event]:
         """An alert: the val loss at the unigram entropy (`baseline_loss`) and not falling
@@ -200,23 +162,23 @@ class EpochEvaluator:
             return []
         h = self._history
         # Still falling fast (> 5%/epoch) is a run on its way down, not one that is stuck.
-        ref = self._ref(len(h) - 1)
-        rate = _rate(h[ref][_VAL], val) if ref is not None else None
-        falling = rate is not None and rate > _GOOD_RATE
+        ref = self._history.ref(len(h) - 1)
+        rate = _rate(h[ref][VAL], val) if ref is not None else None
+        falling = rate is not None and rate > GOOD_RATE
         # A training loss well under the baseline means the model did learn: a val loss up
         # at the baseline then is memorization (overfitting, diagnosed below), not no learning.
-        train = h[-1][_TRAIN]
+        train = h[-1][TRAIN]
         learned_train = b is not None and train is not None and train < _NO_LEARNING_FRAC * b
         at_baseline = b is not None and val >= _NO_LEARNING_FRAC * b and not falling and not learned_train
         above = u is not None and val >= u
         firing = at_baseline or above  # worse than no model at all, falling or not
-        start = u if u is not None else h[0][_TRAIN] or h[0][_VAL]
-        seen = [x for e in h for x in (e[_TRAIN], e[_VAL]) if x is not None]
+        start = u if u is not None else h[0][TRAIN] or h[0][VAL]
+        seen = [x for e in h for x in (e[TRAIN], e[VAL]) if x is not None]
         never_left = start is not None and all(abs(x - start) <= _START_BAND * start for x in seen)
-        lowest = min(e[_VAL] for e in h if e[_VAL] is not None)
+        lowest = min(e[VAL] for e in h if e[VAL] is not None)
         came_back = lowest < _NO_LEARNING_FRAC * val
         cause = ("too_low" if never_left else "above_uniform" if above else "came_back" if came_back
-                 else "stalled" if self._early_gains(u) else "slow")
+                 else "stalled" if self._history.early_gains(u) else "slow")
         msg, sugg = no_learning_advice(info, cause, val, b, u, start, lowest)
         values = {"val_loss": val, "baseline_loss": b, "uniform_loss": u, "start_loss": start}
         below = "the unigram entropy" if b is not None else "a uniform prediction's loss"
@@ -227,33 +189,33 @@ class EpochEvaluator:
         """A val loss `val_loss_rise` above its best for `val_loss_rise_patience`
         evaluations in a row: the run is getting worse, whatever the reason (an alert)."""
         h = self._history
-        earlier = [e for e in h[:-1] if e[_VAL] is not None]
-        val = h[-1][_VAL]
+        earlier = [e for e in h[:-1] if e[VAL] is not None]
+        val = h[-1][VAL]
         if val is None or not earlier:
             return []
-        best = min(earlier, key=lambda e: e[_VAL])
-        above = val > best[_VAL] * (1 + self.val_loss_rise)
+        best = min(earlier, key=lambda e: e[VAL])
+        above = val > best[VAL] * (1 + self.val_loss_rise)
         self._above_best = self._above_best + 1 if above else 0
         cond = self._findings["val_loss_above_best"]
         # once raised, it holds while the val loss stays above (a dip below starts no new count)
         firing = above and (cond.active or self._above_best >= self.val_loss_rise_patience)
-        where = evaluation_where(best[_I], best[_STEP], best[_HOST])
-        rise = val / best[_VAL] - 1 if best[_VAL] > 0 else math.inf
-        msg = (f"Validation loss {val:.3f} is {100 * rise:.0f}% above its best ({best[_VAL]:.3f} at {where}) "
+        where = evaluation_where(best[I], best[STEP], best[HOST])
+        rise = val / best[VAL] - 1 if best[VAL] > 0 else math.inf
+        msg = (f"Validation loss {val:.3f} is {100 * rise:.0f}% above its best ({best[VAL]:.3f} at {where}) "
                f"for {self._above_best} evaluations in a row (threshold: {100 * self.val_loss_rise:.0f}% "
                f"for {self.val_loss_rise_patience}): the run is getting worse")
-        sugg = [stop_early(where, best[_VAL])]
-        train_fell = _rate(best[_TRAIN], h[-1][_TRAIN])
+        sugg = [stop_early(where, best[VAL])]
+        train_fell = _rate(best[TRAIN], h[-1][TRAIN])
         if train_fell is not None and train_fell > 0:  # train still improves: memorization
-            msg += f"; the training loss fell {best[_TRAIN]:.3f} → {h[-1][_TRAIN]:.3f} meanwhile (overfitting)"
+            msg += f"; the training loss fell {best[TRAIN]:.3f} → {h[-1][TRAIN]:.3f} meanwhile (overfitting)"
             sugg += regularization_advice(info, False, None)[:3]
         else:
             sugg += [lr_change(info, LR_CUT_HARD), tighten(info)]
-        values = {"val_loss": val, "best_val_loss": best[_VAL], "best_step": best[_STEP],
+        values = {"val_loss": val, "best_val_loss": best[VAL], "best_step": best[STEP],
                   "evaluations_above": self._above_best, "rise": rise}
         return self._observe(cond, firing, report, ALERT, msg, sugg, values,
                              f"val_loss_above_best cleared: val loss {val:.3f} is within "
-                             f"{100 * self.val_loss_rise:.0f}% of its best {best[_VAL]:.3f}")
+                             f"{100 * self.val_loss_rise:.0f}% of its best {best[VAL]:.3f}")
 
     def _observe(self, cond: Condition, firing: bool, report: EpochReport, severity: str, msg: str,
                  sugg: list[str], values: dict, clear: str) -> list[Event]:
@@ -275,11 +237,11 @@ class EpochEvaluator:
     def _diagnose(self, report: EpochReport, info: dict, explained: bool = False) -> list[Event]:
         """`explained`: an LR finding of this evaluation already accounts for a stall."""
         h, thr = self._history, self.improvement_threshold
-        ref = self._ref(len(h) - 1)
+        ref = self._history.ref(len(h) - 1)
         cur, prev = h[-1], (h[ref] if ref is not None else [None] * 6)
-        val_rate, train_rate = _rate(prev[_VAL], cur[_VAL]), _rate(prev[_TRAIN], cur[_TRAIN])
+        val_rate, train_rate = _rate(prev[VAL], cur[VAL]), _rate(prev[TRAIN], cur[TRAIN])
         gap, prev_gap = _gap(cur), _gap(prev)
-        values = {"val_loss": cur[_VAL], "train_loss": cur[_TRAIN], "improvement_rate": val_rate,
+        values = {"val_loss": cur[VAL], "train_loss": cur[TRAIN], "improvement_rate": val_rate,
                   "train_improvement_rate": train_rate, "train_val_gap": gap}
         if _finite(report.host_epoch) is not None:
             values["epoch"] = report.host_epoch
@@ -287,9 +249,9 @@ class EpochEvaluator:
         small_gap = gap is None or gap <= healthy
         # Overfitting (`_widening`). A large gap that holds steady while both losses stall
         # (the seed's Scenario 1) is not overfitting.
-        overfit = self._widening(prev, cur, healthy)
-        best = min((e for e in h[:-1] if e[_VAL] is not None), key=lambda e: e[_VAL], default=None)
-        if not overfit and best is not None and cur[_VAL] >= best[_VAL] * (1 + thr) and self._widening(best, cur, healthy):
+        overfit = widening(prev, cur, healthy, thr)
+        best = min((e for e in h[:-1] if e[VAL] is not None), key=lambda e: e[VAL], default=None)
+        if not overfit and best is not None and cur[VAL] >= best[VAL] * (1 + thr) and widening(best, cur, healthy, thr):
             # val back above its best while train fell since: measured from there, whatever the
             # evaluations' spacing (with evaluations every 5 steps, the span `_ref` compares
             # reaches back into the first fast descent and hides the turn)
@@ -299,15 +261,15 @@ class EpochEvaluator:
         # prediction's that never fell fast had too low an LR; one that fell fast and then
         # stalled may overstep; only one that fell steadily is the model's limit. A loss
         # falling slowly from its start is never told to cut.
-        gains = self._early_gains(uniform_loss(info))
-        low = gains is None and self._near_uniform(cur[_VAL], info)
+        gains = self._history.early_gains(uniform_loss(info))
+        low = gains is None and near_uniform(cur[VAL], info)
         first = (lr_change(info, LR_RAISE_FAR),) if low else (lr_change(info, _LR_CUT),) if gains else ()
-        why = (f"; the val loss is still within {100 * _SLOW:.0f}% of a uniform prediction's loss "
+        why = (f"; the val loss is still within {100 * SLOW:.0f}% of a uniform prediction's loss "
                f"({uniform_loss(info):.3f}) and never fell fast: the learning rate is too low" if low else
                f"; down from {100 * gains[0]:.1f}% at {gains[1]}: rapid early gains, then a stall, suggest the "
                "learning rate now oversteps" if gains else "")
         found: dict[str, tuple[str, list[str]]] = {}
-        if val_rate is not None and val_rate < thr and not quiet:
+        if val_rate is not None and val_rate < thr and not quiet and (at_epoch_end(report) or self._history.slow_before(thr)):
             msg = f"Slow validation improvement: {100 * val_rate:.1f}% (threshold: {100 * thr:.1f}%){why}"
             if not small_gap:
                 msg += (f"; the train/val gap ({100 * gap:.1f}%) is large but stable and train "
@@ -318,22 +280,22 @@ class EpochEvaluator:
             severe = gap > self.gap_threshold
             msg = (f"Overfitting: train/val gap widened {100 * prev_gap:.1f}% → {100 * gap:.1f}% "
                    f"({'severe' if severe else 'mild'}, threshold: {100 * self.gap_threshold:.1f}%);"
-                   f" val loss {prev[_VAL]:.3f} → {cur[_VAL]:.3f} while train loss {prev[_TRAIN]:.3f} → "
-                   f"{cur[_TRAIN]:.3f}")
-            at_best = None if best is None or best[_VAL] >= cur[_VAL] else \
-                (evaluation_where(best[_I], best[_STEP], best[_HOST]), best[_VAL])
+                   f" val loss {prev[VAL]:.3f} → {cur[VAL]:.3f} while train loss {prev[TRAIN]:.3f} → "
+                   f"{cur[TRAIN]:.3f}")
+            at_best = None if best is None or best[VAL] >= cur[VAL] else \
+                (evaluation_where(best[I], best[STEP], best[HOST]), best[VAL])
             found["overfitting"] = (msg, regularization_advice(info, severe, at_best))
-        if self._plateau(_VAL) and not quiet:
+        if self._history.plateau(VAL, self.plateau_window) and not quiet:
             sugg = [*first, schedule_advice(info), "Consider early stopping if this persists"]
-            if self._plateau(_TRAIN) and small_gap and not low:  # both losses flat and no gap: out of room
+            if self._history.plateau(TRAIN, self.plateau_window) and small_gap and not low:  # both losses flat and no gap: out of room
                 sugg.append(more_capacity(info))
             unit = "epochs" if report.host_epoch is None else "evaluations"
-            found["plateau"] = (f"Loss plateau detected (< {100 * _PLATEAU_TOL:.0f}% change for "
+            found["plateau"] = (f"Loss plateau detected (< {100 * PLATEAU_TOL:.0f}% change for "
                                 f"{self.plateau_window} {unit}){why}", sugg)
-        if not quiet and self._underfitting(healthy):
+        if not quiet and self._history.underfitting(healthy, thr, self.baseline_loss):
             found["underfitting"] = (
                 f"Underfitting: train and val losses both falling slowly (val {100 * val_rate:.1f}%, train "
-                f"{100 * train_rate:.1f}% since {evaluation_where(prev[_I], prev[_STEP], prev[_HOST])}) "
+                f"{100 * train_rate:.1f}% since {evaluation_where(prev[I], prev[STEP], prev[HOST])}) "
                 f"with a small gap ({100 * gap:.1f}%)" + (why + (", not the model's capacity" if low else
                                                                  ": rule it out before adding capacity")
                                                           if first else ": model capacity looks limited"),
@@ -345,61 +307,6 @@ class EpochEvaluator:
                                     f"{kind} cleared at {report.where}")
         return events
 
-    def _early_gains(self, uniform: float | None) -> tuple[float, str] | None:
-        """The fastest earlier improvement, (rate, where), when one beat _GOOD_RATE (over
-        the steps `_ref` compares); with the uniform loss known, a first val loss already
-        _SLOW below it counts too (from initialisation to the first evaluation)."""
-        h = self._history
-        spans = [(_rate(h[r][_VAL], h[k][_VAL]) or 0.0, k) for k in range(1, len(h) - 1)
-                 for r in [self._ref(k)] if r is not None]
-        rate, k = max(spans, default=(0.0, 0))
-        if rate > _GOOD_RATE:
-            return rate, evaluation_where(h[k][_I], h[k][_STEP], h[k][_HOST])
-        v0 = next((e for e in h if e[_VAL] is not None), None)
-        if uniform is not None and v0 is not None and not self._near_uniform(v0[_VAL], {"uniform_loss": uniform}):
-            return 1 - v0[_VAL] / uniform, evaluation_where(v0[_I], v0[_STEP], v0[_HOST])
-        return None
-
-    @staticmethod
-    def _near_uniform(val: float | None, info: dict) -> bool:
-        u = uniform_loss(info)
-        return u is not None and val is not None and val >= (1 - _SLOW) * u
-
-    def _widening(self, prev: list, cur: list, healthy: float) -> bool:
-        """Overfitting from `prev` to `cur`: the gap is past healthy AND widening, train
-        still falls, and val stalls, rises, or improves at under a quarter of train's pace."""
-        gap, prev_gap, thr = _gap(cur), _gap(prev), self.improvement_threshold
-        train_rate, val_rate = _rate(prev[_TRAIN], cur[_TRAIN]), _rate(prev[_VAL], cur[_VAL])
-        return (gap is not None and prev_gap is not None and gap > healthy and gap - prev_gap >= _WIDENING
-                and train_rate >= thr and val_rate < max(thr, train_rate / 4))
-
-    def _underfitting(self, healthy: float) -> bool:
-        """Small gap, both losses improving 1-5% an evaluation (over the steps `_ref`
-        compares) for 2 evaluations, loss still high."""
-        h = self._history
-        pos = [len(h) - 1]
-        for _ in range(2):
-            r = self._ref(pos[0])
-            if r is None:
-                return False
-            pos.insert(0, r)
-        last = [h[k] for k in pos]
-        pairs = list(zip(last, last[1:]))
-        val_rates = [_rate(a[_VAL], b[_VAL]) for a, b in pairs]
-        train_rates = [_rate(a[_TRAIN], b[_TRAIN]) for a, b in pairs]
-        gaps = [_gap(e) for e in last[1:]]
-        if None in val_rates + train_rates + gaps:
-            return False
-        val = last[-1][_VAL]
-        if self.baseline_loss is not None:
-            high = val >= _HIGH_OF_BASELINE * self.baseline_loss
-        else:
-            first = next(e[_VAL] for e in h if e[_VAL] is not None)
-            high = (first - val) / first < _HIGH_DROP
-        return (high and all(self.improvement_threshold <= r <= _GOOD_RATE for r in val_rates)
-                and all(0 < r <= _GOOD_RATE for r in train_rates)
-                and all(g < healthy for g in gaps))
-
     def state_dict(self) -> dict[str, Any]:
         return {"history": [list(e) for e in self._history],
                 "no_learning": self._no_learning.state_dict(), "above_best": self._above_best,
@@ -407,24 +314,10 @@ class EpochEvaluator:
                 "findings": {k: c.state_dict() for k, c in self._findings.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._history = [(list(e) + [None, None])[:6] for e in state["history"]]  # older: no step, epoch
+        self._history = History((list(e) + [None, None])[:6] for e in state["history"])  # older: no step, epoch
         self._no_learning.load_state_dict(state["no_learning"])
         self._above_best = state.get("above_best", 0)
         self._not_held = dict(state.get("not_held", {}))
         for k, c in self._findings.items():
             if k in state.get("findings", {}):
                 c.load_state_dict(state["findings"][k])
-
-
-def _span_share(a: list, b: list) -> float:
-    """The share of _PROGRESS_STEPS that the steps from entry a to b make (1 if longer or unknown)."""
-    if a[_STEP] is None or b[_STEP] is None:
-        return 1.0
-    return min(1.0, max(b[_STEP] - a[_STEP], 1) / _PROGRESS_STEPS)
-
-
-def _gap(entry: list) -> float | None:
-    train, val = entry[_TRAIN], entry[_VAL]
-    return None if train is None or val is None or train <= 0 else (val - train) / train
-
-

@@ -2,7 +2,9 @@
 
 A condition raises one event when it starts, none while it persists (repeats are
 counted), and an ``info`` event when it clears, after which it can fire again.
-Severity may escalate (warning -> alert) with a new event.
+Severity may escalate (warning -> alert) with a new event. A condition built with
+``clear_after=N`` clears only once it has been absent for N consecutive checks: a loss
+that jumps above a line every other step is one episode, not an alert every other step.
 """
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ _RANK = {INFO: 0, WARNING: 1, ALERT: 2}
 
 
 class Condition:
-    """One watched condition of one detector (e.g. 'loss is non-finite')."""
+    """One watched condition of one detector (e.g. 'loss is non-finite'); it clears
+    after `clear_after` consecutive checks without it (1: the first)."""
 
-    def __init__(self, kind: str, source: str = "") -> None:
+    def __init__(self, kind: str, source: str = "", clear_after: int = 1) -> None:
         self.kind = kind
         self.source = source
+        self.clear_after = clear_after
+        self.absent = 0  # consecutive checks without the condition while it is active
         self.active_severity: str | None = None
         self.repeats = 0
         self.started_step: int | None = None
@@ -35,6 +40,13 @@ class Condition:
         self._severity = severity
         # a plain attribute: every detector asks it at every step, it changes only with the condition
         self.active = severity is not None
+
+    def settled(self, firing: bool) -> bool:
+        """Whether observing `firing` now would start or clear nothing (a severity
+        escalation aside): callers skip composing the message then."""
+        if firing:
+            return self.active
+        return not self.active or self.absent + 1 < self.clear_after
 
     def observe(
         self,
@@ -51,6 +63,7 @@ class Condition:
         """Feed the condition's truth value at this point; return the events it causes."""
         values = dict(values or {})
         if firing:
+            self.absent = 0
             if self.active_severity is None or _RANK[severity] > _RANK[self.active_severity]:
                 self.active_severity = severity
                 if self.started_step is None and self.started_epoch is None:
@@ -59,6 +72,10 @@ class Condition:
             self.repeats += 1
             return []
         if self.active_severity is None:
+            return []
+        self.absent += 1
+        if self.absent < self.clear_after:
+            self.repeats += 1
             return []
         repeats = self.repeats
         self.reset()
@@ -69,6 +86,7 @@ class Condition:
     def reset(self) -> None:
         self.active_severity = None
         self.repeats = 0
+        self.absent = 0
         self.started_step = None
         self.started_epoch = None
 
@@ -78,6 +96,7 @@ class Condition:
             "repeats": self.repeats,
             "started_step": self.started_step,
             "started_epoch": self.started_epoch,
+            "absent": self.absent,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -85,3 +104,4 @@ class Condition:
         self.repeats = int(state["repeats"])
         self.started_step = state["started_step"]
         self.started_epoch = state["started_epoch"]
+        self.absent = int(state.get("absent", 0))  # absent from snapshots written before clear_after

@@ -32,7 +32,8 @@ class LossSignals:
         self.nonfinite = NonFiniteLossCheck()
         self.divergence = LossDivergenceDetector(c.spike_factor, climb=c.divergence_climb,
                                                  patience=c.divergence_patience, min_rise=c.spike_min_rise)
-        self.collapse = UnigramCollapseDetector(baseline_loss) if baseline_loss else None
+        self.collapse = (UnigramCollapseDetector(baseline_loss, stall_steps=c.unigram_stall_steps)
+                         if baseline_loss else None)
         self.early = EarlyLossDetector(c.early_loss_rise, c.early_loss_jump, c.early_loss_horizon, uniform_loss)
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off
         self._smooth = self.ema or LossEMA(c.ema_alpha, c.ema_init)

@@ -1,4 +1,4 @@
-"""Non-finite training loss: one alert when it starts, an info event when it clears."""
+"""Non-finite loss (training or validation): one alert when it starts, an info event when it clears."""
 from __future__ import annotations
 
 import math
@@ -12,17 +12,20 @@ __all__ = ["NonFiniteLossCheck"]
 
 
 class NonFiniteLossCheck:
-    """Watches the step loss for NaN/inf.
+    """Watches the step loss (or, `what="validation loss"`, each evaluation's) for NaN/inf.
 
     A run of consecutive non-finite losses gives one ``nonfinite_loss`` alert (the
     repeats are counted, not re-raised) and an ``info`` event when a finite loss
     comes back. ``lr`` and ``gradient_clip`` only shape the suggestions; a clip of
-    None or 0 means clipping is off.
+    None or 0 means clipping is off. A non-finite validation loss matters on its own
+    where the training loss is not logged as it was: HF's `Trainer` logs a NaN step
+    loss as the mean of the finite ones (`logging_nan_inf_filter`, on by default).
     """
 
     source = "nonfinite_loss"
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "loss") -> None:
+        self.what = what
         self._cond = Condition("nonfinite_loss", source=self.source)
         self.total = 0  # non-finite losses seen over the whole run
 
@@ -49,7 +52,8 @@ class NonFiniteLossCheck:
         suggestions = (
             reduce_lr(lr),
             tighten_clip(gradient_clip),
-            f"Check the batch at step {step} for extreme values",
+            f"Check the batch at step {step} for extreme values" if self.what == "loss" else
+            "Check the weights for NaN/inf: the training steps before this evaluation broke the model",
         )
         values: dict[str, Any] = {"loss": loss}
         if lr_value(lr) is not None:
@@ -64,14 +68,14 @@ class NonFiniteLossCheck:
                 epoch=epoch,
                 values=values,
                 clear_message=(
-                    f"Loss is finite again at step {step} after {run} non-finite "
-                    f"step{'s' if run != 1 else ''}"
+                    f"{self.what.capitalize()} is finite again at step {step} after {run} non-finite "
+                    f"{'step' if self.what == 'loss' else 'evaluation'}{'s' if run != 1 else ''}"
                 ),
             )
         return self._cond.observe(
             True,
             severity=ALERT,
-            message=f"Non-finite loss {loss} at step {step}",
+            message=f"Non-finite {self.what} {loss} at step {step}",
             step=step,
             epoch=epoch,
             suggestions=suggestions,

@@ -1,5 +1,5 @@
 """Write train_tv.py: nanoGPT's train.py with trainvitals.Monitor added where the README says
-(after_backward before the clip, step_end after the step, end_epoch at each eval), plus a --seed."""
+(after_backward before the clip, step_end after the step, evaluate() at each eval_interval), plus a --seed."""
 import re
 s = open("train.py").read()
 def sub(old, new):
@@ -23,7 +23,7 @@ sub("    optimizer.zero_grad(set_to_none=True)\n",
 sub("""        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")\n""",
     """        print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if iter_num > 0:
-            monitor.end_epoch(float(losses['val']))\n""")
+            monitor.evaluate(float(losses['val']))\n""")
 sub("""    if iter_num > max_iters:\n        break\n""", """    if iter_num > max_iters or monitor.stop_reason:\n        break\n
 monitor.close()
 tv_sinks.close()

@@ -104,6 +104,9 @@ def advise_run(d: Path, sc: Scenario) -> tuple[dict[str, Any], dict[str, Any] | 
     toml = d.parent / f"{d.name}.next.toml"
     advise(str(d), as_json=True, out_path=str(toml) if sc.host == "ours" else None, out=buf)
     rec = json.loads(buf.getvalue())
+    if rec.get("check", {}).get("frozen_parameters") and "frozen_block" in sc.settings:
+        # the check names the parameters that never moved; doing it puts them back in the optimizer
+        return rec, {k: v for k, v in sc.settings.items() if k != "frozen_block"}
     if not rec["change"]:
         return rec, None
     if sc.host == "ours":
@@ -176,7 +179,7 @@ def run_pairs(bench: Bench, items: list[Scenario], margins: dict[str, float], na
         rec, nxt = advise_run(d, sc)
         row = {"scenario": sc.name, "half": sc.half, "host": sc.host, "task": sc.task, "cause": sc.cause,
                "margin": round(margin, 4), "base": {"val": _f(base.val), "alerts": base.alerts, "kinds": base.kinds},
-               "advice": {"change": rec["change"], "sentence": rec["sentence"]},
+               "advice": {"change": rec["change"], "sentence": rec["sentence"], "check": rec.get("check") or {}},
                "trainvitals": score(bench, sc, base, nxt, margin)}
         if naive:
             for name, fix in (("halve_lr", halve_lr), ("random_fix", random_fix)):
@@ -245,7 +248,8 @@ def table(result: dict[str, Any]) -> str:
     for r in result["pairs"]:
         re = r["trainvitals"]["rerun"]
         after = f" → {re['val']} ({re['alerts']}: {', '.join(re['kinds']) or 'none'})" if re else ""
-        change = json.dumps(r["advice"]["change"]) if r["advice"]["change"] else "none"
+        change = json.dumps(r["advice"]["change"]) if r["advice"]["change"] else \
+            "check: " + r["advice"]["sentence"][:60] if r["advice"].get("check") else "none"
         lines.append(f"| {r['scenario']} | {r['half']} | {r['host']} | {r['cause']} | {r['base']['val']} "
                      f"({r['base']['alerts']}) | `{change}`{after} | {_mark(r.get('trainvitals'))} | "
                      f"{_mark(r.get('halve_lr'))} | {_mark(r.get('random_fix'))} |")
@@ -265,7 +269,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="two scenarios, no naive advisors or tuning: the mechanics")
     p.add_argument("--workdir", default="/tmp/trainvitals-advice-bench")
     p.add_argument("--out", default="", help="write the results as JSON here")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="these scenarios only (both halves), no tuning figure")
+    p.add_argument("--no-naive", action="store_true", help="skip the naive advisors' reruns")
+    p.add_argument("--part", choices=("all", "tune", "holdout", "tuning"), default="all",
+                   help="one part only (to run them as parallel processes; --merge joins their JSON)")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="join the JSON of --part runs into --out")
     args = p.parse_args(argv)
+    if args.merge:
+        return _merge(args.merge, args.out)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     bench, t0 = Bench(workdir), time.time()
@@ -281,15 +292,42 @@ def main(argv: list[str] | None = None) -> int:
         noise, noise_rows = measure_noise(bench)
         margins = {k: round(max(MARGIN_FLOOR, 2 * v), 4) for k, v in noise.items()}
         print(f"  seed-to-seed noise {noise} -> margins {margins}", file=sys.stderr)
-        pairs = run_pairs(bench, scenarios("tune", workdir) + scenarios("holdout", workdir), margins)
-        tune_rows = tuning(bench, margins)
+        halves = {"all": ("tune", "holdout"), "tuning": ()}.get(args.part, (args.part,))
+        items = [s for half in halves for s in scenarios(half, workdir)]
+        if args.only:
+            unknown = sorted(set(args.only) - {s.name for s in items})
+            if unknown:
+                p.error(f"--only {' '.join(unknown)}: no such scenario; allowed: "
+                        f"{', '.join(dict.fromkeys(s.name for s in items))}")
+            items = [s for s in items if s.name in args.only]
+        pairs = run_pairs(bench, items, margins, naive=not args.no_naive)
+        tune_rows = [] if args.only or args.part in ("tune", "holdout") else tuning(bench, margins)
     result = {"margins": margins, "pairs": pairs, "healthy": noise_rows, "tuning": tune_rows,
               "summary": summary(pairs), "runs": bench.runs, "train_seconds": round(bench.seconds, 1),
               "wall_seconds": round(time.time() - t0, 1)}
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    _report(result, args.out)
+    return 0
+
+
+def _merge(paths: list[str], out: str) -> int:
+    """One result from the JSON of parts run apart (same margins: measured the same way in each)."""
+    parts = [json.loads(Path(p).read_text(encoding="utf-8")) for p in paths]
+    pairs = [r for part in parts for r in part["pairs"]]
+    pairs.sort(key=lambda r: r["half"] != "tune")
+    result = {"margins": parts[0]["margins"], "pairs": pairs, "healthy": parts[0]["healthy"],
+              "tuning": [r for part in parts for r in part["tuning"]], "summary": summary(pairs),
+              "runs": sum(p["runs"] for p in parts), "train_seconds": sum(p["train_seconds"] for p in parts),
+              "wall_seconds": max(p["wall_seconds"] for p in parts)}
+    _report(result, out)
+    return 0
+
+
+def _report(result: dict[str, Any], out: str) -> None:
+    if out:
+        Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print(table(result))
     print(json.dumps({k: result[k] for k in ("margins", "summary", "runs", "wall_seconds")}))
+    noise_rows, tune_rows = result["healthy"], result["tuning"]
     if noise_rows:
         print(f"false recommendations on healthy runs: {sum(r['false_recommendation'] for r in noise_rows)}"
               f"/{len(noise_rows)}")
@@ -297,7 +335,6 @@ def main(argv: list[str] | None = None) -> int:
         a = sum(r["advise_runs"] for r in tune_rows)
         g = sum(r["grid_expected_runs"] for r in tune_rows)
         print(f"tuning: advise {a} runs, grid {g:.1f} expected runs: {100 * (1 - a / g):.0f}% fewer")
-    return 0
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def test_hf_evaluate_after_train_without_eval_steps_is_the_runs_one_evaluation(t
     s = read_run(run_dir).series
     assert [step for step, _ in s["val/loss"]] == [12]
     assert all(math.isfinite(v) for _, v in s["evaluation/train_loss"])
-    assert cb.monitor.run_info["max_steps"] == 12 and "num_train_epochs" not in cb.monitor.run_info
+    assert cb.monitor.run_info["max_steps"] == 12 and "epochs" not in cb.monitor.run_info
+    assert cb.monitor.run_info["host"] == "hf"
 
 
 class _Memorizer(L.LightningModule):

@@ -5,7 +5,8 @@ import pickle
 
 from trainvitals.events import ALERT, Event, Suggestion
 from trainvitals.signals.advice import (increase_lr, learning_rate, lengthen_warmup, lower_init, reduce_lr,
-                                        set_dropout, set_label_smoothing, set_weight_decay, tighten_clip)
+                                        set_dropout, set_label_smoothing, set_weight_decay, shorten_warmup,
+                                        tighten_clip)
 from trainvitals.signals.divergence import LossDivergenceDetector
 
 
@@ -18,6 +19,8 @@ def test_each_helper_proposes_the_value_its_sentence_names():
         (tighten_clip(None), {"gradient_clip": 1.0}),
         (lengthen_warmup(100), {"warmup_steps": 250}),
         (lengthen_warmup(0, 40), {"warmup_steps": 40}),
+        (lengthen_warmup(0), {"warmup_steps": 100}),  # none set: our trainer's default
+        (shorten_warmup(100), {"warmup_steps": 50}),
         (set_dropout(0.0), {"dropout": 0.1}),
         (set_weight_decay(0.01), {"weight_decay": 0.1}),
         (set_label_smoothing(None), {"label_smoothing": 0.1}),
@@ -34,7 +37,8 @@ def test_each_helper_proposes_the_value_its_sentence_names():
 
 def test_generic_lines_propose_no_change():
     assert not reduce_lr(None).change and reduce_lr(None) == "Reduce learning rate by 0.5x"
-    assert not lengthen_warmup(None).change and not lengthen_warmup(0).change
+    assert not lengthen_warmup(None).change
+    assert str(lengthen_warmup(0)) == "Add warmup: none → 100 steps"
 
 
 def test_extending_a_sentence_keeps_its_change_and_pickling_keeps_both():

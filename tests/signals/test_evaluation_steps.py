@@ -47,10 +47,14 @@ def test_train_longer_names_what_bounds_the_run():
     def advice(info):
         ev = EpochEvaluator()
         reports = [ev.update(e, t, v, run_info=info) for e, (t, v) in enumerate(scenario_2)]
-        return [s for e in reports[3].events for s in e.suggestions if s.startswith("Train longer")]
-    assert advice({"max_steps": 500}) == ["Train longer: max_steps 500 → 1000"]
-    assert advice({"num_train_epochs": 3}) == ["Train longer: num_train_epochs 3 → 6"]
-    assert advice({"epochs": 10}) == ["Train longer: 10 → 20 epochs"]
+        return [(str(s), s.change) for e in reports[3].events for s in e.suggestions if s.startswith("Train longer")]
+    assert advice({"max_steps": 500}) == [("Train longer: max_steps 500 → 1000", {"max_steps": 1000})]
+    # hosts write the neutral names; the sentence names the host's own, the change the neutral one
+    assert advice({"host": "hf", "epochs": 3}) == [("Train longer: num_train_epochs 3 → 6", {"epochs": 6})]
+    assert advice({"host": "lightning", "epochs": 3}) == [("Train longer: max_epochs 3 → 6", {"epochs": 6})]
+    assert advice({"host": "nanogpt", "max_steps": 600}) == [("Train longer: max_iters 600 → 1200",
+                                                              {"max_steps": 1200})]
+    assert advice({"epochs": 10}) == [("Train longer: 10 → 20 epochs", {"epochs": 20})]
 
 
 # nanoGPT's train.py, healthy seeds 1 and 6 (benchmarks/detection/REAL_SCRIPTS.md): (step, mean

@@ -112,19 +112,25 @@ def test_disabled_in_config_adds_no_hook():
 
 def test_on_gain_alert_stop_and_reduce_lr():
     from trainvitals.training.callbacks import StopReason
-    # a threshold just above 1 makes the first monitored step alert
+    # a threshold just above 1 puts every monitored step over it; while the loss falls that is
+    # a warning (signals/gain_gate.py), and nothing is acted on
     t, mem = trainer(mean_gain_absolute_threshold=1.0001, on_gain_alert="stop")
+    assert t.fit(corpus()) is StopReason.COMPLETED
+    assert [e.severity for e in mem.events if e.kind == "mean_gain_absolute"] == ["warning"]
+    # at an LR too small to move the loss, the loss stalls: once 25 steps show it, an alert, and the run stops
+    t, mem = trainer(mean_gain_absolute_threshold=1.0001, on_gain_alert="stop", lr=1e-7, max_steps=60)
     assert t.fit(corpus()) is StopReason.GAIN_ALERT
-    assert t.global_step == 4  # alert seen at the first logging step, then the run stops
+    alert = next(e for e in mem.events if e.kind == "mean_gain_absolute" and e.severity == "alert")
+    assert 25 < alert.step < t.global_step <= alert.step + 4  # seen at the next logging step, then the stop
     assert any(e.kind == "action" and "stopping" in e.message for e in mem.events)
 
     t, mem = trainer(mean_gain_absolute_threshold=1.0001, on_gain_alert="reduce_lr",
-                     lr_schedule="constant", max_steps=8)
+                     lr_schedule="constant", lr=1e-7, max_steps=40)
     t.fit(corpus())
     actions = [e for e in mem.events if e.kind == "action"]
-    assert len(actions) == 1 and "1.0e-02 → 5.0e-03" in actions[0].message
+    assert len(actions) == 1 and "1.0e-07 → 5.0e-08" in actions[0].message
     lrs = dict(mem.scalars["train/lr"])
-    assert lrs[4] == 1e-2 and lrs[5] == 5e-3
+    assert lrs[1] == 1e-7 and lrs[40] == 5e-8
 
 
 def test_infinite_drift_threshold_is_the_off_switch_for_drift():

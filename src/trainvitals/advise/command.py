@@ -62,7 +62,7 @@ def advise(path: str, *, as_json: bool = False, out_path: str | None = None, hos
         settable = task_fields(run.settings.get("task"))
     rec = recommend(analysis, run, host, settable)
     alerts = [e for e in analysis.events if e.severity == ALERT]
-    code = CHANGE if rec.change else (CHECK if alerts and not rec.notes else NOTHING)
+    code = CHANGE if rec.change else (CHECK if rec.check or (alerts and not rec.notes) else NOTHING)
     if out_path:
         if host != "trainvitals":
             raise ConfigError(f"out={out_path!r}: --out writes a train-lm/train-translation config; this run's host "
@@ -91,6 +91,10 @@ def _cmd(settings: dict[str, Any]) -> str:
 
 def _text(path: str, rec: Recommendation, host: str, alerts: list, out_path: str | None,
           settings: dict[str, Any]) -> str:
+    if rec.check:
+        return "\n".join([f"advise {path}: {rec.sentence}", f"  why: {rec.reason}"]
+                          + [f"    {ev['severity']} {ev['kind']} (step {ev['step']}): {ev['message'][:140]}"
+                             for ev in rec.evidence] + [f"  note: {n}" for n in rec.notes])
     if not rec.change:
         head = (f"advise {path}: nothing to change: {len(alerts)} alert(s), none that a setting is shown to fix"
                 if alerts else f"advise {path}: nothing to change, the run looks healthy")

@@ -41,6 +41,7 @@ from trainvitals.advise.hosts import applicable
 from trainvitals.analyze.readers import RunLog
 from trainvitals.analyze.replay import Analysis
 from trainvitals.events import INFO, Event, Suggestion
+from trainvitals.signals.gain_gate import EXPLODED_BLOCK_GAIN, EXPLODED_MEAN_GAIN
 from trainvitals.signals.advice import (increase_lr, learning_rate, lower_init, reduce_lr, set_dropout,
                                         set_weight_decay)
 
@@ -48,16 +49,20 @@ __all__ = ["Recommendation", "recommend"]
 
 # the loss shows the failure
 _LOSS_FAILURES = ("nonfinite_loss", "nonfinite_gradients", "loss_spike", "loss_divergence", "unigram_collapse",
-                  "early_loss_jump", "loss_above_init", "lr_too_high")
-_SEVERE = ("nonfinite_loss", "nonfinite_gradients", "unigram_collapse", "early_loss_jump", "loss_above_init")
+                  "unigram_stall", "early_loss_jump", "loss_above_init", "lr_too_high")
+# a stall at the unigram entropy is a collapse that came early (in warmup, before the loss
+# ever went below): cut as hard
+_SEVERE = ("nonfinite_loss", "nonfinite_gradients", "unigram_collapse", "unigram_stall", "early_loss_jump",
+           "loss_above_init")
 _GAIN = ("mean_gain_absolute", "mean_gain_drift", "max_gain_jump", "grad_norm_jump")
 _STUCK = ("no_learning", "lr_too_low", "underfitting", "plateau", "slow_improvement")
-_EXPLODED_BLOCK_GAIN, _EXPLODED_MEAN_GAIN = 50.0, 10.0
+_EXPLODED_BLOCK_GAIN, _EXPLODED_MEAN_GAIN = EXPLODED_BLOCK_GAIN, EXPLODED_MEAN_GAIN
 _EARLY = 0.25  # share of the run within which a failure is "early"
 _BARELY, _SLOW = 0.10, 0.25  # loss drop from initialisation: LR far too low, too low
 _USUAL_LR_TOP = 3e-3  # the top of the usual AdamW range: a raise stops there
 _HIGH_ADAMW_LR = 1e-2
 _FLOOR = 0.2  # an LR under this share of its peak is at the end of its decay
+_MAX_DROPOUT = 0.3  # overfitting raises dropout by 0.1 up to this, the top of the usual range
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Recommendation:
     reason: str = ""
     evidence: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # weak evidence seen, skipped candidates
+    # a check no setting makes, as data: {"frozen_parameters": [names]} (put them back in the optimizer)
+    check: dict[str, Any] = field(default_factory=dict)
 
     @property
     def found(self) -> bool:
@@ -76,7 +83,7 @@ class Recommendation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"change": dict(self.change), "sentence": self.sentence, "reason": self.reason,
-                "evidence": self.evidence, "notes": self.notes}
+                "evidence": self.evidence, "notes": self.notes, "check": dict(self.check)}
 
 
 def recommend(analysis: Analysis, run: RunLog, host: str, settable: set[str] | None = None) -> Recommendation:
@@ -85,6 +92,9 @@ def recommend(analysis: Analysis, run: RunLog, host: str, settable: set[str] | N
     `host`'s table)."""
     ctx = _Context(analysis, run, host, settable)
     events = [e for e in analysis.events if e.severity != INFO]
+    frozen = _frozen(events)
+    if frozen is not None:
+        return frozen
     for candidate in (_initialisation, _lr_too_high, _not_learning, _overfitting):
         rec = candidate(ctx, events)
         if rec is not None and rec.change:
@@ -146,6 +156,22 @@ class _Context:
         return 1 - (sum(v for _, v in tail) / len(tail)) / first if first > 0 else None
 
 
+def _frozen(events: list[Event]) -> Recommendation | None:
+    """Trainable parameters that never moved: a bug in the code (left out of the optimizer,
+    an LR of 0), first, since no setting fixes it and every other finding is about a model
+    part of which does not train."""
+    frozen = next((e for e in events if e.kind == "frozen_parameters"), None)
+    if frozen is None:
+        return None
+    params = list(frozen.values.get("params") or [])
+    shown = ", ".join(params[:5]) + (f" and {len(params) - 5} more" if len(params) > 5 else "")
+    return Recommendation(sentence=f"Check that these parameters are in the optimizer's param groups, with a "
+                                   f"learning rate above 0: {shown}",
+                          reason=f"{frozen.message}: trainable parameters that never move are left out of the "
+                                 "optimizer (or at LR 0); no setting fixes that, the training code does",
+                          evidence=[_evidence(frozen)], check={"frozen_parameters": params})
+
+
 def _initialisation(ctx: _Context, events: list[Event]) -> Recommendation | None:
     for e in events:
         if e.kind == "loss_above_init" and any("init_std" in getattr(s, "change", {}) for s in e.suggestions):
@@ -160,6 +186,8 @@ def _exploded(e: Event) -> bool:
     if e.kind in _LOSS_FAILURES:
         return True
     v = e.values
+    if "exploded" in v:  # the gradient monitor's own verdict (signals/gain_gate.py)
+        return bool(v["exploded"])
     if (_num(v.get("mean_gain")) or 0) >= _EXPLODED_MEAN_GAIN:  # any gain alert, its mean gain in the tens
         return True
     if e.kind == "max_gain_jump":
@@ -176,14 +204,18 @@ def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
     share = at / ctx.steps if ctx.steps else 1.0
     learned_nothing = any(e.kind == "no_learning" and _lr_way(e, ctx.lr) == "cut" for e in events)
     severe = share <= _EARLY or any(e.kind in _SEVERE for e in strong) or learned_nothing
-    factor = _cut(ctx.lr) if severe else 0.5
+    # a late failure is cut /2, but not to an LR still above the usual AdamW range: /2 is too
+    # small a cut for an LR 10-100x too high (0.05 -> 0.025 and 0.02 -> 0.01 still failed)
+    far = not severe and ctx.lr > _HIGH_ADAMW_LR
+    factor = _cut(ctx.lr) if severe or far else 0.5
     why = ("an early failure" if share <= _EARLY else "the loss went non-finite or collapsed"
            if any(e.kind in _SEVERE for e in strong) else "the model learned nothing") if severe else \
-        "a late failure (a drift, not a collapse)"
+        f"a late failure, from an LR above {_HIGH_ADAMW_LR:.0e}" if far else "a late failure (a drift, not a collapse)"
     reason = (f"{len(strong)} alert(s) show the learning rate is too high; the first, {first.kind} at step {at} "
               f"({100 * share:.0f}% into the run), {first.message[:120].rstrip('.')}. Cut /{1 / factor:.3g}: "
               f"{why} (an early or collapsing failure is cut /10, to no less than {_USUAL_LR_TOP:.0e}, the top of the "
-              f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one /2)")
+              f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one /2, "
+              f"unless that leaves it above {_HIGH_ADAMW_LR:.0e})")
     return ctx.accept(reduce_lr(learning_rate(None, ctx.lr), factor), reason, strong[:3])
 
 
@@ -258,8 +290,12 @@ def _overfitting(ctx: _Context, events: list[Event]) -> Recommendation | None:
         return None
     reason = (f"overfitting from epoch {over[0].epoch}: {over[0].message[:160]}")
     dropout, wd = _num(ctx.settings.get("dropout")), _num(ctx.settings.get("weight_decay"))
-    if dropout is not None and dropout < 0.1:
-        rec = ctx.accept(set_dropout(dropout, 0.1), reason + "; the run has no dropout", over)
+    # more dropout, up to 0.3, before anything else: stopping at the best epoch is a snapshot to keep,
+    # not a setting to rerun with (fewer epochs also shorten the LR schedule)
+    if dropout is not None and dropout < _MAX_DROPOUT:
+        more = round(min(_MAX_DROPOUT, max(0.1, dropout + 0.1)), 6)
+        rec = ctx.accept(set_dropout(dropout, more), reason + ("; the run has no dropout" if dropout == 0 else
+                                                               f"; dropout {dropout:g} is not enough"), over)
         if rec is not None:
             return rec
     if wd is not None and wd < 0.1:

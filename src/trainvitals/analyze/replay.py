@@ -167,9 +167,11 @@ def replay(run: RunLog, cfg: AnalyzeConfig, progress: Callable[[int], None] | No
                        into, tick)
 
     def gradients(into: _ReplayOutbox, tick: Callable[[int], None]) -> None:
-        _replay_gradients(run, facts, monitor_cfg, grad_steps, lr_steps, lr_values, into, tick)
+        _replay_gradients(run, facts, monitor_cfg, grad_steps, lr_steps, lr_values, into, tick,
+                          (loss_steps, loss_values))
 
-    # the two halves share no state: the loss part cuts no LR, so the gradient part starts at scale 1 either way
+    # the two halves share no state (the gradient half reads the logged losses, not the loss half's
+    # detectors): the loss part cuts no LR, so the gradient part starts at scale 1 either way
     if min(len(loss_steps), len(grad_steps)) >= _SIDE_BY_SIDE_MIN_STEPS and can_fork():
         other = Beside(lambda t: _apart(run.name, gradients, t), tick)
         losses(box, lambda n: (tick(n), other.forward()))  # the bar counts both halves as they go
@@ -240,7 +242,7 @@ def _gradient_steps(run: RunLog) -> np.ndarray:
 
 def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, steps: np.ndarray,
                       lr_steps: np.ndarray, lr_values: np.ndarray, box: _ReplayOutbox,
-                      tick: Callable[[int], None]) -> None:
+                      tick: Callable[[int], None], losses: tuple[np.ndarray, np.ndarray]) -> None:
     if not len(steps):
         return
     # every series on the steps any of them has; NaN where it has no point (a logged NaN is kept apart)
@@ -259,12 +261,18 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
     singles = [cols.get(f"gradient_monitor/{t}") for t in ("grad_norm", "mean_gain", "max_gain")]
     names = [name for name, _ in gains]
     report = part.report
+    # each gradient step sees the losses up to it, as live (the gain gate reads them)
+    fed_to, fed = np.searchsorted(losses[0], steps, side="right"), 0
     for lo in range(0, len(steps), _BLOCK):
         hi = min(lo + _BLOCK, len(steps))
         block = [c.block(lo, hi) if c is not None else [None] * (hi - lo) for c in singles]
         gain_dicts = _dicts(names, [c.block(lo, hi) for _, c in gains], hi - lo)
         weights = _weights([(name, c.block(lo, hi)) for name, c in ratios], hi - lo)
-        for step, g, norm, mean, top, w, lr in zip(steps[lo:hi].tolist(), gain_dicts, *block, weights, lrs[lo:hi]):
+        for step, g, norm, mean, top, w, lr, upto in zip(steps[lo:hi].tolist(), gain_dicts, *block, weights,
+                                                         lrs[lo:hi], fed_to[lo:hi].tolist()):
+            if upto > fed:
+                part.observe_losses(losses[0][fed:upto].tolist(), losses[1][fed:upto].tolist())
+                fed = upto
             report(box, step, GradientReading(g, norm, mean, top, weights=w), lr, log_inputs=False)
         tick(hi - lo)
 

@@ -66,9 +66,10 @@ class TrainvitalsCallback(pl.Callback):
             else SinkHub()
         optimizer = trainer.optimizers[0] if trainer.optimizers else None
         clip = trainer.gradient_clip_val
-        # what bounds the run, in Lightning's names (advice says "Train longer: max_steps 500 → 1000")
+        # what bounds the run, in neutral names (advice says "Train longer: max_epochs 5 → 10")
         length = {"max_steps": trainer.max_steps} if trainer.max_steps > 0 else \
-            {"max_epochs": trainer.max_epochs} if trainer.max_epochs and trainer.max_epochs > 0 else {}
+            {"epochs": trainer.max_epochs} if trainer.max_epochs and trainer.max_epochs > 0 else {}
+        length["host"] = "lightning"
         self.monitor = Monitor(pl_module, optimizer, self.config, blocks=self.blocks, sinks=sinks,
                                run_info={**length, **({"gradient_clip": float(clip)} if clip else {})},
                                can_set_lr=False)

@@ -205,8 +205,9 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
 
 
 def _run_length(args: Any) -> dict[str, Any]:
-    """What bounds the run, in HF's names: `max_steps` overrides `num_train_epochs` when set."""
-    return {"max_steps": args.max_steps} if args.max_steps > 0 else {"num_train_epochs": args.num_train_epochs}
+    """What bounds the run, in neutral names (advice names them as HF does: signals/setting_names.py):
+    `max_steps` overrides `num_train_epochs` when set."""
+    return {"host": "hf", **({"max_steps": args.max_steps} if args.max_steps > 0 else {"epochs": args.num_train_epochs})}
 
 
 def _hf_tensorboard_dir(args: Any) -> str:

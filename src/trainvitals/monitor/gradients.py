@@ -71,6 +71,12 @@ class GradientMonitorCallback:
         self.frozen = FrozenParamsDetector(self.config.frozen_patience)
         self.unmeasurable: list[str] = []  # blocks whose gain could not be measured (said once)
 
+    def observe_losses(self, steps: list[int], losses: list[float]) -> None:
+        """The step losses, in step order, before the gradients of those steps: a gain
+        excursion is an alert only where the loss backs it (signals/gain_gate.py)."""
+        for step, loss in zip(steps, losses):
+            self.signals.observe_loss(step, loss)
+
     def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
                epoch: int | None = None, log_inputs: bool = True) -> None:
         # a NaN gain is a block not measured: left out of every figure, said once (below).

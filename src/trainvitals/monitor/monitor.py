@@ -333,6 +333,8 @@ class Monitor(Outbox):
                     self.log(f"data/{tag}", self.run_info[tag], 0)
             self.sinks.settings(run_settings(self.run_info, self.num_layers))
         self.loss.report(self, steps, floats, [lrs[s] for s in steps], self.epoch)
+        if self.gradients is not None:
+            self.gradients.observe_losses(steps, floats)
         for step, flow, weights in measured:
             g = flow.from_host(next(values))
             w = weights.from_host(next(values)) if weights is not None else None

@@ -7,7 +7,7 @@ made up from a value nobody passed in.
 Each returns a `Suggestion`: the sentence (a `str`, so it prints and compares as one)
 and `.change`, the setting it proposes in host-neutral names (`{"lr": 1.0e-03}`),
 rounded as the sentence shows it, so the two cannot disagree; empty where the
-current value is unknown and the line is generic. `trainvitals.advise.hosts` maps the
+current value is unknown and the line is generic. `trainvitals.signals.setting_names` maps the
 names to each host's own.
 
 Learning-rate advice is about the setting the user chose, the peak of the schedule,
@@ -21,6 +21,10 @@ from typing import NamedTuple
 
 from trainvitals.events import Suggestion
 
+# A warmup proposed where there is none: our trainer's default, a few % of a short run;
+# a run that needs a longer one gets "Lengthen warmup" next.
+_NEW_WARMUP = 100
+
 __all__ = [
     "Suggestion",
     "LearningRate",
@@ -32,6 +36,7 @@ __all__ = [
     "increase_lr",
     "tighten_clip",
     "lengthen_warmup",
+    "shorten_warmup",
     "warmup_advice",
     "set_dropout",
     "set_weight_decay",
@@ -127,12 +132,16 @@ def lengthen_warmup(current: int | None, proposed: int | None = None, factor: fl
     if current is None:
         return Suggestion("Lengthen the learning-rate warmup if it is still running")
     if proposed is None:
-        if current <= 0:
-            return Suggestion("Add a learning-rate warmup")
-        proposed = int(round(current * factor))
+        proposed = _NEW_WARMUP if current <= 0 else int(round(current * factor))
     if current <= 0:
         return Suggestion(f"Add warmup: none → {proposed} steps", {"warmup_steps": int(proposed)})
     return Suggestion(f"Lengthen warmup: {current} → {proposed} steps", {"warmup_steps": int(proposed)})
+
+
+def shorten_warmup(current: int, factor: float = 0.5) -> Suggestion:
+    """"Shorten warmup: 100 → 50 steps" (a warmup that keeps the LR near zero too long)."""
+    proposed = int(current * factor)
+    return Suggestion(f"Shorten warmup: {current} → {proposed} steps", {"warmup_steps": proposed})
 
 
 def warmup_advice(lr: float | LearningRate | None) -> Suggestion:

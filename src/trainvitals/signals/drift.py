@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, INFO, WARNING, Event
 from trainvitals.signals.advice import LearningRate, lengthen_warmup, lr_value, reduce_lr, tighten_clip
+from trainvitals.signals.gain_gate import DEMOTED
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold", "trimmed_mean"]
@@ -76,6 +77,7 @@ class MeanGainDriftDetector:
         gradient_clip: float | None = None,
         warmup_steps: int | None = None,
         settle_steps: int = 0,
+        gate: Callable[[float, int | None], bool] | None = None,
     ) -> None:
         check_type("mean_gain_drift_settle_steps", settle_steps, int)
         check_range("mean_gain_drift_settle_steps", settle_steps, 0)
@@ -117,6 +119,8 @@ class MeanGainDriftDetector:
         self.gradient_clip = gradient_clip
         self.warmup_steps = warmup_steps
         self.settle_steps = settle_steps
+        # may this gain raise an alert now (signals/gain_gate.py)? None: always
+        self.gate = gate
         self.enabled = math.isfinite(self.drift_threshold)
         self._held = False  # a drift warning was raised inside settle_steps and not said
 
@@ -180,6 +184,8 @@ class MeanGainDriftDetector:
             firing = self._high >= self.consecutive and self._rises >= self.consecutive
         if not (firing or self._drift_cond.active):
             return []  # the common case: nothing starts, clears or is held back
+        alert = d is not None and d > self.drift_threshold and self._alert_due(step)
+        demoted = alert and not self._gated(self._raw[-1], self._drift_cond.started_step)
         ref = self._mas[0]
         checks = len(self._mas) - 1
         values = {
@@ -192,7 +198,7 @@ class MeanGainDriftDetector:
             "lr": lr_value(lr),
         }
         message = (f"Mean gain drift detected: {ref:.3f} → {ma:.3f} ({100 * d:.1f}% increase over {checks} checks)"
-                   if d is not None else "")
+                   + (DEMOTED if demoted else "") if d is not None else "")
         if not firing:
             pct = "n/a" if d is None else f"{100 * d:+.1f}%"
             events = self._drift_cond.observe(
@@ -207,7 +213,7 @@ class MeanGainDriftDetector:
         else:
             events = self._drift_cond.observe(
                 True,
-                severity=ALERT if d > self.drift_threshold and self._alert_due(step) else WARNING,
+                severity=ALERT if alert and not demoted else WARNING,
                 message=message,
                 step=step,
                 suggestions=self._suggestions(step, lr),
@@ -215,6 +221,10 @@ class MeanGainDriftDetector:
             )
         return self._settle(events, step, lambda: Event(
             "mean_gain_drift", WARNING, message, step, None, tuple(self._suggestions(step, lr)), values, self.source))
+
+    def _gated(self, gain: float, since: int | None) -> bool:
+        """May `gain`, of a condition raised at step `since` (None: now), be an alert?"""
+        return self.gate is None or self.gate(gain, since)
 
     def _alert_due(self, step: int) -> bool:
         """Inside `settle_steps` a drift past the threshold must hold for `consecutive` checks:
@@ -265,10 +275,11 @@ class MeanGainDriftDetector:
                     f"{g:.3f} for {self._calm} checks"
                 ),
             )
+        demoted = not self._gated(g, self._abs_cond.started_step)
         return self._abs_cond.observe(
             True,
-            severity=ALERT,
-            message=f"Mean gain {g:.3f} exceeds absolute threshold {thr:.2f}{depth}",
+            severity=ALERT if over and not demoted else WARNING,
+            message=f"Mean gain {g:.3f} exceeds absolute threshold {thr:.2f}{depth}" + (DEMOTED if demoted else ""),
             step=step,
             suggestions=self._suggestions(step, lr),
             values=values,

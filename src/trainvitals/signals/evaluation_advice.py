@@ -2,14 +2,16 @@
 
 `info` is the run's `run_info` (what the host knows it set); a value it lacks gives a
 generic line, never a made-up number. How long the run is bounded is named as the host
-names it: `max_steps` where a step count bounds it (HF `max_steps`, Lightning
-`max_steps`, our `--max-steps`), else its epochs (HF `num_train_epochs`, Lightning
-`max_epochs`, our `--epochs`).
+names it: `max_steps` where a step count bounds it, else its `epochs` (HF
+`num_train_epochs`, Lightning `max_epochs`): hosts write the neutral names into
+`run_info`, and `signals.setting_names` names them as the host does.
 """
 from __future__ import annotations
 
 import math
+from trainvitals.events import Suggestion
 from trainvitals.signals.advice import increase_lr, learning_rate, reduce_lr, tighten_clip
+from trainvitals.signals.setting_names import host_label
 
 __all__ = ["lr_change", "schedule_advice", "warmup_check", "capacity_advice", "more_capacity",
            "longer_advice", "regularization_advice", "stop_early", "tighten", "num", "uniform_loss",
@@ -23,8 +25,6 @@ _WIDTHS = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144,
 LR_RAISE_FAR, _LR_CUT_FAILING = 10.0, 0.1
 LR_RAISE = 3.0
 LR_CUT_HARD = 1 / 3  # a rising or collapsed loss needs a firmer cut than the seed's 0.5 (3e-4 -> 1e-4)
-# run_info keys that bound a run in epochs, as each host names them
-_EPOCH_SETTINGS = ("num_train_epochs", "max_epochs", "epochs")
 
 
 def num(info: dict, key: str) -> float | None:
@@ -108,17 +108,21 @@ def more_capacity(info: dict) -> str:
     return f"Increase model capacity: {d_model[9:]}, or {layers[0].lower()}{layers[1:]}"
 
 
-def longer_advice(info: dict) -> str:
-    """Train longer, naming what bounds the run: its step count where one does, else its epochs."""
+def longer_advice(info: dict) -> Suggestion:
+    """Train longer, naming what bounds the run (its step count where one does, else its
+    epochs) as the run's host names it (`info["host"]`; signals/setting_names.py)."""
+    host = info.get("host")
     steps = num(info, "max_steps")
     if steps and steps > 0:  # HF's -1: unset
-        return f"Train longer: max_steps {steps:.0f} → {2 * steps:.0f}"
-    name = next((k for k in _EPOCH_SETTINGS if num(info, k)), None)
-    if name is None:
-        return "Alternative: train longer (the model may need more epochs)"
-    ep = num(info, name)
-    return f"Train longer: {ep:.0f} → {2 * ep:.0f} epochs" if name == "epochs" else \
-        f"Train longer: {name} {ep:.0f} → {2 * ep:.0f}"
+        return Suggestion(f"Train longer: {host_label('max_steps', host)} {steps:.0f} → {2 * steps:.0f}",
+                          {"max_steps": int(2 * steps)})
+    ep = num(info, "epochs")
+    if not ep:
+        return Suggestion("Alternative: train longer (the model may need more epochs)")
+    label = host_label("epochs", host)
+    line = f"Train longer: {ep:g} → {2 * ep:g} epochs" if label == "epochs" else \
+        f"Train longer: {label} {ep:g} → {2 * ep:g}"
+    return Suggestion(line, {"epochs": int(2 * ep) if float(ep).is_integer() else 2 * ep})
 
 
 def regularization_advice(info: dict, severe: bool, best: tuple[str, float] | None) -> list[str]:

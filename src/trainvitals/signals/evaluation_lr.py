@@ -8,6 +8,7 @@ after a healthy step; a fall under `improvement_threshold` past the warmup is
 from __future__ import annotations
 
 from trainvitals.events import ALERT, WARNING, Event
+from trainvitals.signals.advice import lengthen_warmup, shorten_warmup
 from trainvitals.signals.evaluation_advice import LR_CUT_HARD, LR_RAISE, lr_change, num, tighten
 from trainvitals.signals.evaluation_report import EpochReport, finite, improvement, report_event
 
@@ -32,8 +33,7 @@ def check_lr(t0: float, raw_train: float, report: EpochReport, info: dict, thres
     # A rise smaller than the improvement threshold is no move either way (a LoRA
     # fine-tune's first epochs: 5.952 -> 5.964, +0.2%); a too-high LR climbs by several %.
     if t1 is None or t1 > t0 * (1 + threshold):
-        sugg = [lr_change(info, LR_CUT_HARD),
-                f"Lengthen warmup: {warmup:.0f} → {2 * warmup:.0f} steps" if warmup
+        sugg = [lr_change(info, LR_CUT_HARD), lengthen_warmup(int(warmup), factor=2) if warmup
                 else "Add or lengthen learning-rate warmup", tighten(info)]
         shown = raw_train if t1 is None else f"{t1:.3f}"
         return [report_event("lr_too_high", ALERT, f"Training loss rose {span}: {t0:.3f} → {shown}: "
@@ -42,7 +42,7 @@ def check_lr(t0: float, raw_train: float, report: EpochReport, info: dict, thres
     if drop is None or drop >= threshold or warming:
         return []
     sugg = [lr_change(info, LR_RAISE),
-            f"Shorten warmup: {warmup:.0f} → {warmup // 2:.0f} steps" if warmup
+            shorten_warmup(int(warmup)) if warmup
             else "Check warmup: a long warmup keeps the learning rate near zero early",
             "Check that the parameters are updating (frozen_parameters events)"]
     return [report_event("lr_too_low", WARNING, f"Training loss barely moved {span}: {t0:.3f} → {t1:.3f} "

@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from typing import Any
+from typing import Any, Callable
 
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import ALERT, WARNING, Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip
+from trainvitals.signals.gain_gate import DEMOTED
 from trainvitals.signals.lifecycle import Condition
 
 __all__ = [
@@ -54,7 +55,8 @@ class GradNormJumpDetector:
 
     def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5, *,
                  kind: str = "grad_norm_jump", label: str = "Gradient norm", z_max: float | None = None,
-                 persistence: int = DetectorConfig.jump_persistence) -> None:
+                 persistence: int = DetectorConfig.jump_persistence,
+                 gate: Callable[[float, int | None], bool] | None = None) -> None:
         # kind/label let the same rule watch another positive series (the largest block gain)
         check_range("grad_norm_jump_factor", factor, 1.0, lo_open=True)
         check_type("grad_norm_jump_window", window, int)
@@ -67,6 +69,7 @@ class GradNormJumpDetector:
         check_type("jump_persistence", persistence, int)
         check_range("jump_persistence", persistence, 1)
         self.persistence = persistence
+        self.gate = gate  # may this value raise an alert now (signals/gain_gate.py)? None: always
         self._over = 0  # consecutive checks above the bar
         self._calm = 0  # consecutive checks under it
         self._level: float | None = None  # the bar (log) the current jump crossed
@@ -109,6 +112,9 @@ class GradNormJumpDetector:
             clipped = gradient_clip is not None and 0 < gradient_clip < math.inf
             if over or (self._cond.active and self._calm < self.persistence):
                 severity = ALERT if not clipped or self._over >= self.persistence else WARNING
+                # a jump that calmed down is held, not escalated; a gated one needs the gate
+                demoted = severity == ALERT and over and self.gate is not None and not self.gate(g, self._cond.started_step)
+                severity = WARNING if demoted or (not over and self.gate is not None) else severity
                 values.update(checks_in_a_row=self._over, clipped=clipped)
                 events = self._cond.observe(
                     True,
@@ -117,7 +123,8 @@ class GradNormJumpDetector:
                         f"{self.label} jumped to {g:.3g} at step {step}: "
                         f"{ratio:.1f}x its recent median {base:.3g}"
                         + (f", for {self._over} checks in a row" if severity == ALERT and clipped else "")
-                        + (" (clipped; an alert if it persists or the loss responds)" if severity == WARNING else "")
+                        + (DEMOTED if demoted else
+                           " (clipped; an alert if it persists or the loss responds)" if severity == WARNING else "")
                     ),
                     step=step,
                     suggestions=(

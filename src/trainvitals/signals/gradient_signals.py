@@ -17,11 +17,15 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from trainvitals.events import Event
+from trainvitals.events import INFO, Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate
 from trainvitals.signals.drift import MeanGainDriftDetector
+from trainvitals.signals.gain_gate import EXPLODED_BLOCK_GAIN, EXPLODED_MEAN_GAIN, LossTrend
 from trainvitals.signals.grad_health import GradNormJumpDetector, NonFiniteGradCheck, VanishingFlowDetector
+
+# the gain family: a warning unless the loss backs it or the gain exploded (gain_gate.py)
+_GATED = ("mean_gain_drift", "mean_gain_absolute", "max_gain_jump", "grad_norm_jump")
 
 __all__ = ["GradientSignals", "gain_aggregates", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
 
@@ -69,21 +73,61 @@ class GradientSignals:
     def __init__(self, config: DetectorConfig | None = None, num_layers: int | None = None, *,
                  gradient_clip: float | None = None, warmup_steps: int | None = None) -> None:
         c = config if config is not None else DetectorConfig()
+        # a gain excursion is an alert only when the loss backs it or the gain exploded (gain_gate.py)
+        self.loss_trend = LossTrend()
+        self._step, self._mean_gain, self._max_gain, self._inner = 0, None, None, True
         self.drift = MeanGainDriftDetector(c.mean_gain_drift_threshold, c.mean_gain_absolute_threshold,
                                            c.mean_gain_drift_window, num_layers, c.mean_gain_drift_consecutive,
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps,
-                                           settle_steps=c.mean_gain_drift_settle_steps)
-        self.jump = GradNormJumpDetector(c.grad_norm_jump_factor, persistence=c.jump_persistence)
+                                           settle_steps=c.mean_gain_drift_settle_steps,
+                                           gate=lambda g, since: self._exploded(g) or self._backed(since))
+        self.jump = GradNormJumpDetector(c.grad_norm_jump_factor, persistence=c.jump_persistence,
+                                         gate=lambda _, since: self._exploded() or self._backed(since))
         self.max_gain_jump = max_gain_jump_detector(c.max_gain_jump_factor, c.jump_persistence)
+        self.max_gain_jump.gate = lambda g, since: g >= EXPLODED_BLOCK_GAIN or self._exploded() or \
+            self._backed(since)
         self.vanishing = VanishingFlowDetector()
         self.nonfinite = NonFiniteGradCheck()
         self.gradient_clip = gradient_clip
+
+    def observe_loss(self, step: int, loss: float) -> None:
+        """Feed a step's training loss, in step order, before the gradients of later steps."""
+        self.loss_trend.observe(step, loss)
+
+    def _exploded(self, mean_gain: float | None = None) -> bool:
+        """The mean gain (default: this check's) is non-finite or past the exploded bar: the
+        mean-gain bar where it averages inner blocks, the block bar where every stack has one
+        block (it then averages first blocks, which climb to ~60 in healthy runs); or, in the
+        first `LOOKBACK` steps, the largest block gain is past the block bar."""
+        g = self._mean_gain if mean_gain is None else mean_gain
+        bar = EXPLODED_MEAN_GAIN if self._inner else EXPLODED_BLOCK_GAIN
+        if g is not None and (not math.isfinite(g) or g >= bar):
+            return True
+        # before the loss can show a trend, a block gain past the block bar (healthy first blocks
+        # start near 3 and climb over hundreds of steps: an initialisation 50x too large starts at 171)
+        m = self._max_gain
+        return m is not None and m >= EXPLODED_BLOCK_GAIN and self.loss_trend.young(self._step)
+
+    def _backed(self, since: int | None) -> bool:
+        return self.loss_trend.corroborates(self._step, since)
+
+    def _mark(self, events: list[Event], max_gain: float | None) -> list[Event]:
+        """Say on each gain event whether the gain exploded (what `advise` reads as "the LR
+        is too high" without a loss symptom)."""
+        for e in events:
+            if e.kind in _GATED and e.severity != INFO:
+                e.values["exploded"] = self._exploded() or (
+                    e.kind == "max_gain_jump" and max_gain is not None and max_gain >= EXPLODED_BLOCK_GAIN)
+        return events
 
     def update(self, step: int, mean_gain: float | None = None, grad_norm: float | None = None,
                gains: dict[str, float] | None = None, lr: float | LearningRate | None = None,
                nonfinite_params: list[str] | None = None, total_params: int = 0,
                max_gain: float | None = None) -> list[Event]:
         events: list[Event] = []
+        self._step, self._mean_gain, self._max_gain = step, mean_gain, max_gain
+        if gains:
+            self._inner = any(not first_block(name) for name in gains)
         if nonfinite_params is not None:
             events += self.nonfinite.update(step, nonfinite_params, total_params, lr=lr,
                                             gradient_clip=self.gradient_clip)
@@ -95,7 +139,7 @@ class GradientSignals:
             events += self.jump.update(grad_norm, step, lr=lr, gradient_clip=self.gradient_clip)
             if math.isfinite(grad_norm):
                 events += self.vanishing.update(step, grad_norm, gains)
-        return events
+        return self._mark(events, max_gain)
 
     @property
     def moving_average(self) -> float | None:
@@ -108,7 +152,8 @@ class GradientSignals:
     def state_dict(self) -> dict[str, Any]:
         return {"drift": self.drift.state_dict(), "jump": self.jump.state_dict(),
                 "max_gain_jump": self.max_gain_jump.state_dict(),
-                "vanishing": self.vanishing.state_dict(), "nonfinite": self.nonfinite.state_dict()}
+                "vanishing": self.vanishing.state_dict(), "nonfinite": self.nonfinite.state_dict(),
+                "loss_trend": self.loss_trend.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.drift.load_state_dict(state["drift"])
@@ -116,3 +161,5 @@ class GradientSignals:
         self.max_gain_jump.load_state_dict(state["max_gain_jump"])
         self.vanishing.load_state_dict(state["vanishing"])
         self.nonfinite.load_state_dict(state["nonfinite"])
+        if "loss_trend" in state:  # absent from snapshots written before the gain gate
+            self.loss_trend.load_state_dict(state["loss_trend"])

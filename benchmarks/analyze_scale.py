@@ -10,8 +10,13 @@ memory):
 - `trainvitals analyze LOGDIR` (the human output) and `trainvitals analyze LOGDIR --json`;
 - TensorBoard's `EventAccumulator` loading every scalar of the same file;
 - with `--baseline-src DIR` (a `src/` holding another trainvitals, e.g. the commit before
-  this work: `git archive 8dbdac0 src | tar -x -C /tmp/old`), the same analyze run from
-  that source, whose `--json` events must equal ours one by one.
+  this work: `git archive 323bd52 src | tar -x -C /tmp/old`), the same analyze run from
+  that source, whose `--json` events must equal ours one by one; with `--runs RUNS` too,
+  `analyze RUNS --json` over a directory of runs (the detection suite's) from both.
+
+Memory is given twice: /usr/bin/time's peak RSS of the largest process, and the peak
+proportional set size of the whole process tree (`analyze` replays a long log in two
+processes, the second forked from the first and sharing its pages), sampled every 20 ms.
 
 Tags: `train/step_loss`, `train/lr`, `gradient_monitor/grad_norm` and `--tags - 3` block
 gains `gradient_monitor/gain/<i>`. The series look like a healthy run with a few faults
@@ -135,23 +140,45 @@ TIME_RE = {"wall": re.compile(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):
            "cpu": re.compile(r"(?:User|System) time \(seconds\): ([\d.]+)")}
 
 
-def timed_process(args: list[str], src: Path, out: Path) -> tuple[float, float, float]:
+def _tree_pss_kb(pid: int) -> int:
+    """Proportional set size of `pid` and its descendants (a page shared by n of them counts 1/n
+    in each): the memory a process tree really holds, where a forked worker shares its parent's."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except (OSError, StopIteration, ValueError):
+            continue  # gone, or no /proc (then only /usr/bin/time's figure is shown)
+    return total
+
+
+def timed_process(args: list[str], src: Path, out: Path) -> tuple[float, float, float, float]:
     """Run `python args` in a fresh process under /usr/bin/time -v, stdout to `out`:
-    (wall seconds, CPU seconds (user + system), peak RSS in MiB). On a machine shared with
-    other work the CPU time is the steadier figure."""
+    (wall seconds, CPU seconds (user + system, its children's included), peak RSS of the
+    largest process in MiB (/usr/bin/time's), peak PSS of the whole process tree in MiB,
+    sampled every 20 ms). On a machine shared with other work the CPU time is the steadier figure."""
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
-    with open(out, "wb") as f:
-        p = subprocess.run(["/usr/bin/time", "-v", sys.executable, *args], stdout=f, stderr=subprocess.PIPE,
-                           env=env, text=True)
-    m = TIME_RE["wall"].search(p.stderr)
+    with open(out, "wb") as f, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(["/usr/bin/time", "-v", sys.executable, *args], stdout=f, stderr=err, env=env)
+        tree = 0
+        while p.poll() is None:
+            tree = max(tree, _tree_pss_kb(p.pid))
+            time.sleep(0.02)
+        err.seek(0)
+        stderr = err.read()
+    m = TIME_RE["wall"].search(stderr)
     if not m:
-        raise SystemExit(f"/usr/bin/time gave no figures:\n{p.stderr[-2000:]}")
+        raise SystemExit(f"/usr/bin/time gave no figures:\n{stderr[-2000:]}")
     wall = int(m.group(1) or 0) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
-    rss = int(TIME_RE["rss_kb"].search(p.stderr).group(1)) / 1024
-    cpu = sum(float(x) for x in TIME_RE["cpu"].findall(p.stderr))
+    rss = int(TIME_RE["rss_kb"].search(stderr).group(1)) / 1024
+    cpu = sum(float(x) for x in TIME_RE["cpu"].findall(stderr))
     if p.returncode not in (0, 1):
-        raise SystemExit(f"{' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
-    return wall, cpu, rss
+        raise SystemExit(f"{' '.join(args)} exited {p.returncode}:\n{stderr[-3000:]}")
+    return wall, cpu, rss, tree / 1024
 
 
 ACCUMULATOR = """
@@ -170,7 +197,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-src", type=Path, help="a src/ of another trainvitals to compare with")
     parser.add_argument("--no-accumulator", action="store_true", help="skip EventAccumulator (slow)")
     parser.add_argument("--keep", type=Path, help="write the log here and keep it")
+    parser.add_argument("--runs", type=Path, help="with --baseline-src: also compare `analyze DIR --json` on "
+                        "a directory of runs (e.g. the detection suite's), which must be identical")
     args = parser.parse_args(argv)
+    if args.runs and not args.baseline_src:
+        parser.error("--runs needs --baseline-src")
     with tempfile.TemporaryDirectory() as tmp:
         logdir = args.keep or Path(tmp) / "run"
         logdir.mkdir(parents=True, exist_ok=True)
@@ -188,13 +219,23 @@ def main(argv: list[str] | None = None) -> None:
                        ["-m", "trainvitals", "analyze", str(logdir), "--json"])]
         if not args.no_accumulator:
             cases += [("EventAccumulator (load only)", ours, ["-c", ACCUMULATOR, str(logdir)])]
+        if args.runs:
+            cases += [("analyze --json of --runs", ours, ["-m", "trainvitals", "analyze", str(args.runs), "--json"]),
+                      ("baseline on --runs", args.baseline_src.resolve(),
+                       ["-m", "trainvitals", "analyze", str(args.runs), "--json"])]
+        print(f"{'':<32}{'wall':>10}{'CPU':>10}{'peak RSS':>14}{'tree PSS':>14}{'scalars/CPU-s':>16}")
         for name, src, cmd in cases:
             out = Path(tmp) / f"out{len(rows)}.txt"
-            wall, cpu, rss = timed_process(cmd, src, out)
-            rows.append((name, wall, rss))
+            wall, cpu, rss, tree = timed_process(cmd, src, out)
+            rows.append((name, wall, cpu))
             outputs[name] = out
-            print(f"{name:<32}{wall:>8.1f} s wall{cpu:>8.1f} s CPU{rss:>9.0f} MiB peak RSS"
-                  f"{n / cpu:>14,.0f} scalars/CPU-s", flush=True)
+            print(f"{name:<32}{wall:>8.1f} s{cpu:>8.1f} s{rss:>10.0f} MiB{tree:>10.0f} MiB{n / cpu:>16,.0f}", flush=True)
+        times = {name: (wall, cpu) for name, wall, cpu in rows}
+        ours_t = times["trainvitals analyze"]
+        for other in ("baseline analyze --json", "EventAccumulator (load only)"):
+            if other in times:
+                print(f"{other} / trainvitals analyze: {times[other][0] / ours_t[0]:.1f}x wall, "
+                      f"{times[other][1] / ours_t[1]:.1f}x CPU")
         print("\n" + outputs["trainvitals analyze"].read_text().splitlines()[0])
         if not args.no_accumulator:
             got = int(outputs["EventAccumulator (load only)"].read_text().split()[-1])
@@ -210,6 +251,13 @@ def main(argv: list[str] | None = None) -> None:
             if ours_json["series"] != base_json["series"]:
                 raise SystemExit("MISMATCH with the baseline's derived series")
             print("derived series identical too")
+        if args.runs:
+            ours_runs = json.loads(outputs["analyze --json of --runs"].read_text())
+            base_runs = json.loads(outputs["baseline on --runs"].read_text())
+            if ours_runs != base_runs:
+                raise SystemExit(f"MISMATCH with the baseline on the runs under {args.runs}")
+            count = len(ours_runs) if "events" not in ours_runs else 1
+            print(f"runs under {args.runs}: events and series identical to the baseline's on all {count}")
 
 
 if __name__ == "__main__":

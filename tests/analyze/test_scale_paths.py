@@ -8,14 +8,17 @@ import math
 import sys
 
 import numpy as np
+import pytest
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from test_readers import accumulator_series, assert_same
 
-from trainvitals.analyze import command, tfrecord
+from trainvitals.analyze import command, repeats, tfrecord
+from trainvitals.analyze.beside import Beside, can_fork
 from trainvitals.analyze.command import analyze, write_json
 from trainvitals.analyze.points import Points
 from trainvitals.analyze.readers import read_run
+from trainvitals.analyze import replay as replay_module
 from trainvitals.analyze.replay import AnalyzeConfig, replay
 from trainvitals.sinks.tensorboard import TensorBoardSink
 
@@ -44,6 +47,29 @@ def test_our_sinks_log_reads_like_event_accumulator_on_the_fast_path(tmp_path, m
     assert_same(run.series, accumulator_series(logdir))
     assert all(len(v) == 400 for v in run.series.values()) and len(run.series) == 5
     assert len(parsed) < 10  # the file version, layout and settings texts: not the 400 scalar events
+
+
+def test_records_repeating_one_layout_read_like_event_accumulator_where_one_breaks_it(tmp_path, monkeypatch):
+    # stretches of one layout are decoded from their first record; a record of the same
+    # length but another tag, one with its fields in another order, a step varint that
+    # grows a byte (step 128) and a truncated last record must all read as TensorBoard reads them
+    def event(step, tags=("loss", "lr")):
+        return Event(wall_time=1.7e9 + step, step=step, summary=Summary(value=[
+            Summary.Value(tag=t, simple_value=step * (k + 1) * 0.5) for k, t in enumerate(tags)]))
+    datas = [event(s).SerializeToString() for s in range(1, 1200)]
+    datas[600] = event(601, ("lsos", "lr")).SerializeToString()  # same length, another tag
+    at = datas[699].index(b"\x0a\x02lr\x15")  # the same fields in another order (protobuf allows it)
+    datas[699] = datas[699][:at] + b"\x15" + datas[699][at + 5:at + 9] + b"\x0a\x02lr" + datas[699][at + 9:]
+    path = tmp_path / "events.out.tfevents.1.host"
+    tfrecord.write_records(path, datas)
+    path.write_bytes(path.read_bytes()[:-5])
+    decoded = []
+    real = repeats.decode_run
+    monkeypatch.setattr(repeats, "decode_run", lambda *a: (lambda r: (decoded.append(r[0]), r)[1])(real(*a)))
+    run = read_run(tmp_path)
+    assert_same(run.series, accumulator_series(tmp_path))
+    assert run.series["lsos"] == [(601, 601 * 0.5)] and run.series["lr"][699] == (700, 700.0)
+    assert sum(decoded) > 1000 and run.problems == [f"{path.name}: truncated after 1198 records"]
 
 
 def test_an_event_mixing_scalars_with_other_values_reads_like_protobuf(tmp_path):
@@ -88,9 +114,12 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_bars_on_a_terminal_only(tmp_path, monkeypatch):
+@pytest.mark.parametrize("side_by_side", [False, True], ids=["in-turn", "side-by-side"])
+def test_progress_bars_on_a_terminal_only(tmp_path, monkeypatch, side_by_side):
     logdir = write_sink_log(tmp_path / "run", steps=100)
     monkeypatch.setattr(command, "_BAR_DELAY_S", 0.0)  # a real analyze this short shows none
+    if side_by_side:  # as a long log replays: the other half's steps counted from its process
+        monkeypatch.setattr(replay_module, "_SIDE_BY_SIDE_MIN_STEPS", 0)
     for out, as_json, shown in ((_Terminal(), False, True), (io.StringIO(), False, False),
                                 (_Terminal(), True, False)):
         err = _Terminal()
@@ -99,3 +128,17 @@ def test_progress_bars_on_a_terminal_only(tmp_path, monkeypatch):
         bars = err.getvalue()
         assert ("reading" in bars and "replay" in bars and "/200 " in bars) == shown, bars  # 200 steps fed
         assert shown or bars == ""
+
+
+def test_an_error_in_the_side_by_side_half_is_raised_as_it_is():
+    if not can_fork():
+        pytest.skip("no fork here: the halves run in turn")
+
+    def job(tick):
+        tick(3)
+        raise ValueError("bad value 7 in the gradient half")
+    ticks = []
+    other = Beside(job, ticks.append)
+    with pytest.raises(ValueError, match="bad value 7 in the gradient half"):
+        other.result()
+    assert sum(ticks) == 3  # its progress came through before the error

@@ -8,6 +8,8 @@ import sys
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from trainvitals.analyze.points import as_arrays
 from trainvitals.analyze.readers import event_file_bytes, read_runs
 from trainvitals.analyze.replay import AnalyzeConfig, Analysis, replay, replay_size
@@ -117,8 +119,10 @@ def _write_analysis(a: Analysis, out) -> None:
         out.write(f"{', ' if i else ''}{json.dumps(tag)}: [")
         steps, values = as_arrays(pts)
         for lo in range(0, len(steps), _JSON_BLOCK):
-            s, v = steps[lo:lo + _JSON_BLOCK].tolist(), values[lo:lo + _JSON_BLOCK].tolist()
-            out.write((", " if lo else "") + ", ".join(map(_JSON_POINT.format, s, map(_json_number, v))))
+            block = values[lo:lo + _JSON_BLOCK]
+            s, v = steps[lo:lo + _JSON_BLOCK].tolist(), block.tolist()
+            texts = map(float.__repr__, v) if np.isfinite(block).all() else map(_json_number, v)  # most blocks
+            out.write((", " if lo else "") + ", ".join(map(_JSON_POINT.format, s, texts)))
         out.write("]")
     out.write("}}")
 

@@ -7,13 +7,12 @@ short series need not know; the replay and the JSON writer use the arrays.
 """
 from __future__ import annotations
 
-from array import array
 from collections.abc import Sequence
 from typing import Iterable, Iterator
 
 import numpy as np
 
-__all__ = ["Points", "PointsBuilder", "as_arrays"]
+__all__ = ["Points", "as_arrays"]
 
 
 class Points(Sequence):
@@ -57,25 +56,3 @@ def as_arrays(points: Sequence[tuple[int, float]]) -> tuple[np.ndarray, np.ndarr
     """(steps, values) arrays of any sequence of (step, value) pairs."""
     p = points if isinstance(points, Points) else Points.of(points)
     return p.steps, p.values
-
-
-class PointsBuilder:
-    """Appends one point at a time at 16 bytes a point; `points()` gives the `Points`."""
-
-    __slots__ = ("steps", "values")
-
-    def __init__(self) -> None:
-        self.steps, self.values = array("q"), array("d")
-
-    def add(self, step: int, value: float) -> None:
-        """Append, or replace the last point when it has the same step."""
-        steps = self.steps
-        if steps and steps[-1] == step:
-            self.values[-1] = value
-        else:
-            steps.append(step)
-            self.values.append(value)
-
-    def points(self) -> Points:
-        return Points(np.frombuffer(self.steps, dtype=np.int64) if self.steps else np.zeros(0, np.int64),
-                      np.frombuffer(self.values, dtype=np.float64) if self.values else np.zeros(0, np.float64))

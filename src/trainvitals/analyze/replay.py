@@ -8,12 +8,15 @@ evaluation events, the report text) is the same code live and offline.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field, fields, replace
+from math import isfinite
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from trainvitals.analyze.points import Points, PointsBuilder, as_arrays
+from trainvitals.analyze.beside import Beside, can_fork
+from trainvitals.analyze.points import Points, as_arrays
 from trainvitals.analyze.readers import RunLog
 from trainvitals.analyze.roles import span_means
 from trainvitals.errors import check_range
@@ -95,17 +98,24 @@ class _ReplayOutbox(Outbox):
     def __init__(self, out: Analysis) -> None:
         super().__init__()
         self.out = out
-        self.kept: dict[str, PointsBuilder] = {}  # 16 bytes a point: a long run derives millions
+        # tag -> (steps, values), 16 bytes a point: a long run derives millions; or the Points of a merged part
+        self.kept: dict[str, tuple[array, array] | Points] = {}
 
     def log(self, tag: str, value: float, step: int) -> None:
-        if not math.isfinite(value):
+        # called for every step's derived values: a builder's work, inlined
+        if not isfinite(value):
             return
         kept = self.kept.get(tag)
         if kept is None:
             if not (tag in DERIVED or tag.startswith("evaluation/")):
                 return
-            kept = self.kept[tag] = PointsBuilder()
-        kept.add(step, value)  # a logged N-step mean is fed N times (_per_step): the last stays
+            kept = self.kept[tag] = (array("q"), array("d"))
+        steps, values = kept
+        if steps and steps[-1] == step:
+            values[-1] = value  # a logged N-step mean is fed N times (_per_step): the last stays
+        else:
+            steps.append(step)
+            values.append(value)
 
     def emit(self, events, echo: bool = True) -> None:
         if events:
@@ -115,10 +125,23 @@ class _ReplayOutbox(Outbox):
         self.out.reports.append(line.strip("\n"))
 
     def series(self) -> dict[str, Points]:
-        return {tag: b.points() for tag, b in self.kept.items() if b.steps}
+        out = {tag: kept if isinstance(kept, Points) else Points(np.frombuffer(kept[0], np.int64),
+                                                                  np.frombuffer(kept[1], np.float64))
+               for tag, kept in self.kept.items()}
+        return {tag: p for tag, p in out.items() if len(p)}
+
+    def merge(self, part: tuple) -> None:
+        """Take in what `_apart` returned, as if its part had been replayed into this box now."""
+        events, series, problems, lr_scale = part
+        self.out.events += events
+        self.out.problems += problems
+        self.kept.update(series)
+        self.lr_scale *= lr_scale
 
 
-_BLOCK = 1 << 16  # steps fed to the loss detectors at a time: Python floats only for these
+_BLOCK = 1 << 16  # steps fed to the detectors at a time: Python floats only for these
+# both halves of a replay at least this long run side by side (`beside`): a fork costs ~10 ms
+_SIDE_BY_SIDE_MIN_STEPS = 50_000
 
 
 def replay(run: RunLog, cfg: AnalyzeConfig, progress: Callable[[int], None] | None = None) -> Analysis:
@@ -134,25 +157,39 @@ def replay(run: RunLog, cfg: AnalyzeConfig, progress: Callable[[int], None] | No
     tick = progress or (lambda n: None)
     monitor_cfg = MonitorConfig(**{f.name: getattr(cfg, f.name) for f in fields(DetectorConfig)})
     lr_steps, lr_values = as_arrays(run.series.get("train/lr", []))
-    lr_at = _step_lookup(lr_steps, lr_values)
-    losses = run.series.get("train/step_loss", [])
-    loss_steps, loss_values = _per_step(*as_arrays(losses)) if losses else (np.zeros(0, np.int64), np.zeros(0))
-    if losses:
-        out.steps = losses[-1][0]
-        uniform = _uniform_loss(cfg, run, facts)
-        part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
-                                   peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
-        steps, values = loss_steps, loss_values
-        lrs = _values_at(lr_steps, lr_values, steps)
-        for lo in range(0, len(steps), _BLOCK):
-            part.report(box, steps[lo:lo + _BLOCK].tolist(), values[lo:lo + _BLOCK].tolist(),
-                        lrs[lo:lo + _BLOCK], log_inputs=False)
-            tick(min(_BLOCK, len(steps) - lo))
-    _replay_gradients(run, facts, monitor_cfg, lr_steps, lr_values, box, tick, (loss_steps, loss_values))
-    _replay_evaluations(run, facts, monitor_cfg, baseline, lr_at, box)
+    loss_steps, loss_values = _per_step(*as_arrays(run.series.get("train/step_loss", [])))
+    grad_steps = _gradient_steps(run)
+
+    uniform = _uniform_loss(cfg, run, facts)
+
+    def losses(into: _ReplayOutbox, tick: Callable[[int], None]) -> None:
+        _replay_losses(run, facts, monitor_cfg, baseline, uniform, loss_steps, loss_values, lr_steps, lr_values,
+                       into, tick)
+
+    def gradients(into: _ReplayOutbox, tick: Callable[[int], None]) -> None:
+        _replay_gradients(run, facts, monitor_cfg, grad_steps, lr_steps, lr_values, into, tick,
+                          (loss_steps, loss_values))
+
+    # the two halves share no state (the gradient half reads the logged losses, not the loss half's
+    # detectors): the loss part cuts no LR, so the gradient part starts at scale 1 either way
+    if min(len(loss_steps), len(grad_steps)) >= _SIDE_BY_SIDE_MIN_STEPS and can_fork():
+        other = Beside(lambda t: _apart(run.name, gradients, t), tick)
+        losses(box, lambda n: (tick(n), other.forward()))  # the bar counts both halves as they go
+        box.merge(other.result())
+    else:
+        losses(box, tick)
+        gradients(box, tick)
+    _replay_evaluations(run, facts, monitor_cfg, baseline, _step_lookup(lr_steps, lr_values), box)
     out.series = box.series()
     out.events.sort(key=lambda e: (e.step if e.step is not None else -1, e.epoch or 0))
     return out
+
+
+def _apart(name: str, part: Callable, tick: Callable[[int], None]) -> tuple:
+    """`part` replayed into an outbox of its own: what `_ReplayOutbox.merge` takes."""
+    box = _ReplayOutbox(Analysis(name))
+    part(box, tick)
+    return box.out.events, box.series(), box.out.problems, box.lr_scale
 
 
 def _uniform_loss(cfg: AnalyzeConfig, run: RunLog, facts: dict[str, Any]) -> float | None:
@@ -175,6 +212,21 @@ def replay_size(run: RunLog) -> int:
     return n + len(_gradient_steps(run))
 
 
+def _replay_losses(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, baseline: float | None,
+                   uniform: float | None, steps: np.ndarray, values: np.ndarray, lr_steps: np.ndarray,
+                   lr_values: np.ndarray, box: _ReplayOutbox, tick: Callable[[int], None]) -> None:
+    if not len(steps):
+        return
+    box.out.steps = int(steps[-1])
+    part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
+                               peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
+    lrs = _values_at(lr_steps, lr_values, steps)
+    for lo in range(0, len(steps), _BLOCK):
+        part.report(box, steps[lo:lo + _BLOCK].tolist(), values[lo:lo + _BLOCK].tolist(),
+                    lrs[lo:lo + _BLOCK], log_inputs=False)
+        tick(min(_BLOCK, len(steps) - lo))
+
+
 def _gradient_tags(run: RunLog) -> dict[str, Sequence[tuple[int, float]]]:
     return {t: v for t, v in run.series.items()
             if t in _GRADIENT_TAGS or t.startswith(_GAIN) or t.startswith(_RATIO)}
@@ -188,10 +240,9 @@ def _gradient_steps(run: RunLog) -> np.ndarray:
     return np.unique(np.concatenate([as_arrays(v)[0] for v in tags.values()])) if tags else np.zeros(0, np.int64)
 
 
-def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, lr_steps: np.ndarray,
-                      lr_values: np.ndarray, box: _ReplayOutbox, tick: Callable[[int], None],
-                      losses: tuple[np.ndarray, np.ndarray]) -> None:
-    steps = _gradient_steps(run)
+def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, steps: np.ndarray,
+                      lr_steps: np.ndarray, lr_values: np.ndarray, box: _ReplayOutbox,
+                      tick: Callable[[int], None], losses: tuple[np.ndarray, np.ndarray]) -> None:
     if not len(steps):
         return
     # every series on the steps any of them has; NaN where it has no point (a logged NaN is kept apart)
@@ -208,28 +259,40 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
                                    warmup_steps=facts.get("warmup_steps"), peak_lr=facts.get("lr"))
     lrs = _values_at(lr_steps, lr_values, steps)
     singles = [cols.get(f"gradient_monitor/{t}") for t in ("grad_norm", "mean_gain", "max_gain")]
+    names = [name for name, _ in gains]
+    report = part.report
     # each gradient step sees the losses up to it, as live (the gain gate reads them)
-    fed_to = np.searchsorted(losses[0], steps, side="right")
-    fed = 0
+    fed_to, fed = np.searchsorted(losses[0], steps, side="right"), 0
     for lo in range(0, len(steps), _BLOCK):
         hi = min(lo + _BLOCK, len(steps))
         block = [c.block(lo, hi) if c is not None else [None] * (hi - lo) for c in singles]
-        gain_cols = [(name, c.block(lo, hi)) for name, c in gains]
-        ratio_cols = [(name, c.block(lo, hi)) for name, c in ratios]
-        for k, step in enumerate(steps[lo:hi].tolist()):
-            weights = None
-            if ratio_cols:
-                logged = {name: c[k] for name, c in ratio_cols if c[k] is not None}
-                if logged:
-                    weights = {"update_ratio": logged, "unchanged": [n for n, r in logged.items() if r == 0.0]}
-            upto = int(fed_to[lo + k])
+        gain_dicts = _dicts(names, [c.block(lo, hi) for _, c in gains], hi - lo)
+        weights = _weights([(name, c.block(lo, hi)) for name, c in ratios], hi - lo)
+        for step, g, norm, mean, top, w, lr, upto in zip(steps[lo:hi].tolist(), gain_dicts, *block, weights,
+                                                         lrs[lo:hi], fed_to[lo:hi].tolist()):
             if upto > fed:
                 part.observe_losses(losses[0][fed:upto].tolist(), losses[1][fed:upto].tolist())
                 fed = upto
-            reading = GradientReading({b: c[k] for b, c in gain_cols if c[k] is not None}, block[0][k],
-                                      block[1][k], block[2][k], weights=weights)
-            part.report(box, step, reading, lrs[lo + k], log_inputs=False)
+            report(box, step, GradientReading(g, norm, mean, top, weights=w), lr, log_inputs=False)
         tick(hi - lo)
+
+
+def _dicts(names: list[str], cols: list[list[float | None]], n: int) -> list[dict[str, float]]:
+    """Row k: {name: its column's value k}, leaving out the Nones."""
+    if not any(None in c for c in cols):  # the common case: every series has every step
+        return [dict(zip(names, row)) for row in zip(*cols)] if cols else [{} for _ in range(n)]
+    return [{name: v for name, v in zip(names, row) if v is not None} for row in zip(*cols)]
+
+
+def _weights(ratio_cols: list[tuple[str, list[float | None]]], n: int) -> list[dict[str, Any] | None]:
+    """The logged update ratios of each step, as `GradientReading.weights` (None: none logged)."""
+    if not ratio_cols:
+        return [None] * n
+    out: list[dict[str, Any] | None] = []
+    for logged in _dicts([name for name, _ in ratio_cols], [c for _, c in ratio_cols], n):
+        out.append({"update_ratio": logged, "unchanged": [k for k, r in logged.items() if r == 0.0]}
+                   if logged else None)
+    return out
 
 
 class _Column:

@@ -123,33 +123,46 @@ def _likely_heads(a: np.ndarray, size: int) -> np.ndarray:
     return at[crc == _short_header_crcs()[length]]
 
 
-def _frame(buf: bytes, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, str]:
-    """Data offsets and lengths of the whole records in `buf`; where reading stopped; why.
+def _frame(buf: memoryview, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, str, list[tuple[int, int, int]]]:
+    """Data offsets and lengths of the whole records in `buf`; where reading stopped; why;
+    and the stretches of records of one length, as (first record, count, stride).
 
-    Records follow each other: a record's length says where the next one starts. The
-    likely heads are chained in numpy; a Python step runs only where the chain breaks
-    (a record of 64 KiB or more, or damage).
+    Records follow each other: a record's length says where the next one starts. Long
+    stretches of one length (our sink's layout) are found from their headers alone
+    (`repeats`); where records stop repeating, the likely heads are found in the whole
+    buffer and chained in numpy. A Python step runs only where both fail (a record of
+    64 KiB or more, or damage).
     """
+    from trainvitals.analyze.repeats import same_length_run  # it builds on this module
     size, last = len(buf), len(buf) - _HEADER
-    cand = _likely_heads(a, size)
-    length = a[cand].astype(np.int64) | (a[cand + 1].astype(np.int64) << 8)
-    nxt = cand + _HEADER + _FOOTER + length
-    breaks = np.flatnonzero(nxt[:-1] != cand[1:])  # a chain ends at each of these
-    pieces, pos, damage = [], 0, ""
+    chains = None  # (heads, next heads, chain ends), found once records stop repeating
+    pieces, runs, pos, damage, records, misses = [], [], 0, "", 0, 0
     while pos <= last:
-        k = int(np.searchsorted(cand, pos))
-        if k < len(cand) and cand[k] == pos:
-            b = int(np.searchsorted(breaks, k))
-            end = int(breaks[b]) if b < len(breaks) else len(cand) - 1
-            pieces.append(cand[k:end + 1])
-            pos = int(nxt[end])
-            continue
+        if chains is None:
+            count, stride = same_length_run(a, pos, size)
+            if count:
+                runs.append((records, count, stride))
+                pieces.append(pos + stride * np.arange(count, dtype=np.int64))
+                records, pos, misses = records + count, pos + count * stride, 0
+                continue
+            misses += 1
+            if misses > _MISSES:
+                chains = _chains(a, size)
+        if chains is not None:
+            cand, nxt, breaks = chains
+            k = int(np.searchsorted(cand, pos))
+            if k < len(cand) and cand[k] == pos:
+                b = int(np.searchsorted(breaks, k))
+                end = int(breaks[b]) if b < len(breaks) else len(cand) - 1
+                pieces.append(cand[k:end + 1])
+                records, pos = records + end + 1 - k, int(nxt[end])
+                continue
         n, crc = struct.unpack_from("<QI", buf, pos)
-        if crc != masked_crc32c(buf[pos:pos + 8]):
+        if crc != masked_crc32c(bytes(buf[pos:pos + 8])):
             damage = "corrupt"
             break
         pieces.append(np.array([pos], dtype=np.int64))
-        pos += n + _HEADER + _FOOTER
+        records, pos = records + 1, pos + n + _HEADER + _FOOTER
     at = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int64)
     lengths = _windows(a, 8)[at].copy().view("<u8")[:, 0].astype(np.int64)
     stop = min(pos, size)
@@ -158,7 +171,22 @@ def _frame(buf: bytes, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, str]
         damage, stop = damage or "incomplete", int(at[whole])
     elif not damage and stop < size:
         damage = "incomplete"  # fewer bytes left than a header
-    return at[:whole] + _HEADER, lengths[:whole], stop, damage
+    return at[:whole] + _HEADER, lengths[:whole], stop, damage, _cut(runs, whole)
+
+
+_MISSES = 8  # records in a row that start no stretch of one length before the general framing takes over
+
+
+def _cut(runs: list[tuple[int, int, int]], records: int) -> list[tuple[int, int, int]]:
+    """The stretches of one length within the first `records` records."""
+    return [(lo, min(count, records - lo), stride) for lo, count, stride in runs if lo < records]
+
+
+def _chains(a: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    cand = _likely_heads(a, size)
+    length = a[cand].astype(np.int64) | (a[cand + 1].astype(np.int64) << 8)
+    nxt = cand + _HEADER + _FOOTER + length
+    return cand, nxt, np.flatnonzero(nxt[:-1] != cand[1:])  # a chain ends at each of the last
 
 
 def _varints(a: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -219,7 +247,7 @@ def _decode_simple(a: np.ndarray, o: np.ndarray, n: np.ndarray):
     return ok, rec, step[rec], t0, t1, value
 
 
-def _tag_ids(buf: bytes, a: np.ndarray, t0: np.ndarray, t1: np.ndarray,
+def _tag_ids(buf: memoryview, a: np.ndarray, t0: np.ndarray, t1: np.ndarray,
              ids: dict[bytes, int]) -> np.ndarray:
     """Number the tags buf[t0:t1] (ids grows with new tags) without a Python loop per record:
     hash each tag's bytes as 64-bit words, then check every tag against its group's first."""
@@ -239,7 +267,7 @@ def _tag_ids(buf: bytes, a: np.ndarray, t0: np.ndarray, t1: np.ndarray,
         if not np.array_equal(words, words[first[inv]]):  # a hash collision: exact fallback
             first, inv = _exact_groups(rows)
         starts = t0[idx[first]].tolist()
-        gid = np.array([ids.setdefault(buf[s:s + length], len(ids)) for s in starts], np.int32)
+        gid = np.array([ids.setdefault(bytes(buf[s:s + length]), len(ids)) for s in starts], np.int32)
         out[idx] = gid[inv]
     return out
 
@@ -316,6 +344,7 @@ def read_event_file(path: str | Path, check_crc: bool = False,
                     progress: Callable[[int], None] | None = None) -> EventFileScalars:
     """All scalars in one event file; damage is reported in `problems`, never raised.
     `progress(n)` is called after each chunk of n bytes is read."""
+    from trainvitals.analyze.repeats import MIN_RUN, decode_run  # it builds on this module
     path = Path(path)
     out, slow = EventFileScalars(), _Slow()
     ids: dict[bytes, int] = {}
@@ -323,27 +352,42 @@ def read_event_file(path: str | Path, check_crc: bool = False,
     damage, carry = "", b""
     with open(path, "rb") as f:
         while not damage:
-            chunk = f.read(CHUNK_BYTES)
-            if progress is not None and chunk:
-                progress(len(chunk))
-            if not chunk:
+            # read into the array the decoder scans (zeros after the data: `_PAD`), with the
+            # bytes the previous chunk left (a record split at its end) in front
+            a = np.zeros(len(carry) + CHUNK_BYTES + _PAD, dtype=np.uint8)
+            a[:len(carry)] = np.frombuffer(carry, dtype=np.uint8)
+            got = f.readinto(memoryview(a)[len(carry):len(carry) + CHUNK_BYTES])
+            if progress is not None and got:
+                progress(got)
+            if not got:
                 damage = "incomplete" if carry else ""
                 break
-            buf = carry + chunk if carry else chunk
-            a = np.zeros(len(buf) + _PAD, dtype=np.uint8)
-            a[:len(buf)] = np.frombuffer(buf, dtype=np.uint8)
-            o, n, stop, damage = _frame(buf, a)
+            buf = memoryview(a)[:len(carry) + got]  # the same bytes, sliced as bytes are
+            o, n, stop, damage, runs = _frame(buf, a)
             if check_crc and len(o):
                 bad = np.flatnonzero(~_data_crc_ok(a, o, n))
                 if bad.size:
-                    o, n, damage = o[:bad[0]], n[:bad[0]], "corrupt"
+                    o, n, damage, runs = o[:bad[0]], n[:bad[0]], "corrupt", _cut(runs, int(bad[0]))
             damage = "" if damage == "incomplete" else damage  # read on: maybe chunk border
-            carry = buf[stop:]
+            carry = bytes(buf[stop:])
             seq = out.records + np.arange(len(o), dtype=np.int64)
-            ok, rec, step, t0, t1, value = _decode_simple(a, o, n)
-            parts.append((_tag_ids(buf, a, t0, t1, ids), step, value, seq[rec]))
-            for i in np.flatnonzero(~ok).tolist():
-                slow.add(buf[o[i]:o[i] + n[i]], int(seq[i]))
+            done = 0  # records decoded, in file order: stretches of one layout, the rest in between
+            for lo, count, stride in [*runs, (len(o), 0, 0)]:
+                if lo > done:
+                    _decode_general(buf, a, o[done:lo], n[done:lo], seq[done:lo], ids, parts, slow)
+                done, end = lo, lo + count
+                while done < end:
+                    decoded, got = decode_run(buf, a, int(o[done]), end - done, stride, ids)
+                    if decoded:
+                        tag_id, step, value, rec = got
+                        parts.append((tag_id, step, value, seq[done + rec]))
+                    # the record that broke the layout goes the general way; so does the rest
+                    # of a stretch whose layout changes every few records
+                    upto = min(done + decoded + 1, end) if decoded >= MIN_RUN else end
+                    if upto > done + decoded:
+                        _decode_general(buf, a, o[done + decoded:upto], n[done + decoded:upto],
+                                        seq[done + decoded:upto], ids, parts, slow)
+                    done = upto
             out.records += len(o)
     out.tags = [b.decode("utf-8", "replace") for b in ids]
     _merge_slow(out, slow, parts)
@@ -353,6 +397,14 @@ def read_event_file(path: str | Path, check_crc: bool = False,
     if slow.undecodable:
         out.problems.append(f"{path.name}: {slow.undecodable} records are not Event protobufs")
     return out
+
+
+def _decode_general(buf: memoryview, a: np.ndarray, o: np.ndarray, n: np.ndarray, seq: np.ndarray,
+                    ids: dict[bytes, int], parts: list, slow: _Slow) -> None:
+    ok, rec, step, t0, t1, value = _decode_simple(a, o, n)
+    parts.append((_tag_ids(buf, a, t0, t1, ids), step, value, seq[rec]))
+    for i in np.flatnonzero(~ok).tolist():
+        slow.add(bytes(buf[o[i]:o[i] + n[i]]), int(seq[i]))
 
 
 def _merge_slow(out: EventFileScalars, slow: _Slow, parts: list) -> None:

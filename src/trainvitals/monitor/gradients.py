@@ -79,11 +79,16 @@ class GradientMonitorCallback:
 
     def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
                epoch: int | None = None, log_inputs: bool = True) -> None:
-        # a NaN gain is a block not measured: left out of every figure, said once (below)
-        gains = {block: g for block, g in r.gains.items() if not math.isnan(g)}
-        agg = gain_aggregates(gains)
-        mean_gain = agg["mean_gain"] if r.gains else r.mean_gain
-        max_gain = agg["max_gain"] if r.gains else r.max_gain
+        # a NaN gain is a block not measured: left out of every figure, said once (below).
+        # A sum is NaN when any term is, so most steps skip the copy (a replay runs millions)
+        raw = r.gains
+        total = sum(raw.values())
+        gains = raw if total == total else {block: g for block, g in raw.items() if not math.isnan(g)}
+        if raw:
+            agg = gain_aggregates(gains)
+            mean_gain, max_gain = agg["mean_gain"], agg["max_gain"]
+        else:  # a log with aggregates only
+            agg, mean_gain, max_gain = {}, r.mean_gain, r.max_gain
         if log_inputs:
             for tag, value in agg.items():
                 if value is not None:
@@ -96,14 +101,16 @@ class GradientMonitorCallback:
                 for group, norm in group_norms(r.param_grad_norms, r.groups).items():
                     out.log(f"gradient_monitor/grad_norm/{group}", norm, step)
         rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
-        events = self._unmeasurable_now(step, [b for b in r.gains if b not in gains], r.nonfinite_params)
+        events = ([] if gains is raw else
+                  self._unmeasurable_now(step, [b for b in raw if b not in gains], r.nonfinite_params))
         events += self.signals.update(step, mean_gain, r.grad_norm, gains or None, rate, r.nonfinite_params,
                                       r.total_params, max_gain)
         if mean_gain is not None:
-            for tag, value in (("gradient_monitor/mean_gain_ma", self.signals.moving_average),
-                               ("gradient_monitor/mean_gain_drift", self.signals.mean_gain_drift)):
-                if value is not None:
-                    out.log(tag, value, step)
+            ma, drift = self.signals.moving_average, self.signals.mean_gain_drift
+            if ma is not None:
+                out.log("gradient_monitor/mean_gain_ma", ma, step)
+            if drift is not None:
+                out.log("gradient_monitor/mean_gain_drift", drift, step)
         w = r.weights
         if w is not None and not w.get("skipped"):
             if log_inputs:

@@ -14,6 +14,7 @@ on the largest block gain, which leaps 10-200x within a few checks at a too-high
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Any
 
 from trainvitals.events import INFO, Event
@@ -29,6 +30,7 @@ _GATED = ("mean_gain_drift", "mean_gain_absolute", "max_gain_jump", "grad_norm_j
 __all__ = ["GradientSignals", "gain_aggregates", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
 
 
+@lru_cache(maxsize=4096)  # a model's few block names, asked at every monitored step
 def first_block(name: str) -> bool:
     """'0', 'encoder.0', 'decoder.0': the first block of a stack."""
     return name.rsplit(".", 1)[-1] == "0"
@@ -37,9 +39,9 @@ def first_block(name: str) -> bool:
 def inner_mean_gain(gains: dict[str, float]) -> float | None:
     """Arithmetic mean of the measured gains (NaN = not measured) of blocks past the first
     of each stack; an overflowed (inf) gain makes it inf, which the absolute check alerts on."""
-    inner = [g for name, g in gains.items() if not first_block(name) and not math.isnan(g)]
+    inner = [g for name, g in gains.items() if g == g and not first_block(name)]  # NaN != NaN
     if not inner:  # a one-block model: nothing else to average
-        inner = [g for g in gains.values() if not math.isnan(g)]
+        inner = [g for g in gains.values() if g == g]
     return sum(inner) / len(inner) if inner else None
 
 
@@ -48,7 +50,7 @@ def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
     alone, so a log written by any trainer is judged by the same numbers as a live run:
     `mean_gain` (blocks past the first), `mean_gain_all` (the seed's), `max_gain`,
     `amplification` (the product)."""
-    measured = [g for g in gains.values() if not math.isnan(g)]
+    measured = [g for g in gains.values() if g == g]  # NaN != NaN: the unmeasured left out
     if not measured:
         return {"mean_gain": None, "mean_gain_all": None, "max_gain": None, "amplification": None}
     return {"mean_gain": inner_mean_gain(gains), "mean_gain_all": sum(measured) / len(measured),

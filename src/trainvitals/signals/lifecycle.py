@@ -32,8 +32,14 @@ class Condition:
         self.started_epoch: int | None = None
 
     @property
-    def active(self) -> bool:
-        return self.active_severity is not None
+    def active_severity(self) -> str | None:
+        return self._severity
+
+    @active_severity.setter
+    def active_severity(self, severity: str | None) -> None:
+        self._severity = severity
+        # a plain attribute: every detector asks it at every step, it changes only with the condition
+        self.active = severity is not None
 
     def settled(self, firing: bool) -> bool:
         """Whether observing `firing` now would start or clear nothing (a severity

@@ -177,18 +177,26 @@ def test_multi_run_directory(tmp_path):
     assert list(read_runs(tmp_path / "a")) == ["a"]
 
 
+def _restarted(logdir, *runs):
+    """Event files written one after the other (a run restarted in its log directory),
+    named so they sort in that order as TensorBoard's would: the writer's own names carry
+    a process-wide counter that sorts "10" before "9"."""
+    for i, kwargs in enumerate(runs):
+        write_tb(logdir / f"w{i}", tags=("loss",), **kwargs)
+        (made,) = (logdir / f"w{i}").iterdir()
+        made.rename(logdir / f"events.out.tfevents.{1000 + i}.host.{i}")
+        (logdir / f"w{i}").rmdir()
+
+
 def test_restart_without_purge_keeps_last_written_value(tmp_path):
-    write_tb(tmp_path, steps=50, tags=("loss",), filename_suffix=".1")
-    write_tb(tmp_path, steps=20, start=40, tags=("loss",), offset=100.0, filename_suffix=".2")
+    _restarted(tmp_path, dict(steps=50), dict(steps=20, start=40, offset=100.0))
     series = read_run(tmp_path).series["loss"]
     assert [s for s, _ in series] == list(range(60))
     assert dict(series)[45] == pytest.approx(104.5) and dict(series)[30] == pytest.approx(3.0)
 
 
 def test_restart_with_purge_step_matches_tensorboard(tmp_path):
-    write_tb(tmp_path, steps=50, tags=("loss",), filename_suffix=".1")
-    write_tb(tmp_path, steps=5, start=30, tags=("loss",), offset=100.0, purge_step=30,
-             filename_suffix=".2")
+    _restarted(tmp_path, dict(steps=50), dict(steps=5, start=30, offset=100.0, purge_step=30))
     series = read_run(tmp_path).series
     assert [s for s, _ in series["loss"]] == list(range(35))
     assert_same(series, accumulator_series(tmp_path))

@@ -13,6 +13,7 @@ from typing import Any
 
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, Event
+from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip, warmup_advice
 from trainvitals.signals.lifecycle import Condition
 
@@ -189,7 +190,7 @@ class UnigramCollapseDetector:
     """
 
     def __init__(self, baseline_loss: float, tolerance: float = 0.05, min_drop: float = 0.15,
-                 patience: int = 20, stall_steps: int = 200) -> None:
+                 patience: int = 20, stall_steps: int = DetectorConfig.unigram_stall_steps) -> None:
         check_range("baseline_loss", baseline_loss, 0, lo_open=True)
         check_range("min_drop", min_drop, 0, 1, lo_open=True, hi_open=True)
         check_range("tolerance", tolerance, 0, min_drop, hi_open=True)  # else armed = collapsed

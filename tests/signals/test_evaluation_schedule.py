@@ -42,3 +42,18 @@ def test_the_schedule_state_survives_a_snapshot():
     rest = [(e.kind, e.severity) for i, (s, t, v, lr) in enumerate(COSINE[5:], 5)
             for e in back.update(i, t, v, lr_now=lr, step=s, host_epoch=float("nan")).events]
     assert rest == []
+
+
+def test_a_loss_that_barely_moves_while_the_lr_rises_is_not_lr_too_low():
+    # run_clm.py's ramp to lr 0.5 over the whole run, scored from HF's trainer_state.json (no
+    # warmup named): the loss barely moved from the 1st to the 2nd evaluation because the LR
+    # was climbing past what the model takes, not because it was too low
+    first, second = (100, 5.907, 5.718, 0.0825), (200, 5.867, 5.795, 0.166)
+
+    def kinds(lr_second):
+        ev = EpochEvaluator(baseline_loss=UNIGRAM)
+        ev.update(0, first[1], first[2], lr_now=first[3], step=first[0], host_epoch=float("nan"))
+        return [e.kind for e in ev.update(1, second[1], second[2], lr_now=lr_second, step=second[0],
+                                          host_epoch=float("nan")).events]
+    assert "lr_too_low" not in kinds(second[3])
+    assert "lr_too_low" in kinds(first[3])  # the same losses at a constant LR

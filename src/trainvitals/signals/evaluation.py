@@ -141,6 +141,7 @@ class EpochEvaluator:
         self._lr_rising = sched is not None and self._lr_last is not None and sched > self._lr_last
         self._lr_last = sched if sched is not None else self._lr_last
         self._lr_annealed = sched is not None and self._lr_top is not None and sched <= _ANNEALED * self._lr_top
+        info["lr_rising"] = self._lr_rising
         evaluated = epoch in self.evaluation_epochs
         report = EpochReport(epoch, evaluated, metrics=self._metrics(), train_loss=train, val_loss=val,
                              step=step, host_epoch=host)

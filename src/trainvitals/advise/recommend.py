@@ -166,7 +166,7 @@ class _Context:
             return s, ""
         both = Suggestion(f"{s}, and {clip[:1].lower()}{clip[1:]}", {**s.change, **clip.change})
         return both, (f". Clipping is off (gradient_clip {self.settings['gradient_clip']}): turned on at "
-                      f"{clip.change['gradient_clip']:g} (HF's and nanoGPT's default) with the cut; an unclipped "
+                      f"{clip.change['gradient_clip']:.1f} (HF's and nanoGPT's default) with the cut; an unclipped "
                       "step at a too-high LR is what blows the weights up, and a cut alone still leaves such steps")
 
     def can_set(self, change: dict[str, Any]) -> bool:

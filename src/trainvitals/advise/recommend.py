@@ -15,9 +15,9 @@ supports and the host can apply wins):
    nothing; /2 for a late failure. Where the run's settings record clipping off, this
    cut (and 3's) also turns it on at 1.0: one change, both keys (a cut alone leaves
    the unclipped steps that blow the weights up).
-   A failure the run recovered from (all of that evidence in its first quarter, at an
-   LR inside the usual range, and the loss then fell far below where it was) does not
-   explain where the run ended: it ranks after 3 and 4, and is cut /2.
+   A failure the run got past (all of that evidence in its first quarter, at an LR
+   inside the usual range, and the loss then fell far below where it was) is no
+   collapse: /2.
 3. **a run that did not learn enough** (`no_learning`, `lr_too_low`, `underfitting`,
    `plateau`, `slow_improvement`). An LR that reached the floor of its decay in the
    first half of the run means the schedule decays too early (decay over the whole
@@ -103,15 +103,8 @@ def recommend(analysis: Analysis, run: RunLog, host: str, settable: set[str] | N
     frozen = _frozen(events)
     if frozen is not None:
         return frozen
-    failure = _lr_failure(ctx, events)
-    ctx.recovered = ctx.got_past(failure)
-    order = [(_initialisation, events), (_lr_too_high, events), (_not_learning, events), (_overfitting, events)]
-    if ctx.recovered:
-        # what the run ended with outranks a failure it got past (whose findings are then spent)
-        rest = [e for e in events if all(e is not f for f in failure)]
-        order = [order[0], (_not_learning, rest), (_overfitting, rest), order[1]]
-    for candidate, seen in order:
-        rec = candidate(ctx, seen)
+    for candidate in (_initialisation, _lr_too_high, _not_learning, _overfitting):
+        rec = candidate(ctx, events)
         if rec is not None and rec.change:
             rec.notes = ctx.notes
             return rec
@@ -131,7 +124,6 @@ class _Context:
         self.steps = analysis.steps or (self.losses[-1][0] if self.losses else 0)
         self.lrs = [(s, v) for s, v in run.series.get("train/lr", []) if math.isfinite(v)]
         self.lr = _num(self.settings.get("lr")) or (max(v for _, v in self.lrs) if self.lrs else None)
-        self.recovered = False  # the LR failure was early, at a usual LR, and the run got past it
 
     def got_past(self, failure: list[Event]) -> bool:
         """Whether the run recovered from `failure` (its LR-too-high evidence): an LR in the
@@ -253,15 +245,6 @@ def _exploded(e: Event) -> bool:
     return False
 
 
-def _lr_failure(ctx: _Context, events: list[Event]) -> list[Event]:
-    """The evidence that the LR is too high: the alerts `_exploded` admits, and a
-    `no_learning` whose finding is a cut."""
-    if ctx.lr is None:
-        return []
-    return [e for e in events if e.severity != INFO and (_exploded(e) or (e.kind == "no_learning"
-                                                                           and _lr_way(e, ctx.lr) == "cut"))]
-
-
 def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
     strong = [e for e in events if e.severity != INFO and _exploded(e)]
     if not strong or ctx.lr is None:
@@ -269,8 +252,9 @@ def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
     first = min(strong, key=lambda e: e.step if e.step is not None else math.inf)
     at = first.step if first.step is not None else ctx.steps
     share = at / ctx.steps if ctx.steps else 1.0
-    learned_nothing = any(e.kind == "no_learning" and _lr_way(e, ctx.lr) == "cut" for e in events)
-    severe = (share <= _EARLY or any(e.kind in _SEVERE for e in strong) or learned_nothing) and not ctx.recovered
+    collapses = [e for e in events if e.kind == "no_learning" and _lr_way(e, ctx.lr) == "cut"]
+    got_past = ctx.got_past(strong + collapses)
+    severe = (share <= _EARLY or any(e.kind in _SEVERE for e in strong) or bool(collapses)) and not got_past
     # a late failure is cut /2, but not to an LR still above the usual AdamW range: /2 is too
     # small a cut for an LR 10-100x too high (0.05 -> 0.025 and 0.02 -> 0.01 still failed)
     far = not severe and ctx.lr > _HIGH_ADAMW_LR
@@ -278,13 +262,13 @@ def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
     why = ("an early failure" if share <= _EARLY else "the loss went non-finite or collapsed"
            if any(e.kind in _SEVERE for e in strong) else "the model learned nothing") if severe else \
         f"a late failure, from an LR above {_HIGH_ADAMW_LR:.0e}" if far else \
-        "an early failure the run got past (its loss then fell far below it)" if ctx.recovered else \
+        "an early failure the run got past (its loss then fell far below it)" if got_past else \
         "a late failure (a drift, not a collapse)"
     reason = (f"{len(strong)} alert(s) show the learning rate is too high; the first, {first.kind} at step {at} "
               f"({100 * share:.0f}% into the run), {first.message[:120].rstrip('.')}. Cut /{1 / factor:.3g}: "
               f"{why} (an early or collapsing failure is cut /10, to no less than {_USUAL_LR_TOP:.0e}, the top of the "
-              f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one /2, "
-              f"unless that leaves it above {_HIGH_ADAMW_LR:.0e})")
+              f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one, or an "
+              f"early one the run got past, /2, unless that leaves it above {_HIGH_ADAMW_LR:.0e})")
     change, more = ctx.cut(factor)
     return ctx.accept(change, reason + more, strong[:3])
 

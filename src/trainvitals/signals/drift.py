@@ -169,7 +169,9 @@ class MeanGainDriftDetector:
         half = self.drift_threshold / 2
         self._high = self._high + 1 if self.drift is not None and self.drift > half else 0
         self._past = self._past + 1 if self.drift is not None and self.drift > self.drift_threshold else 0
-        return self._check_drift(step, lr) + self._check_absolute(g, step, lr)
+        # `_check_drift` starts nothing without both counts (the common case: skip the call)
+        drifting = self._drift_cond.active or self._high >= self.consecutive <= self._rises
+        return (self._check_drift(step, lr) if drifting else []) + self._check_absolute(g, step, lr)
 
     def _check_drift(self, step: int, lr: float | LearningRate | None) -> list[Event]:
         d, ma = self.drift, self.moving_average

@@ -151,10 +151,6 @@ class GradNormJumpDetector:
                 )
         # Every point joins the baseline: the median shrugs off isolated spikes, and a
         # lasting shift becomes the new normal once it fills half the window.
-        self._push(x)
-        return events
-
-    def _push(self, x: float) -> None:
         logs = self._logs
         gone = logs[0] if len(logs) == self.window else math.inf  # the point the deque drops
         logs.append(x)
@@ -162,6 +158,7 @@ class GradNormJumpDetector:
             self._floor = x
         elif gone == self._floor:  # the lowest point left the window
             self._floor = min(logs)
+        return events
 
     def state_dict(self) -> dict[str, Any]:
         return {"logs": list(self._logs), "over": self._over, "calm": self._calm, "level": self._level,

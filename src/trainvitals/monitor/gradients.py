@@ -121,7 +121,7 @@ class GradientMonitorCallback:
             events += self.frozen.update(step, w["unchanged"], len(w["update_ratio"]),
                                          w.get("intentionally_frozen"))
         if mean_gain is not None:
-            out.status["Gain"] = f"{mean_gain:.3f}"
+            out.figures["Gain"] = (mean_gain, ".3f")
         if events:  # most steps raise none
             events = [e if e.epoch is not None or epoch is None else replace(e, epoch=epoch) for e in events]
             out.emit(events)

@@ -52,7 +52,7 @@ class LossMonitorCallback:
         if losses:
             self.last = losses[-1]
         if self.signals.value is not None:
-            out.status["EMA"] = f"{self.signals.value:.4g}"
+            out.figures["EMA"] = (self.signals.value, ".4g")
 
     def state_dict(self) -> dict[str, Any]:
         return self.signals.state_dict()

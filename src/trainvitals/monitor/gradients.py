@@ -27,7 +27,7 @@ from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.signals.advice import fmt_lr
 from trainvitals.signals.frozen import FrozenParamsDetector
-from trainvitals.signals.gradient_signals import GradientSignals, gain_aggregates, watched_gains
+from trainvitals.signals.gradient_signals import GradientSignals, gain_aggregates, measured_gains
 
 __all__ = ["GradientMonitorCallback", "GradientReading", "group_norms"]
 
@@ -80,15 +80,12 @@ class GradientMonitorCallback:
 
     def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
                epoch: int | None = None, log_inputs: bool = True) -> None:
-        # a NaN gain is a block not measured: left out of every figure, said once (below).
-        # A sum is NaN when any term is, so most steps skip the copy (a replay runs millions)
+        # a NaN gain is a block not measured: left out of every figure, said once (below)
         raw = r.gains
-        total = sum(raw.values())
-        gains = raw if total == total else {block: g for block, g in raw.items() if not math.isnan(g)}
         if raw:
-            mean_gain, max_gain = watched_gains(gains)
+            gains, mean_gain, max_gain = measured_gains(raw)
         else:  # a log with aggregates only
-            mean_gain, max_gain = r.mean_gain, r.max_gain
+            gains, mean_gain, max_gain = raw, r.mean_gain, r.max_gain
         if log_inputs:
             for tag, value in (gain_aggregates(gains) if raw else {}).items():
                 if value is not None:

@@ -27,7 +27,7 @@ from trainvitals.signals.grad_health import GradNormJumpDetector, NonFiniteGradC
 # the gain family: a warning unless the loss backs it or the gain exploded (gain_gate.py)
 _GATED = ("mean_gain_drift", "mean_gain_absolute", "max_gain_jump", "grad_norm_jump")
 
-__all__ = ["GradientSignals", "gain_aggregates", "watched_gains", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
+__all__ = ["GradientSignals", "gain_aggregates", "measured_gains", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
 
 
 @lru_cache(maxsize=4096)  # a model's few block names, asked at every monitored step
@@ -56,14 +56,14 @@ def inner_mean_gain(gains: dict[str, float]) -> float | None:
     return total / len(inner) if inner else None
 
 
-def watched_gains(gains: dict[str, float]) -> tuple[float | None, float | None]:
-    """The two aggregates the detectors watch: (`mean_gain`, `max_gain`) of `gain_aggregates`,
-    without the two only logged (a replay asks at every step and logs neither)."""
+def measured_gains(gains: dict[str, float]) -> tuple[dict[str, float], float | None, float | None]:
+    """The measured gains (a NaN gain, a block not measured, left out: `gains` itself where
+    none is NaN, the common case, not a copy) and the two aggregates the detectors watch,
+    `mean_gain` and `max_gain` (None where no gain is measured)."""
     total = sum(gains.values())
-    if total == total:  # no NaN (the unmeasured), the common case: no copy
-        return (inner_mean_gain(gains), max(gains.values())) if gains else (None, None)
-    measured = [g for g in gains.values() if g == g]  # NaN != NaN: the unmeasured left out
-    return (inner_mean_gain(gains), max(measured)) if measured else (None, None)
+    if total != total:  # a sum is NaN when any term is
+        gains = {block: g for block, g in gains.items() if g == g}  # NaN != NaN
+    return (gains, inner_mean_gain(gains), max(gains.values())) if gains else (gains, None, None)
 
 
 def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
@@ -71,12 +71,12 @@ def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
     alone, so a log written by any trainer is judged by the same numbers as a live run:
     `mean_gain` (blocks past the first), `mean_gain_all` (the seed's), `max_gain`,
     `amplification` (the product)."""
-    mean_gain, max_gain = watched_gains(gains)
-    measured = [g for g in gains.values() if g == g]
+    measured, mean_gain, max_gain = measured_gains(gains)
     if not measured:
         return {"mean_gain": None, "mean_gain_all": None, "max_gain": None, "amplification": None}
-    return {"mean_gain": mean_gain, "mean_gain_all": sum(measured) / len(measured),
-            "max_gain": max_gain, "amplification": math.prod(measured)}
+    values = list(measured.values())
+    return {"mean_gain": mean_gain, "mean_gain_all": sum(values) / len(values),
+            "max_gain": max_gain, "amplification": math.prod(values)}
 
 
 def max_gain_jump_detector(factor: float, persistence: int = DetectorConfig.jump_persistence) -> GradNormJumpDetector:

@@ -100,7 +100,7 @@ class GradNormJumpDetector:
         events: list[Event] = []
         # not over the factor even above the lowest point, so not above the median: skip the median
         quiet = not self._cond.active and self._logs and x - self._floor <= self._log_factor
-        if len(self._logs) >= self.min_history and not quiet:
+        if not quiet and len(self._logs) >= self.min_history:
             med = statistics.median(self._logs)
             mad = statistics.median(abs(v - med) for v in self._logs)
             bar = max(math.log(self.factor), self.z_max * _MAD_TO_SIGMA * mad)

@@ -45,7 +45,8 @@ class LossMonitorCallback:
             if ema is not None:
                 log("train/step_loss_ema", ema, step)
             # under auto_adjust a rollback answers it (monitor/rollback.py), or stops the run itself
-            if not -math.inf < loss < math.inf and self.config.on_nonfinite_loss == "stop" and not self.config.auto_adjust:
+            if (not -math.inf < loss < math.inf and self.config.on_nonfinite_loss == "stop"
+                    and not self.config.auto_adjust):
                 out.request_stop(StopReason.NONFINITE_LOSS,
                                  f"non-finite loss {loss} at step {step} (on_nonfinite_loss='stop'); "
                                  f"the last finite snapshot is kept")

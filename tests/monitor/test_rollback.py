@@ -24,15 +24,19 @@ def setup(**over):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layers=2, d_model=16, n_heads=2, block_size=8, dropout=0.0))
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    cfg = MonitorConfig(auto_adjust=True, log_every=5, rollback_every=5, rollback_keep=3,
-                        enable_gradient_monitor=False, **over)
+    cfg = MonitorConfig(**{"auto_adjust": True, "log_every": 5, "rollback_every": 5, "rollback_keep": 3,
+                           "enable_gradient_monitor": False, **over})
     return model, opt, Monitor(model, opt, cfg, console=False, run_info={"lr": LR})
 
 
-def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None):
+def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None):
     """Steps first+1..first+steps on batch i at step i; `saved[step]`: the weights and
-    optimizer state after each step (before a rollback can change them)."""
+    optimizer state after each step (before a rollback can change them); `lr_at(step)`:
+    the LR of each step (default: the optimizer's, left alone)."""
     for i in range(first, first + steps):
+        if lr_at is not None:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(i + 1)
         batch = torch.randint(0, 256, (4, 9), generator=torch.Generator().manual_seed(i))
         loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
         if i + 1 in nan_at:
@@ -95,7 +99,7 @@ def test_a_divergence_cuts_the_lr_by_the_change_advise_recommends(total_steps):
     model, opt, monitor = setup()
     saved = {}
     train(model, opt, monitor, 20, saved=saved)
-    monitor.rollback.total_steps = total_steps
+    monitor.total_steps = total_steps
     alert = _divergence(20, min_step=12)
     monitor.emit(alert)
     monitor.rollback.check(monitor, [alert])
@@ -109,6 +113,47 @@ def test_a_divergence_cuts_the_lr_by_the_change_advise_recommends(total_steps):
     assert new == pytest.approx(LR * (0.5 if total_steps is None else 0.1))
     assert monitor.lr_scale == pytest.approx(new / LR) and r["lr_after"] == pytest.approx(new)
     assert "learning rate" in r["cause"]
+
+
+def test_a_large_cut_goes_back_past_the_states_trained_at_more_than_twice_the_new_lr():
+    # a warmup to 10x the LR advise will set: the state of step 5 trained at 2.5x it already,
+    # the start of the run did not (the benchmark's LR-too-high-after-warmup runs: the state
+    # before the first warning sign, trained at 5x, ended 4-9% above the healthy twin)
+    model, opt, monitor = setup(rollback_keep=5)
+    train(model, opt, monitor, 20, lr_at=lambda step: LR * step / 20)
+    monitor.total_steps = 100  # an early failure: advise cuts /10, to 1e-4
+    alert = _divergence(20, min_step=12)
+    monitor.emit(alert)
+    monitor.rollback.check(monitor, [alert])
+    (r,) = monitor.rollback.done
+    assert r["lr_after"] == pytest.approx(LR / 10)
+    assert (r["restored_step"], r["skipped_steps"]) == (0, [1, 20])  # not 10, the newest before step 12
+    assert "the newest trained at an LR under 2.0e-04" in actions(monitor)[0].message
+
+
+def test_a_late_halving_keeps_the_newest_state_before_the_trouble():
+    # a /2 cut (advise's finest) blames no state trained at up to the old LR: all are kept
+    model, opt, monitor = setup(rollback_keep=5)
+    train(model, opt, monitor, 20)
+    alert = _divergence(20, min_step=12)
+    monitor.emit(alert)
+    monitor.rollback.check(monitor, [alert])
+    assert monitor.rollback.done[0]["restored_step"] == 10 and monitor.lr_scale == pytest.approx(0.5)
+
+
+def test_an_lr_raised_above_the_one_set_is_the_one_cut():
+    # the loop runs at 30x the LR it declared (raised on a resume): advise sizes the cut from
+    # the LR in use, and the states trained at it are passed over
+    model, opt, monitor = setup(rollback_keep=5)
+    train(model, opt, monitor, 20, lr_at=lambda step: LR * (30 if step > 12 else 1))
+    alert = _divergence(20, min_step=17)
+    monitor.emit(alert)
+    monitor.rollback.check(monitor, [alert])
+    (r,) = monitor.rollback.done
+    assert r["lr_before"] == pytest.approx(30 * LR)
+    assert r["lr_after"] == pytest.approx(3e-3)  # advise: a late failure from above 1e-2, into the usual range
+    assert monitor.lr_scale == pytest.approx(0.1)
+    assert r["restored_step"] == 10  # trained at 1e-3: the newest state before the raise
 
 
 def test_a_spike_skips_its_batches_and_keeps_the_lr():

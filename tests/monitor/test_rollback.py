@@ -2,6 +2,7 @@
 was given, in place, to the last good state before the trouble; the loop's data goes on
 (the batches in between are skipped); the LR cut is the change `advise` recommends."""
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -202,6 +203,40 @@ def test_resume_keeps_the_count_and_the_skip_list(tmp_path):
         assert [r["rollback"] for r in resumed.rollback.done] == [1, 2]
     written = json.loads((tmp_path / "run" / "rollbacks.json").read_text())["rollbacks"]
     assert [r["skipped_steps"] for r in written] == [[11, 15], [21, 25]]
+
+
+def test_a_resume_with_a_lower_max_rollbacks_stops_at_the_next_trigger_naming_the_earlier_one():
+    model, opt, monitor = setup()
+    train(model, opt, monitor, 20, nan_at={13})
+    state = copy.deepcopy(monitor.state_dict())
+    resumed = Monitor(model, opt, dataclasses.replace(monitor.config, max_rollbacks=1), resume=state,
+                      console=False, run_info={"lr": LR})
+    train(model, opt, resumed, 10, first=20, nan_at={23})
+    assert resumed.stop_reason is StopReason.AUTO_ADJUST and len(resumed.rollback.done) == 1
+    assert "max_rollbacks=1" in resumed.stop_message and "#1 at step 15" in resumed.stop_message
+
+
+def test_the_grad_scalers_loss_scale_goes_back_with_the_optimizer():
+    # two overflowing steps halve the loss scale twice (the scaler skips them); the rollback
+    # to the state of step 10 restores its scale too, as the optimizer state it goes with
+    model, opt, monitor = setup()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1000)
+    for i in range(15):
+        batch = torch.randint(0, 256, (4, 9), generator=torch.Generator().manual_seed(i))
+        loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
+        if i + 1 in (13, 14):
+            loss = loss * float("inf")
+        scaler.scale(loss).backward()
+        monitor.after_backward(grad_scale=scaler)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        if i + 1 == 14:
+            assert scaler.get_scale() == 2.0 ** 8
+        monitor.step_end(loss)
+    (r,) = monitor.rollback.done
+    assert (r["restored_step"], r["trigger"]) == (10, ["nonfinite_loss"])
+    assert scaler.get_scale() == 2.0 ** 10
 
 
 @pytest.mark.parametrize("field,value", [("max_rollbacks", -1), ("rollback_every", 0), ("rollback_keep", 0)])

@@ -166,7 +166,7 @@ class Monitor(EvaluationPoints, Outbox):
         A tensor or float is taken as the loss scale still in the gradients."""
         self._lr_now = self.current_lr()
         if self.rollback is not None:
-            self.rollback.before_update(self, self._lr_now)
+            self.rollback.before_update(self, self._lr_now, grad_scale)
         if self.flow is None or not self.flow.attached:
             return
         grad_scale, scaler = loss_scale(grad_scale, self.optimizer)

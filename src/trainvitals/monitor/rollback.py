@@ -80,6 +80,7 @@ class _State:
     detectors: dict[str, Any]  # the step-level detectors' state_dicts: "loss", "gradients"
     tallies: dict[str, Any]  # the monitor's epoch and evaluation-span loss sums
     lr_max: float | None = None  # the highest LR in use of the updates that made these weights (None: unknown)
+    scaler: dict[str, Any] | None = None  # the GradScaler's state (its loss scale), where one is in use
     source: str = "memory"
 
 
@@ -95,11 +96,15 @@ class Rollback:
         self.disk: Callable[[], list[tuple[int, Path]]] | None = None  # (step, path) of on-disk snapshots
         self._last_kept: int | None = None
         self._lr_max = 0.0  # the highest LR in use of the updates that made the weights now
+        self.scaler: torch.amp.GradScaler | None = None  # the loop's enabled GradScaler, restored with the optimizer
 
     # --- keeping states ------------------------------------------------------------------
-    def before_update(self, monitor: Monitor, lr: float | None) -> None:
+    def before_update(self, monitor: Monitor, lr: float | None, grad_scale: Any = None) -> None:
         """Every step, before its update at LR `lr` (the one in use): the state to fall back
-        to at the start of this session (at its first step), and the LR the weights saw."""
+        to at the start of this session (at its first step), and the LR the weights saw.
+        `grad_scale`: what the loop passed `after_backward` (a GradScaler is kept with the states)."""
+        if isinstance(grad_scale, torch.amp.GradScaler) and grad_scale.is_enabled():
+            self.scaler = grad_scale
         if not self.ring and monitor.optimizer is not None and self.can_restore:
             self._keep(monitor)
         if isinstance(lr, (int, float)) and math.isfinite(lr):
@@ -125,7 +130,9 @@ class Rollback:
         self.ring.append(_State(monitor.step, _copy(monitor.model.state_dict(), "cpu"),
                                 _copy(monitor.optimizer.state_dict(), "cpu"),
                                 {k: copy.deepcopy(p.state_dict()) for k, p in _detectors(monitor).items()},
-                                _tallies(monitor), self._lr_max))
+                                _tallies(monitor), self._lr_max,
+                                # a host sync (the scale's .item()), on the steps a state is kept only
+                                self.scaler.state_dict() if self.scaler is not None else None))
         self._last_kept = monitor.step
 
     # --- rolling back --------------------------------------------------------------------
@@ -157,6 +164,8 @@ class Rollback:
             return self._stop(monitor, f"auto_adjust: {what}; no state taken before step {start} is left to roll "
                                        f"back to (in memory: steps {[s.step for s in self.ring]}); stopping")
         _restore(monitor, state)
+        if self.scaler is not None and state.scaler:  # the loss scale goes back with the optimizer state
+            self.scaler.load_state_dict(copy.deepcopy(state.scaler))
         self._lr_max = state.lr_max if state.lr_max is not None else self._lr_max
         while self.ring and self.ring[-1].step > state.step:  # taken inside the trouble
             self.ring.pop()
@@ -292,7 +301,8 @@ def _from_snapshot(step: int, path: Path) -> _State:
                "epoch_loss": m["epoch_loss"], "eval_loss": m.get("eval_loss", m["epoch_loss"]),
                "last_finite": m["last_finite"], "before_nonfinite": m["before_nonfinite"]}
     detectors = {k: m[k] for k in ("loss", "gradients") if m.get(k) is not None}
-    return _State(step, saved["model"], saved["optimizer"], detectors, tallies, source=str(path))
+    return _State(step, saved["model"], saved["optimizer"], detectors, tallies,
+                  scaler=saved.get("grad_scaler") or None, source=str(path))
 
 
 def _advised_lr(monitor: Monitor) -> tuple[float | None, str]:

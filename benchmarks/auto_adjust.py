@@ -17,7 +17,7 @@ from step 200, the LR x10 from step 100, a peak LR of 0.03 reached at step 60).
 Each runs three ways on the same seed: as is (`off`), with `auto_adjust` (`auto`), and
 with OLMo-core's skip-step rule (`olmo`: skip the optimizer step when the loss or the
 gradient norm is more than 6 standard deviations above the mean of its last 128 steps,
-once 20 are known). The healthy twins (no fault) run the same three ways.
+skipped or not, once 64 are known, as olmo_core's `SkipStepOptimizer` does). The healthy twins (no fault) run the same three ways.
 
 Declared before any run: a failing run is **rescued** when it ends with no alert
 outstanding (every alert cleared or answered by a later rollback), its stop reason
@@ -43,7 +43,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, stdev
 from typing import Any
 
 import torch
@@ -78,7 +78,8 @@ HOLDOUT = {"spike@80": Fault("spike", 1, 80), "bad_stretch_24@200": Fault("bad_s
            "lr_raised_x10@100": Fault("lr_raised", 10, 100), "lr_high_0.03@60": Fault("lr_high_after_warmup", 0.03, 60)}
 MODES = ("off", "auto", "olmo")
 MARGIN_FLOOR = 0.03
-OLMO_WINDOW, OLMO_SIGMA, OLMO_MIN = 128, 6.0, 20
+OLMO_WINDOW, OLMO_SIGMA = 128, 6.0
+OLMO_MIN = OLMO_WINDOW // 2  # olmo_core skips nothing until half its window is filled
 _MODEL_KEYS = ("d_model", "n_layers", "n_heads", "block_size")
 
 
@@ -119,8 +120,10 @@ class _LRFault(TrainerCallback):
 
 
 class _OLMoSkip(TrainerCallback):
-    """OLMo-core's rule: skip the step when its loss or grad norm is > 6 sigma above the
-    mean of the last 128 (applied) steps. The optimizer's step is wrapped to do nothing then."""
+    """OLMo-core's rule (olmo_core's SkipStepOptimizer): skip the step when its loss or grad
+    norm is > 6 sigma above the mean of the last 128 steps, every step's value in the window,
+    skipped or not (non-finite ones left out of the statistics), once 64 steps are in it.
+    The optimizer's step is wrapped to do nothing then."""
 
     def __init__(self, trainer: LanguageModelTrainer) -> None:
         self.losses: list[float] = []
@@ -139,18 +142,17 @@ class _OLMoSkip(TrainerCallback):
         grads = [p.grad for p in ctx.model.parameters() if p.grad is not None]
         norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
         self._skip = any(_outlier(v, hist) for v, hist in ((loss, self.losses), (norm, self.norms)))
-        if self._skip:
-            self.skipped += 1
-            return
+        self.skipped += self._skip
         for v, hist in ((loss, self.losses), (norm, self.norms)):
             hist.append(v)
             del hist[:-OLMO_WINDOW]
 
 
 def _outlier(v: float, hist: list[float]) -> bool:
-    if not math.isfinite(v):
-        return True
-    return len(hist) >= OLMO_MIN and v > mean(hist) + OLMO_SIGMA * pstdev(hist)
+    if len(hist) + 1 < OLMO_MIN:
+        return False
+    finite = [h for h in hist if math.isfinite(h)]
+    return not math.isfinite(v) or len(finite) < 2 or v > mean(finite) + OLMO_SIGMA * stdev(finite)
 
 
 class _Trainer(LanguageModelTrainer):
@@ -248,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = ("bad_stretch",) if args.quick else tuple(FAULTS)
     if args.holdout:
         seeds, faults = range(3, 5), tuple(FAULTS) + tuple(HOLDOUT)
-    size = {"steps_per_epoch": 30, "epochs": 3, "fault_at": 50} if args.quick else {}
+    size = {"steps_per_epoch": 30, "epochs": 3, "fault_at": 70} if args.quick else {}
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="auto_adjust-"))
     t0 = time.time()
     healthy = {(m, s): run(None, m, s, workdir, **size) for s in seeds for m in MODES}

@@ -8,6 +8,8 @@ detectors over their logs, print recall / lead / false positives per detector.
 from __future__ import annotations
 
 import argparse
+import datetime
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,14 +27,29 @@ other hosts' 18 took 8 min on a shared, loaded 2-core machine; the 28 creeping-f
 take 1-3 min each). The thresholds were chosen on the tune half of our trainer's runs by
 `python benchmarks/detection/tune.py`; its holdout half and the other hosts' runs were not
 used. The one-outlier rules of issue 22 (jump persistence, trimmed drift average, spike floor
-and hold) were set from the runs named in tests/signals/test_outliers.py, none of them here;
+and hold) were set from the runs named in tests/signals/test_outliers.py, none of them here, and
+its grad-norm rules (a loss that responds; a lone jump held back) and the LR-schedule rule of the
+evaluation checks from the runs of REAL_SCRIPTS.md, none of them here either;
 `unigram_stall_steps` (200) doubles the longest healthy pass through the unigram entropy on the
 tune half (104 steps). "Live" is what the host raised while training, with the code of the day
 the run was made; "replayed" is this code. HF's own log is scored against the first logged step
 at or after the failure (a 10-step mean cannot show step 2 before step 10).
 How to read it: docs/detection.md. Runs of scripts nobody here wrote: REAL_SCRIPTS.md.
+Replayed on {date} with the code of commit {commit}.
 
 """
+
+
+def _stamp() -> dict[str, str]:
+    """Today's date and the commit of the code that replayed the runs ("+ local changes" if any)."""
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=HERE, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", str(HERE.parents[1] / "src"))
+    return {"date": datetime.date.today().isoformat(), "commit": commit + (" + local changes" if dirty else "")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         tables += [build_report(root, specs, half) for half in ("holdout", "tune")]
         tables += [build_report(root, specs, "all", host) for host in (*HOSTS[1:], HF_OWN)]
         tables += [build_creep_report(root, creep)]
-        Path(args.markdown).write_text(_HEADER + "\n\n".join(tables) + "\n")
+        Path(args.markdown).write_text(_HEADER.format(**_stamp()) + "\n\n".join(tables) + "\n")
     return 0
 
 

@@ -72,8 +72,8 @@ def test_persistence_state_survives_a_resume():
 
 
 def test_a_jump_the_loss_responds_to_still_gets_an_alert():
-    # the clipped jump is a warning from the gradient side; the loss that then spikes
-    # 4x raises its own alert
+    # the lone clipped jump is held back on the gradient side (GradientSignals holds lone grad-norm
+    # jumps); the loss that then spikes 4x raises its own alert
     cfg = DetectorConfig()
     grads, losses = GradientSignals(cfg, 4, gradient_clip=1.0), LossSignals(cfg)
     norms = dict(_with(GRAD_NORMS, {OUTLIER}, BIG))
@@ -85,7 +85,7 @@ def test_a_jump_the_loss_responds_to_still_gets_an_alert():
         events += losses.update(loss, step)[1]
         if step in norms:
             events += grads.update(step, grad_norm=norms[step])
-    assert ("grad_norm_jump", "warning", 46) in [(e.kind, e.severity, e.step) for e in events]
+    assert [e for e in events if e.kind == "grad_norm_jump"] == []
     assert ("loss_spike", "alert", 47) in [(e.kind, e.severity, e.step) for e in events]
 
 
@@ -174,3 +174,63 @@ def test_a_run_spiking_every_few_steps_gets_one_spike_alert():
     assert alerts[0] == 23  # the first spike is said when it happens
     # cleared after one calm step, it was raised 9 times here (23, 28, 33, 42, 44, 93, ...)
     assert len(alerts) <= 3, alerts
+
+
+# --- an unclipped grad-norm outlier on a flat, noisy loss ----------------------------------------
+
+# steps 200-300 of the healthy run of the transformer demo shipped in lightning (SGD lr 0.1, batch 1,
+# no clipping): step losses, and the global grad norm every 3rd step, 77 at step 286 (19x its median)
+DEMO_HEALTHY_LOSS = [
+    5.67, 4.89, 5.72, 5.24, 5.94, 4.72, 4.59, 4.33, 4.37, 4.66, 5.63, 4.61, 5.27, 4.69, 5.02, 6.08, 5.55, 4.6, 4.88,
+    4.92, 4.94, 4.29, 4.58, 4.41, 4.76, 4.2, 5.24, 4.79, 5.15, 5.03, 4.26, 4.47, 5.3, 5.36, 6.55, 5.9, 3.54, 4.64, 4.02,
+    4.68, 3.81, 3.6, 6.14, 4.31, 3.76, 3.91, 3.16, 2.98, 3.17, 5.07, 4.59, 4.03, 5.02, 5.2, 2.94, 3.71, 4.63, 3.58, 4.9,
+    4.14, 3.03, 4.07, 4.39, 5.38, 5.49, 5.5, 5.6, 5.7, 6.17, 5.43, 6.44, 5.18, 4.15, 3.89, 4.04, 5.43, 4.5, 4.29, 4.63,
+    3.89, 4.28, 4.89, 4.77, 4.98, 5.17, 5.16, 4.73, 5.02, 4.84, 4.85, 5.41, 4.51, 4.09, 4.25, 5.26, 4.86, 5.14, 5.19,
+    4.45, 3.95, 4.17]
+DEMO_HEALTHY_NORMS = {
+    202: 4.21, 205: 7.24, 208: 10.49, 211: 7.69, 214: 3.73, 217: 7.37, 220: 4.34, 223: 3.83, 226: 4.08, 229: 4.48,
+    232: 4.09, 235: 23.64, 238: 3.86, 241: 5.79, 244: 6.22, 247: 3.56, 250: 3.72, 253: 4.01, 256: 8.07, 259: 4.53,
+    262: 3.44, 265: 4.0, 268: 3.96, 271: 5.83, 274: 3.32, 277: 3.5, 280: 10.73, 283: 3.56, 286: 77.37, 289: 28.55,
+    292: 9.88, 295: 4.13, 298: 11.68}
+
+
+def _demo_jumps(losses, norms=DEMO_HEALTHY_NORMS):
+    grads = GradientSignals(DetectorConfig(), 4)  # no clipping, as the demo ships
+    events = []
+    for step, loss in enumerate(losses, 200):
+        grads.observe_loss(step, loss)
+        if step in norms:
+            events += [(e.step, e.severity) for e in grads.update(step, grad_norm=norms[step])
+                       if e.kind == "grad_norm_jump" and e.severity != "info"]
+    return events
+
+
+def test_an_unclipped_outlier_on_a_flat_noisy_loss_is_not_an_alert_nor_a_warning():
+    # the loss did not move (its short EMA sat 16% over its lowest point by chance, and fell under 1%
+    # in 25 steps: the gain gate's "stalled or rose" held, and this was an alert); one outlier alone
+    # is held back
+    assert _demo_jumps(DEMO_HEALTHY_LOSS) == []
+    # a second jump within `jump_persistence` (3) checks is a warning, the loss still not answering
+    assert _demo_jumps(DEMO_HEALTHY_LOSS, {**DEMO_HEALTHY_NORMS, 292: 80.0}) == [(292, "warning")]
+
+
+def test_an_unclipped_outlier_the_loss_responds_to_is_an_alert():
+    responded = DEMO_HEALTHY_LOSS[:86] + [3 * x for x in DEMO_HEALTHY_LOSS[86:]]  # from step 286 on, 3x
+    assert _demo_jumps(responded)[0] == (286, "alert")
+    went_nan = DEMO_HEALTHY_LOSS[:86] + [float("nan")] * 15
+    assert _demo_jumps(went_nan)[0] == (286, "alert")
+
+
+def test_lone_jumps_are_held_back_only_where_asked_and_the_hold_survives_a_resume():
+    points = _with(GRAD_NORMS, {46, 52}, BIG)  # two clipped jumps two checks apart
+
+    def run(det, pts):
+        return [(s, e.severity) for s, g in pts for e in det.update(g, s, gradient_clip=1.0) if e.severity != "info"]
+    assert run(GradNormJumpDetector(), points)[0] == (46, "warning")  # the largest block gain's: not held
+    assert run(GradNormJumpDetector(hold_lone=True), _with(GRAD_NORMS, {46}, BIG)) == []
+    assert run(GradNormJumpDetector(hold_lone=True), points) == [(52, "warning")]
+    part = GradNormJumpDetector(hold_lone=True)
+    assert run(part, points[:16]) == []  # through step 46
+    resumed = GradNormJumpDetector(hold_lone=True)
+    resumed.load_state_dict(json.loads(json.dumps(part.state_dict())))
+    assert run(resumed, points[16:]) == [(52, "warning")]

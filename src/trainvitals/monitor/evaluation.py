@@ -47,7 +47,7 @@ class PostEpochEvaluationCallback:
             info["lr"] = peak
         report = self.evaluator.update(epoch, train_loss, val_loss, lr=peak, run_info=info, step=step,
                                        warmup_steps=info.get("warmup_steps"), last_finite_loss=last_finite_loss,
-                                       lr_now=lr, host_epoch=host_epoch)
+                                       lr_now=lr, host_epoch=host_epoch, lr_scale=out.lr_scale)
         at = epoch if step is None else step  # an epoch-indexed log (a CSV) has no step
         # what the evaluation compared (`analyze` finds the evaluations of a log of ours by it)
         metrics = {**report.metrics, "train_loss": math.nan if train_loss is None else float(train_loss),

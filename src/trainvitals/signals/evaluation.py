@@ -17,7 +17,8 @@ a few steps apart): while the LR still ramps up, nothing is said about slow prog
 (``lr_too_low``, ``no_learning``, the diagnosis), only a rising loss; a rate of
 improvement compares with the latest evaluation ``PROGRESS_STEPS`` (30) or more steps back,
 not merely the previous one; the plateau's "< 1% a check" is scaled to checks closer
-than that. Given the last finite step loss before a non-finite train loss, a loss that
+than that; slow improvement, plateau and underfitting are left to the schedule while the
+LR in use rises (a warmup the run did not name) or once it has decayed to half its peak. Given the last finite step loss before a non-finite train loss, a loss that
 was healthy just before blames the batch (``bad_batch``), not the learning rate.
 """
 from __future__ import annotations
@@ -55,6 +56,11 @@ _LR_CUT = 0.5           # seed: "Reduce learning rate by 0.5x"
 # overfitting and slow improvement came and went with the noise of one evaluation.
 _CLEAR_AFTER = 3
 _FINDINGS = ("slow_improvement", "overfitting", "plateau", "underfitting")
+# A schedule that has brought the LR in use to half its peak or less is annealing: a loss that
+# improves slowly or plateaus then is what the decay does, not a finding. HF run_clm.py's healthy
+# cosine runs were warned of plateau, slow improvement and underfitting at steps 600-800 of 800
+# (LR at 0-15% of its peak), nanoGPT's of underfitting at step 200 of 300 (36%); docs/detection.md.
+_ANNEALED = 0.5
 
 
 class EpochEvaluator:
@@ -89,11 +95,15 @@ class EpochEvaluator:
         self._findings = {k: Condition(k, _SOURCE) for k in _FINDINGS + ("val_loss_above_best",)}
         self._above_best = 0  # evaluations in a row with the val loss well above its best
         self._not_held: dict[str, int] = {}  # evaluations in a row each finding has not held
+        self._lr_top: float | None = None  # the highest LR known so far: the peak set, or seen in use
+        self._lr_last: float | None = None  # the schedule's LR at the previous evaluation
+        self._lr_rising = self._lr_annealed = False  # at this evaluation: above the last; at half the top or less
 
     def update(self, epoch: int, train_loss: float, val_loss: float | None,
                lr: float | None = None, run_info: dict | None = None, *, step: int | None = None,
                warmup_steps: int | None = None, last_finite_loss: float | None = None,
-               lr_now: float | None = None, host_epoch: float | None = None) -> EpochReport:
+               lr_now: float | None = None, host_epoch: float | None = None,
+               lr_scale: float = 1.0) -> EpochReport:
         """Record one evaluation; return its metrics and findings.
 
         ``epoch`` is the evaluation's 0-based number (the epoch, where evaluations are
@@ -106,6 +116,8 @@ class EpochEvaluator:
         evaluation; ``warmup_steps``, the run's linear warmup; ``last_finite_loss``,
         for a non-finite train loss, the last finite step loss before its first
         non-finite one. None leaves the rules counting evaluations.
+        ``lr_scale``: the product of the LR cuts the monitor has made (auto_adjust, a
+        rollback), so the schedule's own decay is told from them.
         """
         train, val = _finite(train_loss), _finite(val_loss)
         # HF's float epoch, as read back from a log (float32); NaN: a host without epochs
@@ -121,6 +133,15 @@ class EpochEvaluator:
             info.setdefault("warmup_steps", warmup_steps)
         warming = step is not None and bool(warmup_steps) and step <= warmup_steps
         info["learning_rate"] = learning_rate(_finite(lr_now), num(info, "lr"), step, warmup_steps)
+        # the schedule's LR: the one in use, the monitor's cuts taken out
+        sched = _finite(lr_now) / lr_scale if _finite(lr_now) is not None and lr_scale > 0 else None
+        peak = num(info, "lr")
+        tops = [x for x in (self._lr_top, sched, peak / lr_scale if peak and lr_scale > 0 else None) if x]
+        self._lr_top = max(tops) if tops else None
+        self._lr_rising = sched is not None and self._lr_last is not None and sched > self._lr_last
+        self._lr_last = sched if sched is not None else self._lr_last
+        self._lr_annealed = sched is not None and self._lr_top is not None and sched <= _ANNEALED * self._lr_top
+        info["lr_rising"] = self._lr_rising
         evaluated = epoch in self.evaluation_epochs
         report = EpochReport(epoch, evaluated, metrics=self._metrics(), train_loss=train, val_loss=val,
                              step=step, host_epoch=host)
@@ -257,6 +278,9 @@ class EpochEvaluator:
             # reaches back into the first fast descent and hides the turn)
             overfit, prev, prev_gap = True, best, _gap(best)
         quiet = overfit or explained or self._no_learning.active  # they explain a stalling val loss
+        # the rate findings below are left to the schedule while it raises the LR (a warmup the
+        # run did not name: what warmup does, as above) and once it has annealed it
+        annealed = self._lr_rising or self._lr_annealed
         # The LR is ruled out before capacity is named: a loss still near a uniform
         # prediction's that never fell fast had too low an LR; one that fell fast and then
         # stalled may overstep; only one that fell steadily is the model's limit. A loss
@@ -269,7 +293,8 @@ class EpochEvaluator:
                f"; down from {100 * gains[0]:.1f}% at {gains[1]}: rapid early gains, then a stall, suggest the "
                "learning rate now oversteps" if gains else "")
         found: dict[str, tuple[str, list[str]]] = {}
-        if val_rate is not None and val_rate < thr and not quiet and (at_epoch_end(report) or self._history.slow_before(thr)):
+        if val_rate is not None and val_rate < thr and not (quiet or annealed) and \
+                (at_epoch_end(report) or self._history.slow_before(thr)):
             msg = f"Slow validation improvement: {100 * val_rate:.1f}% (threshold: {100 * thr:.1f}%){why}"
             if not small_gap:
                 msg += (f"; the train/val gap ({100 * gap:.1f}%) is large but stable and train "
@@ -285,14 +310,14 @@ class EpochEvaluator:
             at_best = None if best is None or best[VAL] >= cur[VAL] else \
                 (evaluation_where(best[I], best[STEP], best[HOST]), best[VAL])
             found["overfitting"] = (msg, regularization_advice(info, severe, at_best))
-        if self._history.plateau(VAL, self.plateau_window) and not quiet:
+        if self._history.plateau(VAL, self.plateau_window) and not (quiet or annealed):
             sugg = [*first, schedule_advice(info), "Consider early stopping if this persists"]
             if self._history.plateau(TRAIN, self.plateau_window) and small_gap and not low:  # both losses flat and no gap: out of room
                 sugg.append(more_capacity(info))
             unit = "epochs" if report.host_epoch is None else "evaluations"
             found["plateau"] = (f"Loss plateau detected (< {100 * PLATEAU_TOL:.0f}% change for "
                                 f"{self.plateau_window} {unit}){why}", sugg)
-        if not quiet and self._history.underfitting(healthy, thr, self.baseline_loss):
+        if not (quiet or annealed) and self._history.underfitting(healthy, thr, self.baseline_loss):
             found["underfitting"] = (
                 f"Underfitting: train and val losses both falling slowly (val {100 * val_rate:.1f}%, train "
                 f"{100 * train_rate:.1f}% since {evaluation_where(prev[I], prev[STEP], prev[HOST])}) "
@@ -310,7 +335,8 @@ class EpochEvaluator:
     def state_dict(self) -> dict[str, Any]:
         return {"history": [list(e) for e in self._history],
                 "no_learning": self._no_learning.state_dict(), "above_best": self._above_best,
-                "not_held": dict(self._not_held),
+                "not_held": dict(self._not_held), "lr_top": self._lr_top, "lr_last": self._lr_last,
+                "lr_rising": self._lr_rising, "lr_annealed": self._lr_annealed,
                 "findings": {k: c.state_dict() for k, c in self._findings.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -318,6 +344,8 @@ class EpochEvaluator:
         self._no_learning.load_state_dict(state["no_learning"])
         self._above_best = state.get("above_best", 0)
         self._not_held = dict(state.get("not_held", {}))
+        self._lr_top, self._lr_last = state.get("lr_top"), state.get("lr_last")  # absent from older snapshots
+        self._lr_rising, self._lr_annealed = bool(state.get("lr_rising")), bool(state.get("lr_annealed"))
         for k, c in self._findings.items():
             if k in state.get("findings", {}):
                 c.load_state_dict(state["findings"][k])

@@ -23,7 +23,8 @@ def check_lr(t0: float, raw_train: float, report: EpochReport, info: dict, thres
              last_finite: float | None = None) -> list[Event]:
     """`t0`: the first evaluation's train loss; `raw_train`: the second's (maybe non-finite);
     `last_finite`: then, the last finite step loss before the first non-finite one."""
-    warming = info["learning_rate"].in_warmup
+    # a named warmup, or an LR in use higher than at the previous evaluation (a warmup the log does not name)
+    warming = info["learning_rate"].in_warmup or bool(info.get("lr_rising"))
     t1 = finite(raw_train)
     lr, warmup = num(info, "lr"), num(info, "warmup_steps")
     span = "in epoch 1" if report.host_epoch is None else f"from the 1st to the 2nd evaluation ({report.where})"

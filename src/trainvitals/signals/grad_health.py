@@ -47,6 +47,12 @@ class GradNormJumpDetector:
     Without clipping a jump reaches the weights whole: an alert at once. Once raised, the
     condition clears only after ``persistence`` checks under the bar, so a burst of jumps
     a few checks apart is one event with its repeats counted, not a storm.
+
+    With ``hold_lone`` (the grad norm's), a lone jump that would be a warning says nothing:
+    one batch's gradient 19-60x its median, clipped or not answered by the loss, is what
+    healthy real runs are full of (the Lightning demo's and HF run_clm.py's healthy runs,
+    docs/detection.md; OLMo's isolated spikes). A second jump within ``persistence`` checks
+    raises the warning; a jump the gate backs (the loss responds) is an alert at once.
     """
 
     source = "grad_norm_jump"
@@ -56,7 +62,7 @@ class GradNormJumpDetector:
     def __init__(self, factor: float = 10.0, window: int = 20, min_history: int = 5, *,
                  kind: str = "grad_norm_jump", label: str = "Gradient norm", z_max: float | None = None,
                  persistence: int = DetectorConfig.jump_persistence,
-                 gate: Callable[[float, int | None], bool] | None = None) -> None:
+                 gate: Callable[[float, int | None], bool] | None = None, hold_lone: bool = False) -> None:
         # kind/label let the same rule watch another positive series (the largest block gain)
         check_range("grad_norm_jump_factor", factor, 1.0, lo_open=True)
         check_type("grad_norm_jump_window", window, int)
@@ -72,6 +78,9 @@ class GradNormJumpDetector:
         self.gate = gate  # may this value raise an alert now (signals/gain_gate.py)? None: always
         self._over = 0  # consecutive checks above the bar
         self._calm = 0  # consecutive checks under it
+        self.hold_lone = hold_lone
+        self._since_over: int | None = None  # checks since the last one over the bar (None: none yet)
+        self._lone_step: int | None = None  # the step of the last lone jump held back
         self._level: float | None = None  # the bar (log) the current jump crossed
         self._logs: deque[float] = deque(maxlen=window)
         self.label = label
@@ -94,6 +103,7 @@ class GradNormJumpDetector:
             return []
         x = math.log(g)
         events: list[Event] = []
+        over = False
         # not over the factor even above the lowest point, so not above the median: skip the median
         quiet = not self._cond.active and self._logs and x - min(self._logs) <= math.log(self.factor)
         if len(self._logs) >= self.min_history and not quiet:
@@ -105,18 +115,25 @@ class GradNormJumpDetector:
             values = {"grad_norm": g, "baseline": base, "ratio": ratio, "factor": self.factor}
             # While a jump is on, later checks are judged against the bar it crossed: the
             # jump's own points, joining the baseline, must not lower it back under.
-            level = self._level if self._cond.active and self._level is not None else med + bar
+            # (a lone jump held back holds its bar as long as a second one would be counted with it)
+            held = self._cond.active or (self.hold_lone and self._since_over is not None
+                                         and self._since_over < self.persistence)
+            level = self._level if held and self._level is not None else med + bar
             over = x > level
-            self._level = level if over or self._cond.active else None
+            self._level = level if over or held else None
             self._over, self._calm = (self._over + 1, 0) if over else (0, self._calm + 1)
             clipped = gradient_clip is not None and 0 < gradient_clip < math.inf
+            lone = over and self.hold_lone and not held
             if over or (self._cond.active and self._calm < self.persistence):
                 severity = ALERT if not clipped or self._over >= self.persistence else WARNING
                 # a jump that calmed down is held, not escalated; a gated one needs the gate
-                demoted = severity == ALERT and over and self.gate is not None and not self.gate(g, self._cond.started_step)
+                since = self._cond.started_step if self._cond.active else step if lone else self._lone_step
+                demoted = severity == ALERT and over and self.gate is not None and not self.gate(g, since)
                 severity = WARNING if demoted or (not over and self.gate is not None) else severity
                 values.update(checks_in_a_row=self._over, clipped=clipped)
-                events = self._cond.observe(
+                if lone and severity == WARNING:
+                    self._lone_step = step  # held back: said if another jump follows within `persistence` checks
+                events = [] if lone and severity == WARNING else self._cond.observe(
                     True,
                     severity=severity,
                     message=(
@@ -135,7 +152,7 @@ class GradNormJumpDetector:
                     values=values,
                 )
             else:
-                self._level = None
+                self._level = self._level if held else None
                 events = self._cond.observe(
                     False,
                     step=step,
@@ -148,17 +165,19 @@ class GradNormJumpDetector:
         # Every point joins the baseline: the median shrugs off isolated spikes, and a
         # lasting shift becomes the new normal once it fills half the window.
         self._logs.append(x)
+        self._since_over = 0 if over else None if self._since_over is None else self._since_over + 1
         return events
 
     def state_dict(self) -> dict[str, Any]:
         return {"logs": list(self._logs), "over": self._over, "calm": self._calm, "level": self._level,
-                "condition": self._cond.state_dict()}
+                "since_over": self._since_over, "lone_step": self._lone_step, "condition": self._cond.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._logs = deque((float(v) for v in state["logs"]), maxlen=self.window)
         # absent from snapshots written before the persistence rule
         self._over, self._calm = int(state.get("over", 0)), int(state.get("calm", 0))
         self._level = state.get("level")
+        self._since_over, self._lone_step = state.get("since_over"), state.get("lone_step")
         self._cond.load_state_dict(state["condition"])
 
 

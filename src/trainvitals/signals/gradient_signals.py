@@ -81,8 +81,11 @@ class GradientSignals:
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps,
                                            settle_steps=c.mean_gain_drift_settle_steps,
                                            gate=lambda g, since: self._exploded(g) or self._backed(since))
+        # one step's gradient: backed only by a loss that responds to it, not one that stopped
+        # falling; a lone jump is held back (grad_health.py)
         self.jump = GradNormJumpDetector(c.grad_norm_jump_factor, persistence=c.jump_persistence,
-                                         gate=lambda _, since: self._exploded() or self._backed(since))
+                                         gate=lambda _, since: self._exploded() or
+                                         self.loss_trend.responds(self._step, since), hold_lone=True)
         self.max_gain_jump = max_gain_jump_detector(c.max_gain_jump_factor, c.jump_persistence)
         self.max_gain_jump.gate = lambda g, since: g >= EXPLODED_BLOCK_GAIN or self._exploded() or \
             self._backed(since)

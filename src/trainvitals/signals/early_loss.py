@@ -12,7 +12,12 @@ Two rules that need one or two points:
   means offers, whose first point already averages the first N steps.
 - ``early_loss_jump``: within the first ``horizon`` finite losses, the loss is more
   than ``jump`` times the lowest loss so far (a spike or a climb while the spike check,
-  which needs a median of many steps, still waits).
+  which needs a median of many steps, still waits). One point over the line by less than
+  ``jump`` squared waits for the next: if that one is over the line too, the alert is
+  raised then. One odd batch is not a failing run: the Lightning demo at batch 1 and 2x
+  its LR (a held-out healthy run, docs/detection.md) had one loss 1.58x the single lowest
+  batch loss before it, its smoothed loss not moving; the failing runs we have seen leap
+  2.25x and more at once, or stay over the line.
 
 Both are one-sided, raise one alert when they start, and clear once the loss has been
 back under half the margin (hysteresis) for ``_CALM`` consecutive points: a loss that
@@ -58,6 +63,7 @@ class EarlyLossDetector:
         self._seen = 0
         self._min: float | None = None
         self._min_step: int | None = None
+        self._pending = False  # one point over the jump line, by less than jump**2: the next decides
         self._above = Condition("loss_above_init", _SOURCE, clear_after=_CALM)
         self._jump = Condition("early_loss_jump", _SOURCE, clear_after=_CALM)
 
@@ -76,7 +82,7 @@ class EarlyLossDetector:
         if self._first is None:
             self._first, self._first_step = x, step
         events = self._check_above(x, step, lr, gradient_clip)
-        if self._min is not None and (self._seen < self.horizon or self._jump.active):
+        if self._min is not None and (self._seen < self.horizon or self._jump.active or self._pending):
             events += self._check_jump(x, step, lr, gradient_clip)
         self._seen += 1
         if self._min is None or x < self._min:
@@ -111,8 +117,12 @@ class EarlyLossDetector:
     def _check_jump(self, x: float, step: int, lr, clip) -> list[Event]:
         base = self._min
         ratio = x / base if base > 0 else 1.0
-        live = self._seen < self.horizon
+        live = self._seen < self.horizon or self._pending
         firing = (live and ratio > self.jump) or (self._jump.active and ratio >= 1 + (self.jump - 1) / 2)
+        if firing and not (self._jump.active or self._pending) and ratio <= self.jump ** 2:
+            self._pending = True  # a fresh, moderate jump: raised only if the next point holds it
+            return []
+        self._pending = False
         if self._jump.settled(firing):
             return self._jump.observe(firing)
         return self._jump.observe(
@@ -128,12 +138,13 @@ class EarlyLossDetector:
 
     def state_dict(self) -> dict[str, Any]:
         return {"first": self._first, "first_step": self._first_step, "seen": self._seen,
-                "min": self._min, "min_step": self._min_step,
+                "min": self._min, "min_step": self._min_step, "pending": self._pending,
                 "above": self._above.state_dict(), "jump": self._jump.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._first, self._first_step = state["first"], state["first_step"]
         self._seen = int(state["seen"])
         self._min, self._min_step = state["min"], state["min_step"]
+        self._pending = bool(state.get("pending", False))  # absent from older snapshots
         self._above.load_state_dict(state["above"])
         self._jump.load_state_dict(state["jump"])

@@ -1,7 +1,7 @@
 """The transformer demo shipped in lightning (lightning.pytorch.demos), as installed, with the
 trainvitals callback added. Offline: WikiText2 reads ./data/wikitext-2.txt when it exists (here
 the Python docs' pydoc topics text), so nothing is downloaded.
-    python run.py NAME LR STEPS [CLIP]"""
+    python run.py NAME LR STEPS [CLIP|none] [SEED]"""
 import sys
 import torch
 import lightning.pytorch as L
@@ -9,7 +9,7 @@ from lightning.pytorch.demos import LightningTransformer, WikiText2
 from trainvitals.integrations.lightning import TrainvitalsCallback
 
 name, lr, steps = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-clip = float(sys.argv[4]) if len(sys.argv) > 4 else None
+clip = float(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] != "none" else None
 L.seed_everything(int(sys.argv[5]) if len(sys.argv) > 5 else 42)
 data = WikiText2(download=False)
 

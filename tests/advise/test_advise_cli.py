@@ -73,3 +73,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, needle):
     csv.write_text("epoch,train/epoch_loss,val/loss\n0,3.0,3.1\n1,2.5,2.6\n")
     proc = run_cli("advise", *[a.format(csv=csv, tmp=tmp_path) for a in args], check=False)
     assert proc.returncode == 2 and needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_at_a_high_lr_with_clipping_off_gets_both_in_one_change_and_config(tmp_path):
+    run = tmp_path / "run"
+    run_cli("train-lm", *RUN_FLAGS, "--lr", "0.05", "--gradient-clip", "0", "--logdir", str(run))
+    nxt = tmp_path / "next.toml"
+    proc = run_cli("advise", str(run), "--out", str(nxt), check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "and enable gradient clipping: none → 1.0" in proc.stdout.splitlines()[0]
+    config = load_toml(str(nxt))
+    assert config["gradient_clip"] == 1.0 and 3e-3 <= config["lr"] <= 1e-2
+    data = json.loads(run_cli("advise", str(run), "--json", check=False).stdout)
+    assert data["change"] == {"lr": config["lr"], "gradient_clip": 1.0}
+    assert data["host_settings"] == [f"lr = {config['lr']:g}", "gradient_clip = 1"]

@@ -34,12 +34,55 @@ def _falling(n=200, start=UNIFORM, end=2.5):
     return [start + (end - start) * i / (n - 1) for i in range(n)]
 
 
+def _stayed_up(n=200, at=12):
+    """Fell, blew up at step `at`, and never got back under where it was."""
+    return [UNIFORM - 0.1 * i if i < at else UNIFORM - 0.2 for i in range(n)]
+
+
 def test_an_early_failure_is_cut_by_ten_a_late_one_by_two():
-    early = recommend(_analysis([_spike(12)]), _run(_falling()), "trainvitals")
+    early = recommend(_analysis([_spike(12)]), _run(_stayed_up()), "trainvitals")
     late = recommend(_analysis([_spike(170)]), _run(_falling()), "trainvitals")
     assert early.change == {"lr": 2.0e-4} and "/10" in early.reason and "step 12" in early.reason
     assert late.change == {"lr": 1.0e-3} and "/2" in late.reason
     assert early.evidence[0]["kind"] == "loss_spike" and early.evidence[0]["step"] == 12
+
+
+def test_an_early_failure_the_run_got_past_is_cut_by_two_not_ten():
+    # a spike at step 12 of 200 (and the no_learning it raised), then the loss fell far below
+    # its level before: no collapse; still the first change, since its alerts are what fail the run
+    over = Event("overfitting", WARNING, "Overfitting: train/val gap widened", 180, 4, (), {})
+    collapse = Event("no_learning", ALERT, "No learning: val above a uniform prediction", 12, 1,
+                     (reduce_lr(2e-3, 0.1),), {})
+    run = _run(_falling(), {"dropout": 0.1, "weight_decay": 0.1}, val=[3.0, 2.6, 2.7, 2.9])
+    rec = recommend(_analysis([collapse, _spike(12), over]), run, "trainvitals")
+    assert rec.change == {"lr": 1.0e-3} and "got past" in rec.reason
+    # not got past: the loss stuck above its level before, a non-finite loss, or an LR far above the range
+    assert recommend(_analysis([_spike(12)]), _run(_stayed_up()), "trainvitals").change == {"lr": 2.0e-4}
+    nan = Event("nonfinite_loss", ALERT, "Non-finite loss", 12, None, (reduce_lr(2e-3),), {})
+    assert recommend(_analysis([nan]), _run(_falling()), "trainvitals").change == {"lr": 2.0e-4}
+    assert recommend(_analysis([_spike(12)]), _run(_falling(), {"lr": 0.05}), "trainvitals").change == {"lr": 5.0e-3}
+
+
+def test_a_cut_for_a_run_with_clipping_off_turns_clipping_on_in_the_same_change():
+    for host, off in (("trainvitals", 0.0), ("hf", 0.0), ("trainvitals", None)):
+        rec = recommend(_analysis([_spike(12)]), _run(_stayed_up(), {"lr": 0.02, "gradient_clip": off}), host)
+        assert rec.change == {"lr": 3.0e-3, "gradient_clip": 1.0}
+        assert rec.sentence == "Reduce learning rate: 2.0e-02 → 3.0e-03, and enable gradient clipping: none → 1.0"
+        assert "Clipping is off" in rec.reason
+    assert render_change(rec.change, "hf") == ["--learning_rate 0.003", "--max_grad_norm 1"]
+    # the stalled run's cut (an LR above the usual range) too; clipping on, or not recorded: the cut alone
+    plateau = [Event("plateau", WARNING, "Loss plateau", 160, 4, (reduce_lr(0.1, 0.5),), {})]
+    assert recommend(_analysis(plateau), _run(_falling(end=3.3), {"lr": 0.1, "gradient_clip": 0.0}),
+                     "hf").change == {"lr": 3.0e-3, "gradient_clip": 1.0}
+    assert recommend(_analysis([_spike(12)]), _run(_stayed_up(), {"lr": 0.02, "gradient_clip": 1.0}),
+                     "hf").change == {"lr": 3.0e-3}
+    assert recommend(_analysis([_spike(12)]), _run(_stayed_up(), {"lr": 0.02}), "nanogpt").change == {"lr": 3.0e-3}
+    # a log of no known host (a CSV) gets the change in the neutral names
+    assert recommend(_analysis([_spike(12)]), _run(_stayed_up(), {"lr": 0.02}), "log").change == {"lr": 3.0e-3}
+    # a host that cannot set clipping still gets the cut, and a note
+    rec = recommend(_analysis([_spike(12)]), _run(_stayed_up(), {"lr": 0.02, "gradient_clip": 0.0}),
+                    "trainvitals", settable={"lr"})
+    assert rec.change == {"lr": 3.0e-3} and any("clipping is off" in n for n in rec.notes)
 
 
 def test_a_large_cut_from_far_above_the_usual_range_lands_inside_it():

@@ -97,3 +97,16 @@ def test_a_val_loss_above_a_uniform_prediction_is_an_alert_with_a_strong_cut():
     assert [(e.kind, e.severity, e.step) for e in reports[3].events if e.kind == "no_learning"] == \
         [("no_learning", "info", 160)]
     assert "No learning" in format_report(reports[2])
+
+
+def test_hf_default_lr_from_scratch_is_told_so_while_its_linear_schedule_decays():
+    # HF's default schedule is linear to 0 over the run: the LR in use at the evaluations of
+    # steps 40-160 of 160 is 75%, 50%, 25%, 0% of 5e-5. Annealing explains a slowing run that
+    # learned, not a loss still near a uniform prediction's (ln 256 = 5.545; val 5.06)
+    for table, width in ((HF_5E5, 32), (HF_5E5_W48, 48)):
+        ev = EpochEvaluator((2, 3))
+        info = {"lr": 5e-5, "warmup_steps": 0, "vocab_size": 256, "d_model": width, "n_layers": 2}
+        reports = [ev.update(i, t, v, lr=5e-5, run_info=info, step=s, warmup_steps=0,
+                             lr_now=5e-5 * (1 - s / 160)) for i, (s, t, v) in enumerate(table)]
+        found = _events(reports)
+        assert found and all(e.suggestions[0].startswith("Increase learning rate: 5.0e-05") for e in found)

@@ -12,7 +12,12 @@ supports and the host can apply wins):
    the evidence: /10 (from an LR above 3e-3, the top of the usual AdamW range, to a
    target kept between 3e-3 and 1e-2) when the run failed early (first such alert within the first quarter of
    its steps), when the loss went non-finite or collapsed, or when the model learned
-   nothing; /2 for a late failure.
+   nothing; /2 for a late failure. Where the run's settings record clipping off, this
+   cut (and 3's) also turns it on at 1.0: one change, both keys (a cut alone leaves
+   the unclipped steps that blow the weights up).
+   A failure the run got past (all of that evidence in its first quarter, at an LR
+   inside the usual range, and the loss then fell far below where it was) is no
+   collapse: /2.
 3. **a run that did not learn enough** (`no_learning`, `lr_too_low`, `underfitting`,
    `plateau`, `slow_improvement`). An LR that reached the floor of its decay in the
    first half of the run means the schedule decays too early (decay over the whole
@@ -24,8 +29,8 @@ supports and the host can apply wins):
    (`no_learning` cutting), is the same large cut as in 2; a
    `no_learning` that names no LR change, at a usual LR, means the model is too small
    (double `d_model`); warnings alone resize nothing.
-4. **overfitting**: dropout where the run has none, else weight decay under 0.1, else
-   stop at the best epoch.
+4. **overfitting**: dropout +0.1 (at least 0.1, at most 0.3), else weight decay under
+   0.1, else stop at the best epoch.
 
 Alerts about the gradient gain alone, with gains under those bars and a loss that kept
 falling, are weak evidence: noted, no change. A change to a setting that already has
@@ -37,13 +42,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainvitals.advise.hosts import applicable
+from trainvitals.advise.hosts import HOSTS, NEUTRAL, applicable
 from trainvitals.analyze.readers import RunLog
 from trainvitals.analyze.replay import Analysis
 from trainvitals.events import INFO, Event, Suggestion
 from trainvitals.signals.gain_gate import EXPLODED_BLOCK_GAIN, EXPLODED_MEAN_GAIN
 from trainvitals.signals.advice import (increase_lr, learning_rate, lower_init, reduce_lr, set_dropout,
-                                        set_weight_decay)
+                                        set_weight_decay, tighten_clip)
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -63,6 +68,9 @@ _USUAL_LR_TOP = 3e-3  # the top of the usual AdamW range: a raise stops there
 _HIGH_ADAMW_LR = 1e-2
 _FLOOR = 0.2  # an LR under this share of its peak is at the end of its decay
 _MAX_DROPOUT = 0.3  # overfitting raises dropout by 0.1 up to this, the top of the usual range
+_RECOVERED = 0.9  # a loss that ended under this share of its lowest level before a failure got past it
+# a failure no run gets past on its own: always the large cut
+_COLLAPSE = ("nonfinite_loss", "nonfinite_gradients", "unigram_collapse", "unigram_stall")
 
 
 @dataclass
@@ -117,6 +125,48 @@ class _Context:
         self.lrs = [(s, v) for s, v in run.series.get("train/lr", []) if math.isfinite(v)]
         self.lr = _num(self.settings.get("lr")) or (max(v for _, v in self.lrs) if self.lrs else None)
 
+    def got_past(self, failure: list[Event]) -> bool:
+        """Whether the run recovered from `failure` (its LR-too-high evidence): an LR in the
+        usual range, no collapse, all of it in the first quarter of the run, and the loss
+        at the end (its last 10%) under 90% of its lowest level before the failure."""
+        if not failure or self.lr is None or self.lr > _HIGH_ADAMW_LR or not self.steps or len(self.losses) < 4:
+            return False
+        steps = [e.step for e in failure]
+        if any(e.kind in _COLLAPSE for e in failure) or None in steps or max(steps) > _EARLY * self.steps:
+            return False
+        before = [v for s, v in self.losses if s < min(steps)]
+        tail = self.losses[-max(2, len(self.losses) // 10):]
+        return bool(before) and sum(v for _, v in tail) / len(tail) < _RECOVERED * min(before)
+
+    def clip_off(self) -> bool:
+        """Clipping recorded off (`gradient_clip` none, 0 or inf); not recorded is unknown, not off."""
+        if "gradient_clip" not in self.settings:
+            return False
+        v = self.settings["gradient_clip"]
+        return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                             and not (0 < v < math.inf))
+
+    def cut(self, factor: float) -> tuple[Suggestion, str]:
+        """The LR cut by `factor`, with clipping turned on at 1.0 where the run has it off
+        (one change, both keys, one sentence from the two helpers), and what to add to the reason."""
+        s = reduce_lr(learning_rate(None, self.lr), factor)
+        if not s.change or not self.clip_off():
+            return s, ""
+        clip = tighten_clip(None)
+        if not self.can_set(clip.change):
+            self.notes.append(f"clipping is off, and this host has no setting for it: '{clip}' left to you")
+            return s, ""
+        both = Suggestion(f"{s}, and {clip[:1].lower()}{clip[1:]}", {**s.change, **clip.change})
+        return both, (f". Clipping is off (gradient_clip {self.settings['gradient_clip']}): turned on at "
+                      f"{clip.change['gradient_clip']:.1f} (HF's and nanoGPT's default) with the cut; an unclipped "
+                      "step at a too-high LR is what blows the weights up, and a cut alone still leaves such steps")
+
+    def can_set(self, change: dict[str, Any]) -> bool:
+        if self.settable is not None:
+            return set(change) <= self.settable
+        # a log of no known host (a CSV, another writer's) takes the neutral names themselves
+        return applicable(change, self.host) if self.host in HOSTS else set(change) <= set(NEUTRAL)
+
     def early_floor(self) -> int | None:
         """The step at which the logged LR reached its floor, if it did so in the first
         half of the run and well under its peak (a schedule that decayed too early)."""
@@ -138,7 +188,7 @@ class _Context:
         if same:
             self.notes.append(f"skipped '{s}': the run already has {same[0]} = {self.settings[same[0]]}")
             return None
-        if not (set(change) <= self.settable if self.settable is not None else applicable(change, self.host)):
+        if not self.can_set(change):
             self.notes.append(f"skipped '{s}': this host has no setting for {', '.join(change)}")
             return None
         return Recommendation(change, str(s), reason, [_evidence(e) for e in evidence])
@@ -202,21 +252,25 @@ def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
     first = min(strong, key=lambda e: e.step if e.step is not None else math.inf)
     at = first.step if first.step is not None else ctx.steps
     share = at / ctx.steps if ctx.steps else 1.0
-    learned_nothing = any(e.kind == "no_learning" and _lr_way(e, ctx.lr) == "cut" for e in events)
-    severe = share <= _EARLY or any(e.kind in _SEVERE for e in strong) or learned_nothing
+    collapses = [e for e in events if e.kind == "no_learning" and _lr_way(e, ctx.lr) == "cut"]
+    got_past = ctx.got_past(strong + collapses)
+    severe = (share <= _EARLY or any(e.kind in _SEVERE for e in strong) or bool(collapses)) and not got_past
     # a late failure is cut /2, but not to an LR still above the usual AdamW range: /2 is too
     # small a cut for an LR 10-100x too high (0.05 -> 0.025 and 0.02 -> 0.01 still failed)
     far = not severe and ctx.lr > _HIGH_ADAMW_LR
     factor = _cut(ctx.lr) if severe or far else 0.5
     why = ("an early failure" if share <= _EARLY else "the loss went non-finite or collapsed"
            if any(e.kind in _SEVERE for e in strong) else "the model learned nothing") if severe else \
-        f"a late failure, from an LR above {_HIGH_ADAMW_LR:.0e}" if far else "a late failure (a drift, not a collapse)"
+        f"a late failure, from an LR above {_HIGH_ADAMW_LR:.0e}" if far else \
+        "an early failure the run got past (its loss then fell far below it)" if got_past else \
+        "a late failure (a drift, not a collapse)"
     reason = (f"{len(strong)} alert(s) show the learning rate is too high; the first, {first.kind} at step {at} "
               f"({100 * share:.0f}% into the run), {first.message[:120].rstrip('.')}. Cut /{1 / factor:.3g}: "
               f"{why} (an early or collapsing failure is cut /10, to no less than {_USUAL_LR_TOP:.0e}, the top of the "
-              f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one /2, "
-              f"unless that leaves it above {_HIGH_ADAMW_LR:.0e})")
-    return ctx.accept(reduce_lr(learning_rate(None, ctx.lr), factor), reason, strong[:3])
+              f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one, or an "
+              f"early one the run got past, /2, unless that leaves it above {_HIGH_ADAMW_LR:.0e})")
+    change, more = ctx.cut(factor)
+    return ctx.accept(change, reason + more, strong[:3])
 
 
 def _not_learning(ctx: _Context, events: list[Event]) -> Recommendation | None:
@@ -253,9 +307,10 @@ def _not_learning(ctx: _Context, events: list[Event]) -> Recommendation | None:
         factor = _cut(ctx.lr)
         where = ("above the usual AdamW range (1e-4 to 3e-3): it oversteps" if ctx.lr > _HIGH_ADAMW_LR else
                  f"and {collapsed[0].kind} found a collapse")
-        return ctx.accept(reduce_lr(rate, factor), (
+        change, more = ctx.cut(factor)
+        return ctx.accept(change, (
             f"the loss fell {100 * drop:.0f}% and then stalled at a learning rate of {ctx.lr:.1e}, {where}. "
-            f"Cut /{1 / factor:.3g} (/10, kept between {_USUAL_LR_TOP:.0e} and {_HIGH_ADAMW_LR:.0e})"),
+            f"Cut /{1 / factor:.3g} (/10, kept between {_USUAL_LR_TOP:.0e} and {_HIGH_ADAMW_LR:.0e})") + more,
             stuck[:3])
     d_model = _num(ctx.settings.get("d_model"))
     # warnings alone (underfitting, plateau) on a model that learns are not enough to resize it

@@ -53,7 +53,7 @@ def analyze(path: str, cfg: AnalyzeConfig, as_json: bool = False, out=None,
         logs = read_runs(path, progress=bar.update)
     runs = {name: apply_roles(run, roles) for name, run in logs.items()}
     del logs
-    with _Bar(progress, "replay", sum(map(replay_size, runs.values())), "step") as bar:
+    with _Bar(progress, "replay", sum(map(replay_size, runs.values())) if progress else 0, "step") as bar:
         results = {name: replay(run, cfg, progress=bar.update) for name, run in runs.items()}
     for a in results.values():
         for line in a.problems:

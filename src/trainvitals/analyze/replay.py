@@ -236,8 +236,16 @@ _GRADIENT_TAGS = tuple(f"gradient_monitor/{t}" for t in ("mean_gain", "grad_norm
 
 
 def _gradient_steps(run: RunLog) -> np.ndarray:
-    tags = _gradient_tags(run)
-    return np.unique(np.concatenate([as_arrays(v)[0] for v in tags.values()])) if tags else np.zeros(0, np.int64)
+    """Every step any gradient series has, in order."""
+    steps = [as_arrays(v)[0] for v in _gradient_tags(run).values()]
+    if not steps:
+        return np.zeros(0, np.int64)
+    first = steps[0]
+    # the common case, every series on the same increasing steps, is those steps: no 3-second
+    # np.unique over millions of them (the union is taken only where they differ)
+    if (first[1:] > first[:-1]).all() and all(np.array_equal(first, s) for s in steps[1:]):
+        return first
+    return np.unique(np.concatenate(steps))
 
 
 def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfig, steps: np.ndarray,
@@ -260,7 +268,9 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
     lrs = _values_at(lr_steps, lr_values, steps)
     singles = [cols.get(f"gradient_monitor/{t}") for t in ("grad_norm", "mean_gain", "max_gain")]
     names = [name for name, _ in gains]
-    report = part.report
+    report, observe, observe_all = part.report, part.signals.observe_loss, part.observe_losses
+    # one reading, refilled at each step: `report` keeps none of it
+    r = GradientReading()
     # each gradient step sees the losses up to it, as live (the gain gate reads them)
     fed_to, fed = np.searchsorted(losses[0], steps, side="right"), 0
     for lo in range(0, len(steps), _BLOCK):
@@ -268,12 +278,20 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
         block = [c.block(lo, hi) if c is not None else [None] * (hi - lo) for c in singles]
         gain_dicts = _dicts(names, [c.block(lo, hi) for _, c in gains], hi - lo)
         weights = _weights([(name, c.block(lo, hi)) for name, c in ratios], hi - lo)
+        first = fed  # the block's losses as Python numbers, indexed from `first`
+        upto_all = fed_to[lo:hi].tolist()
+        loss_steps = losses[0][first:upto_all[-1]].tolist()
+        loss_values = losses[1][first:upto_all[-1]].tolist()
         for step, g, norm, mean, top, w, lr, upto in zip(steps[lo:hi].tolist(), gain_dicts, *block, weights,
-                                                         lrs[lo:hi], fed_to[lo:hi].tolist()):
+                                                         lrs[lo:hi], upto_all):
             if upto > fed:
-                part.observe_losses(losses[0][fed:upto].tolist(), losses[1][fed:upto].tolist())
+                if upto == fed + 1:  # one loss a gradient step, the common case
+                    observe(loss_steps[fed - first], loss_values[fed - first])
+                else:
+                    observe_all(loss_steps[fed - first:upto - first], loss_values[fed - first:upto - first])
                 fed = upto
-            report(box, step, GradientReading(g, norm, mean, top, weights=w), lr, log_inputs=False)
+            r.gains, r.grad_norm, r.mean_gain, r.max_gain, r.weights = g, norm, mean, top, w
+            report(box, step, r, lr, log_inputs=False)
         tick(hi - lo)
 
 

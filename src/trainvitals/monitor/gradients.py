@@ -27,7 +27,7 @@ from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.signals.advice import fmt_lr
 from trainvitals.signals.frozen import FrozenParamsDetector
-from trainvitals.signals.gradient_signals import GradientSignals, gain_aggregates
+from trainvitals.signals.gradient_signals import GradientSignals, gain_aggregates, measured_gains
 
 __all__ = ["GradientMonitorCallback", "GradientReading", "group_norms"]
 
@@ -74,23 +74,20 @@ class GradientMonitorCallback:
     def observe_losses(self, steps: list[int], losses: list[float]) -> None:
         """The step losses, in step order, before the gradients of those steps: a gain
         excursion is an alert only where the loss backs it (signals/gain_gate.py)."""
+        observe = self.signals.observe_loss
         for step, loss in zip(steps, losses):
-            self.signals.observe_loss(step, loss)
+            observe(step, loss)
 
     def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
                epoch: int | None = None, log_inputs: bool = True) -> None:
-        # a NaN gain is a block not measured: left out of every figure, said once (below).
-        # A sum is NaN when any term is, so most steps skip the copy (a replay runs millions)
+        # a NaN gain is a block not measured: left out of every figure, said once (below)
         raw = r.gains
-        total = sum(raw.values())
-        gains = raw if total == total else {block: g for block, g in raw.items() if not math.isnan(g)}
         if raw:
-            agg = gain_aggregates(gains)
-            mean_gain, max_gain = agg["mean_gain"], agg["max_gain"]
+            gains, mean_gain, max_gain = measured_gains(raw)
         else:  # a log with aggregates only
-            agg, mean_gain, max_gain = {}, r.mean_gain, r.max_gain
+            gains, mean_gain, max_gain = raw, r.mean_gain, r.max_gain
         if log_inputs:
-            for tag, value in agg.items():
+            for tag, value in (gain_aggregates(gains) if raw else {}).items():
                 if value is not None:
                     out.log(f"gradient_monitor/{tag}", value, step)
             for block, gain in gains.items():
@@ -101,12 +98,12 @@ class GradientMonitorCallback:
                 for group, norm in group_norms(r.param_grad_norms, r.groups).items():
                     out.log(f"gradient_monitor/grad_norm/{group}", norm, step)
         rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
-        events = ([] if gains is raw else
-                  self._unmeasurable_now(step, [b for b in raw if b not in gains], r.nonfinite_params))
-        events += self.signals.update(step, mean_gain, r.grad_norm, gains or None, rate, r.nonfinite_params,
-                                      r.total_params, max_gain)
+        events = self.signals.update(step, mean_gain, r.grad_norm, gains or None, rate, r.nonfinite_params,
+                                     r.total_params, max_gain)
+        if gains is not raw:
+            events = self._unmeasurable_now(step, [b for b in raw if b not in gains], r.nonfinite_params) + events
         if mean_gain is not None:
-            ma, drift = self.signals.moving_average, self.signals.mean_gain_drift
+            ma, drift = self.signals.drift.moving_average, self.signals.drift.drift
             if ma is not None:
                 out.log("gradient_monitor/mean_gain_ma", ma, step)
             if drift is not None:
@@ -121,7 +118,7 @@ class GradientMonitorCallback:
             events += self.frozen.update(step, w["unchanged"], len(w["update_ratio"]),
                                          w.get("intentionally_frozen"))
         if mean_gain is not None:
-            out.status["Gain"] = f"{mean_gain:.3f}"
+            out.figures["Gain"] = (mean_gain, ".3f")
         if events:  # most steps raise none
             events = [e if e.epoch is not None or epoch is None else replace(e, epoch=epoch) for e in events]
             out.emit(events)

@@ -31,26 +31,29 @@ class LossMonitorCallback:
 
     def report(self, out: Outbox, steps: Sequence[int], losses: Sequence[float],
                lrs: Sequence[float | None], epoch: int | None = None, log_inputs: bool = True) -> None:
+        # a replay feeds millions of steps through here: what each step reads is bound once
+        update, rate_at, log = self.signals.update, out.learning_rate, out.log
+        peak, warmup, clip = self.peak_lr, self.warmup_steps, self.gradient_clip
         for step, loss, lr in zip(steps, losses, lrs):
             if log_inputs:
-                out.log("train/step_loss", loss, step)
+                log("train/step_loss", loss, step)
                 if lr is not None:
-                    out.log("train/lr", lr, step)
-            rate = out.learning_rate(lr, self.peak_lr, step, self.warmup_steps)
-            ema, events = self.signals.update(loss, step, epoch, lr=rate, gradient_clip=self.gradient_clip)
+                    log("train/lr", lr, step)
+            ema, events = update(loss, step, epoch, rate_at(lr, peak, step, warmup), clip)
             if events:
                 out.emit(events)
             if ema is not None:
-                out.log("train/step_loss_ema", ema, step)
+                log("train/step_loss_ema", ema, step)
             # under auto_adjust a rollback answers it (monitor/rollback.py), or stops the run itself
-            if not math.isfinite(loss) and self.config.on_nonfinite_loss == "stop" and not self.config.auto_adjust:
+            if (not -math.inf < loss < math.inf and self.config.on_nonfinite_loss == "stop"
+                    and not self.config.auto_adjust):
                 out.request_stop(StopReason.NONFINITE_LOSS,
                                  f"non-finite loss {loss} at step {step} (on_nonfinite_loss='stop'); "
                                  f"the last finite snapshot is kept")
         if losses:
             self.last = losses[-1]
         if self.signals.value is not None:
-            out.status["EMA"] = f"{self.signals.value:.4g}"
+            out.figures["EMA"] = (self.signals.value, ".4g")
 
     def state_dict(self) -> dict[str, Any]:
         return self.signals.state_dict()

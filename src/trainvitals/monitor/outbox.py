@@ -33,11 +33,18 @@ class Outbox:
         self.sinks = sinks if sinks is not None else SinkHub()
         self.events: list[Event] = []  # every event raised so far, in order
         self.scalars: dict[str, tuple[int, float]] = {}  # the latest (step, value) of every tag
-        self.status: dict[str, str] = {}  # short figures for a console line ("EMA", "Gain")
+        # short figures for a console line ("EMA", "Gain"): name -> (value, format spec), formatted
+        # only when shown (`status`), not at each of the millions of steps a replay feeds
+        self.figures: dict[str, tuple[float, str]] = {}
         self.can_set_lr = can_set_lr
         self.lr_scale = 1.0  # product of the LR cuts decided so far; the host applies it
         self.stop_reason: StopReason | None = None
         self.stop_message = ""
+
+    @property
+    def status(self) -> dict[str, str]:
+        """The figures for a console line, as text: {"EMA": "2.31", "Gain": "1.042"}."""
+        return {name: format(value, spec) for name, (value, spec) in self.figures.items()}
 
     def log(self, tag: str, value: float, step: int) -> None:
         self.scalars[tag] = (step, value)

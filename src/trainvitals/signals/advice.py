@@ -61,10 +61,15 @@ class LearningRate(NamedTuple):
 def learning_rate(now: float | None, peak: float | None = None, step: int | None = None,
                   warmup_steps: int | None = None) -> LearningRate:
     """The `LearningRate` of optimizer step `step` (1-based) of a run with `warmup_steps`."""
+    # built at every step a detector sees: the tuple made directly, the checks inlined (`_known`)
     warming = step is not None and bool(warmup_steps) and step <= warmup_steps
-    shown_now = now if now is not None and math.isfinite(now) and now >= 0 else None
-    return LearningRate(shown_now, peak if _known(peak) else None, warming,
-                        None if warmup_steps is None else int(warmup_steps))
+    shown_now = now if now is not None and 0 <= now < math.inf else None  # NaN compares False
+    if peak is not None and (isinstance(peak, bool) or not 0 < peak < math.inf):
+        peak = None
+    return _new_tuple(LearningRate, (shown_now, peak, warming, None if warmup_steps is None else int(warmup_steps)))
+
+
+_new_tuple = tuple.__new__
 
 
 def lr_value(lr: float | LearningRate | None) -> float | None:

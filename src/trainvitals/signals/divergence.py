@@ -72,6 +72,7 @@ class LossDivergenceDetector:
         self.climb, self.patience = float(climb), patience
         self._alpha = 1 - 2 / (window + 1)  # the EMA whose lag matches a window/2 median
         self._recent: list[float] = []
+        self._floor = math.inf  # the lowest of `_recent`, kept as losses come and go (read at every step)
         self._seen = 0
         self._ema_raw = 0.0
         self._ema_n = 0
@@ -85,18 +86,24 @@ class LossDivergenceDetector:
                lr: float | LearningRate | None = None, gradient_clip: float | None = None) -> list[Event]:
         """Feed one optimizer step's loss; return the events it causes. `lr` and
         `gradient_clip` (the run's) are named in the advice."""
-        x = _finite(loss)
+        # a plain finite float, the common case, skips `_finite`'s checks
+        x = loss if type(loss) is float and -math.inf < loss < math.inf else _finite(loss)
         if x is None:
             return []
         events = self._check_spike(x, step, lr, gradient_clip)
-        self._recent.append(x)
-        del self._recent[:-self.window]
+        recent = self._recent
+        recent.append(x)
+        gone = recent.pop(0) if len(recent) > self.window else math.inf
+        if x <= self._floor:
+            self._floor = x
+        elif gone == self._floor:  # the lowest loss left the window
+            self._floor = min(recent)
         self._seen += 1
         if self._seen == self.min_history:
             self._scale = median(self._recent)
         self._ema_raw = self._alpha * self._ema_raw + (1 - self._alpha) * x
         self._ema_n += 1
-        smooth = _finite(ema)
+        smooth = ema if type(ema) is float and -math.inf < ema < math.inf else _finite(ema)
         if smooth is None:  # debiased, as TensorBoard smooths: exact from the first step
             smooth = self._ema_raw / (1 - self._alpha ** self._ema_n)
         if self._seen >= self.min_history:
@@ -106,7 +113,7 @@ class LossDivergenceDetector:
     def _check_spike(self, x: float, step: int, lr, clip) -> list[Event]:
         if len(self._recent) < self.min_history:
             return []
-        if not self._spike.active and x <= self.spike_factor * min(self._recent):
+        if not self._spike.active and x <= self.spike_factor * self._floor:
             return []  # not over the factor even on the lowest loss, so not on the median: skip it
         # The baseline excludes x, so a spike cannot hide itself by raising it.
         base = median(self._recent)
@@ -161,6 +168,7 @@ class LossDivergenceDetector:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._recent = [float(v) for v in state["recent"]][-self.window:]
+        self._floor = min(self._recent, default=math.inf)
         self._seen, self._ema_n = int(state["seen"]), int(state["ema_n"])
         self._ema_raw = float(state["ema_raw"])
         self._min, self._min_step = state["min"], state["min_step"]

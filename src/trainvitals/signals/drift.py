@@ -157,19 +157,22 @@ class MeanGainDriftDetector:
                 values={"mean_gain": g, "threshold": self.absolute_threshold, "lr": lr_value(lr)},
             )
         self.count += 1
-        self._raw.append(g)
-        ma = trimmed_mean(self._raw)
-        prev = self._mas[-1] if self._mas else None
-        self._mas.append(ma)
+        raw, mas = self._raw, self._mas
+        raw.append(g)
+        ma = trimmed_mean(raw)
+        prev = mas[-1] if mas else None
+        mas.append(ma)
         self._ma_steps.append(step)
         self._rises = self._rises + 1 if prev is not None and ma > prev else 0
-        ref = self._mas[0]
+        ref = mas[0]
         self.moving_average = ma
-        self.drift = (ma - ref) / ref if len(self._mas) >= 2 and ref > 0 else None
+        d = self.drift = (ma - ref) / ref if len(mas) >= 2 and ref > 0 else None
         half = self.drift_threshold / 2
-        self._high = self._high + 1 if self.drift is not None and self.drift > half else 0
-        self._past = self._past + 1 if self.drift is not None and self.drift > self.drift_threshold else 0
-        return self._check_drift(step, lr) + self._check_absolute(g, step, lr)
+        self._high = self._high + 1 if d is not None and d > half else 0
+        self._past = self._past + 1 if d is not None and d > self.drift_threshold else 0
+        # `_check_drift` starts nothing without both counts (the common case: skip the call)
+        drifting = self._drift_cond.active or self._high >= self.consecutive <= self._rises
+        return (self._check_drift(step, lr) if drifting else []) + self._check_absolute(g, step, lr)
 
     def _check_drift(self, step: int, lr: float | LearningRate | None) -> list[Event]:
         d, ma = self.drift, self.moving_average

@@ -93,6 +93,8 @@ class EarlyLossDetector:
         ref = self.reference
         ratio = x / ref if ref > 0 else 1.0
         firing = ratio > 1 + self.rise or (self._above.active and ratio >= 1 + self.rise / 2)
+        if not (firing or self._above.active):
+            return []  # the common case: nothing starts or clears
         if self._above.settled(firing):
             return self._above.observe(firing)
         # the very first loss already far above a uniform prediction: the initial weights (a first

@@ -18,7 +18,8 @@ a few steps apart): while the LR still ramps up, nothing is said about slow prog
 improvement compares with the latest evaluation ``PROGRESS_STEPS`` (30) or more steps back,
 not merely the previous one; the plateau's "< 1% a check" is scaled to checks closer
 than that; slow improvement, plateau and underfitting are left to the schedule while the
-LR in use rises (a warmup the run did not name) or once it has decayed to half its peak. Given the last finite step loss before a non-finite train loss, a loss that
+LR in use rises (a warmup the run did not name) or once it has decayed to half its peak,
+unless the loss is still near a uniform prediction's. Given the last finite step loss before a non-finite train loss, a loss that
 was healthy just before blames the batch (``bad_batch``), not the learning rate.
 """
 from __future__ import annotations
@@ -278,15 +279,18 @@ class EpochEvaluator:
             # reaches back into the first fast descent and hides the turn)
             overfit, prev, prev_gap = True, best, _gap(best)
         quiet = overfit or explained or self._no_learning.active  # they explain a stalling val loss
-        # the rate findings below are left to the schedule while it raises the LR (a warmup the
-        # run did not name: what warmup does, as above) and once it has annealed it
-        annealed = self._lr_rising or self._lr_annealed
         # The LR is ruled out before capacity is named: a loss still near a uniform
         # prediction's that never fell fast had too low an LR; one that fell fast and then
         # stalled may overstep; only one that fell steadily is the model's limit. A loss
         # falling slowly from its start is never told to cut.
         gains = self._history.early_gains(uniform_loss(info))
         low = gains is None and near_uniform(cur[VAL], info)
+        # the rate findings below are left to the schedule while it raises the LR (a warmup the
+        # run did not name: what warmup does, as above) and once it has annealed it, unless the
+        # loss never left a uniform prediction's: a decay explains a slowing run that learned,
+        # not one that never did (HF's default linear decay has halved the LR by mid-run; a
+        # GPT-2 from scratch at its default 5e-5 would be told nothing is wrong)
+        annealed = self._lr_rising or (self._lr_annealed and not low)
         first = (lr_change(info, LR_RAISE_FAR),) if low else (lr_change(info, _LR_CUT),) if gains else ()
         why = (f"; the val loss is still within {100 * SLOW:.0f}% of a uniform prediction's loss "
                f"({uniform_loss(info):.3f}) and never fell fast: the learning rate is too low" if low else

@@ -83,6 +83,10 @@ class GradNormJumpDetector:
         self._lone_step: int | None = None  # the step of the last lone jump held back
         self._level: float | None = None  # the bar (log) the current jump crossed
         self._logs: deque[float] = deque(maxlen=window)
+        # the lowest of `_logs`, kept as points come and go: the quiet test below reads it at
+        # every step, and a min over the window each time was a third of the detector's cost
+        self._floor = math.inf
+        self._log_factor = math.log(self.factor)
         self.label = label
         if z_max is not None:  # 0: the factor rule alone (a smooth series, short history)
             check_range("z_max", z_max, 0)
@@ -99,14 +103,14 @@ class GradNormJumpDetector:
     ) -> list[Event]:
         """Feed one monitored step's global grad norm (before clipping)."""
         g = float(grad_norm)
-        if not math.isfinite(g) or g <= 0:
+        if not 0.0 < g < math.inf:  # non-finite (NaN compares False) or non-positive
             return []
         x = math.log(g)
         events: list[Event] = []
         over = False
         # not over the factor even above the lowest point, so not above the median: skip the median
-        quiet = not self._cond.active and self._logs and x - min(self._logs) <= math.log(self.factor)
-        if len(self._logs) >= self.min_history and not quiet:
+        quiet = not self._cond.active and self._logs and x - self._floor <= self._log_factor
+        if not quiet and len(self._logs) >= self.min_history:
             med = statistics.median(self._logs)
             mad = statistics.median(abs(v - med) for v in self._logs)
             bar = max(math.log(self.factor), self.z_max * _MAD_TO_SIGMA * mad)
@@ -164,7 +168,13 @@ class GradNormJumpDetector:
                 )
         # Every point joins the baseline: the median shrugs off isolated spikes, and a
         # lasting shift becomes the new normal once it fills half the window.
-        self._logs.append(x)
+        logs = self._logs
+        gone = logs[0] if len(logs) == self.window else math.inf  # the point the deque drops
+        logs.append(x)
+        if x <= self._floor:
+            self._floor = x
+        elif gone == self._floor:  # the lowest point left the window
+            self._floor = min(logs)
         self._since_over = 0 if over else None if self._since_over is None else self._since_over + 1
         return events
 
@@ -174,6 +184,7 @@ class GradNormJumpDetector:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._logs = deque((float(v) for v in state["logs"]), maxlen=self.window)
+        self._floor = min(self._logs, default=math.inf)
         # absent from snapshots written before the persistence rule
         self._over, self._calm = int(state.get("over", 0)), int(state.get("calm", 0))
         self._level = state.get("level")
@@ -208,12 +219,19 @@ class VanishingFlowDetector:
         # NaN compares False, so a non-finite value never counts as "low".
         self._norm_low = self._norm_low + 1 if g < self.min_grad_norm else 0
         gains = gains or {}
-        self._block_low = {
-            name: self._block_low.get(name, 0) + 1
-            for name, v in gains.items()
-            if float(v) < self.min_gain
-        }
-        blocks = sorted(n for n, c in self._block_low.items() if c >= self.patience)
+        low = self.min_gain
+        for v in gains.values():
+            if v < low:
+                self._block_low = {
+                    name: self._block_low.get(name, 0) + 1
+                    for name, v in gains.items()
+                    if float(v) < low
+                }
+                break
+        else:  # the common case, every block above the line: skip building the counts
+            if self._block_low:
+                self._block_low = {}
+        blocks = sorted(n for n, c in self._block_low.items() if c >= self.patience) if self._block_low else []
         norm_vanished = self._norm_low >= self.patience
         if not (norm_vanished or blocks or self._cond.active):
             return []  # the common case: nothing starts or clears

@@ -27,7 +27,7 @@ from trainvitals.signals.grad_health import GradNormJumpDetector, NonFiniteGradC
 # the gain family: a warning unless the loss backs it or the gain exploded (gain_gate.py)
 _GATED = ("mean_gain_drift", "mean_gain_absolute", "max_gain_jump", "grad_norm_jump")
 
-__all__ = ["GradientSignals", "gain_aggregates", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
+__all__ = ["GradientSignals", "gain_aggregates", "measured_gains", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
 
 
 @lru_cache(maxsize=4096)  # a model's few block names, asked at every monitored step
@@ -36,13 +36,34 @@ def first_block(name: str) -> bool:
     return name.rsplit(".", 1)[-1] == "0"
 
 
+@lru_cache(maxsize=256)  # a model's block names, the same at every monitored step
+def _inner_blocks(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in names if not first_block(name))
+
+
 def inner_mean_gain(gains: dict[str, float]) -> float | None:
     """Arithmetic mean of the measured gains (NaN = not measured) of blocks past the first
     of each stack; an overflowed (inf) gain makes it inf, which the absolute check alerts on."""
-    inner = [g for name, g in gains.items() if g == g and not first_block(name)]  # NaN != NaN
+    # asked at every monitored step: built from C calls, the NaN filter only where the sum says one is there
+    inner = list(map(gains.__getitem__, _inner_blocks(tuple(gains))))
+    total = sum(inner)
+    if total != total:
+        inner = [g for g in inner if g == g]  # NaN != NaN
+        total = sum(inner)
     if not inner:  # a one-block model: nothing else to average
         inner = [g for g in gains.values() if g == g]
-    return sum(inner) / len(inner) if inner else None
+        total = sum(inner)
+    return total / len(inner) if inner else None
+
+
+def measured_gains(gains: dict[str, float]) -> tuple[dict[str, float], float | None, float | None]:
+    """The measured gains (a NaN gain, a block not measured, left out: `gains` itself where
+    none is NaN, the common case, not a copy) and the two aggregates the detectors watch,
+    `mean_gain` and `max_gain` (None where no gain is measured)."""
+    total = sum(gains.values())
+    if total != total:  # a sum is NaN when any term is
+        gains = {block: g for block, g in gains.items() if g == g}  # NaN != NaN
+    return (gains, inner_mean_gain(gains), max(gains.values())) if gains else (gains, None, None)
 
 
 def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
@@ -50,11 +71,12 @@ def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
     alone, so a log written by any trainer is judged by the same numbers as a live run:
     `mean_gain` (blocks past the first), `mean_gain_all` (the seed's), `max_gain`,
     `amplification` (the product)."""
-    measured = [g for g in gains.values() if g == g]  # NaN != NaN: the unmeasured left out
+    measured, mean_gain, max_gain = measured_gains(gains)
     if not measured:
         return {"mean_gain": None, "mean_gain_all": None, "max_gain": None, "amplification": None}
-    return {"mean_gain": inner_mean_gain(gains), "mean_gain_all": sum(measured) / len(measured),
-            "max_gain": max(measured), "amplification": math.prod(measured)}
+    values = list(measured.values())
+    return {"mean_gain": mean_gain, "mean_gain_all": sum(values) / len(values),
+            "max_gain": max_gain, "amplification": math.prod(values)}
 
 
 def max_gain_jump_detector(factor: float, persistence: int = DetectorConfig.jump_persistence) -> GradNormJumpDetector:
@@ -75,7 +97,8 @@ class GradientSignals:
         c = config if config is not None else DetectorConfig()
         # a gain excursion is an alert only when the loss backs it or the gain exploded (gain_gate.py)
         self.loss_trend = LossTrend()
-        self._step, self._mean_gain, self._max_gain, self._inner = 0, None, None, True
+        self._step, self._mean_gain, self._max_gain = 0, None, None
+        self._names: Any = ()  # the latest block names given (their gains' dict): `_inner` reads them
         self.drift = MeanGainDriftDetector(c.mean_gain_drift_threshold, c.mean_gain_absolute_threshold,
                                            c.mean_gain_drift_window, num_layers, c.mean_gain_drift_consecutive,
                                            gradient_clip=gradient_clip, warmup_steps=warmup_steps,
@@ -92,10 +115,9 @@ class GradientSignals:
         self.vanishing = VanishingFlowDetector()
         self.nonfinite = NonFiniteGradCheck()
         self.gradient_clip = gradient_clip
-
-    def observe_loss(self, step: int, loss: float) -> None:
-        """Feed a step's training loss, in step order, before the gradients of later steps."""
-        self.loss_trend.observe(step, loss)
+        # `observe_loss(step, loss)`: feed a step's training loss, in step order, before the
+        # gradients of later steps (the trend's own method: a replay calls it at every step)
+        self.observe_loss = self.loss_trend.observe
 
     def _exploded(self, mean_gain: float | None = None) -> bool:
         """The mean gain (default: this check's) is non-finite or past the exploded bar: the
@@ -110,6 +132,12 @@ class GradientSignals:
         # start near 3 and climb over hundreds of steps: an initialisation 50x too large starts at 171)
         m = self._max_gain
         return m is not None and m >= EXPLODED_BLOCK_GAIN and self.loss_trend.young(self._step)
+
+    @property
+    def _inner(self) -> bool:
+        """The mean gain averages blocks past the first of a stack (True before any gain is known).
+        Asked only when a gain event is judged, so it is worked out then, not at every step."""
+        return not self._names or any(not first_block(name) for name in self._names)
 
     def _backed(self, since: int | None) -> bool:
         return self.loss_trend.corroborates(self._step, since)
@@ -127,22 +155,29 @@ class GradientSignals:
                gains: dict[str, float] | None = None, lr: float | LearningRate | None = None,
                nonfinite_params: list[str] | None = None, total_params: int = 0,
                max_gain: float | None = None) -> list[Event]:
-        events: list[Event] = []
+        # a replay calls this millions of times: each detector's list is added only when it holds events
         self._step, self._mean_gain, self._max_gain = step, mean_gain, max_gain
         if gains:
-            self._inner = any(not first_block(name) for name in gains)
-        if nonfinite_params is not None:
-            events += self.nonfinite.update(step, nonfinite_params, total_params, lr=lr,
-                                            gradient_clip=self.gradient_clip)
+            self._names = gains.keys()  # a view of the caller's dict, whose names stay; not copied each step
+        events = (self.nonfinite.update(step, nonfinite_params, total_params, lr=lr, gradient_clip=self.gradient_clip)
+                  if nonfinite_params is not None else [])
         if mean_gain is not None:
-            events += self.drift.update(mean_gain, step, lr)
+            found = self.drift.update(mean_gain, step, lr)
+            if found:
+                events += found
         if max_gain is not None:
-            events += self.max_gain_jump.update(max_gain, step, lr=lr, gradient_clip=self.gradient_clip)
+            found = self.max_gain_jump.update(max_gain, step, lr=lr, gradient_clip=self.gradient_clip)
+            if found:
+                events += found
         if grad_norm is not None:
-            events += self.jump.update(grad_norm, step, lr=lr, gradient_clip=self.gradient_clip)
-            if math.isfinite(grad_norm):
-                events += self.vanishing.update(step, grad_norm, gains)
-        return self._mark(events, max_gain)
+            found = self.jump.update(grad_norm, step, lr=lr, gradient_clip=self.gradient_clip)
+            if found:
+                events += found
+            if -math.inf < grad_norm < math.inf:
+                found = self.vanishing.update(step, grad_norm, gains)
+                if found:
+                    events += found
+        return self._mark(events, max_gain) if events else events
 
     @property
     def moving_average(self) -> float | None:

@@ -61,17 +61,17 @@ class Condition:
         clear_message: str | None = None,
     ) -> list[Event]:
         """Feed the condition's truth value at this point; return the events it causes."""
-        values = dict(values or {})
         if firing:
             self.absent = 0
-            if self.active_severity is None or _RANK[severity] > _RANK[self.active_severity]:
+            if not self.active or _RANK[severity] > _RANK[self._severity]:
                 self.active_severity = severity
                 if self.started_step is None and self.started_epoch is None:
                     self.started_step, self.started_epoch = step, epoch
-                return [Event(self.kind, severity, message, step, epoch, tuple(suggestions), values, self.source)]
+                return [Event(self.kind, severity, message, step, epoch, tuple(suggestions), dict(values or {}),
+                              self.source)]
             self.repeats += 1
             return []
-        if self.active_severity is None:
+        if not self.active:
             return []
         self.absent += 1
         if self.absent < self.clear_after:
@@ -79,7 +79,7 @@ class Condition:
             return []
         repeats = self.repeats
         self.reset()
-        values["repeats"] = repeats
+        values = {**(values or {}), "repeats": repeats}
         msg = clear_message or f"{self.kind} cleared after {repeats + 1} consecutive checks"
         return [Event(self.kind, INFO, msg, step, epoch, (), values, self.source)]
 

@@ -43,14 +43,24 @@ class LossSignals:
         """Returns (the EMA to log, or None when off or not yet defined; the events).
         `lr` (the LR in use, or a `LearningRate` naming the peak too) and `gradient_clip`
         only shape the advice."""
-        events = self.nonfinite.update(loss, step, epoch, lr=lr, gradient_clip=gradient_clip)
-        if not math.isfinite(loss):
+        # a replay calls this millions of times: a finite loss outside a non-finite run has
+        # nothing for the non-finite check to do, and a detector's list is added only when it holds events
+        finite = -math.inf < loss < math.inf
+        events = (self.nonfinite.update(loss, step, epoch, lr=lr, gradient_clip=gradient_clip)
+                  if not finite or self.nonfinite.active else [])
+        if not finite:
             return None, events
-        events += self.early.update(loss, step, lr=lr, gradient_clip=gradient_clip)
+        found = self.early.update(loss, step, lr=lr, gradient_clip=gradient_clip)
+        if found:
+            events += found
         smooth = self._smooth.update(loss)
-        events += self.divergence.update(loss, step, ema=smooth, lr=lr, gradient_clip=gradient_clip)
+        found = self.divergence.update(loss, step, ema=smooth, lr=lr, gradient_clip=gradient_clip)
+        if found:
+            events += found
         if self.collapse is not None and smooth is not None:
-            events += self.collapse.update(smooth, step, lr=lr, gradient_clip=gradient_clip)
+            found = self.collapse.update(smooth, step, lr=lr, gradient_clip=gradient_clip)
+            if found:
+                events += found
         return (smooth if self.ema is not None else None), events
 
     @property

@@ -8,12 +8,16 @@ LR, `advice_scenarios._lm`, run for 5 epochs of 60 steps) with one fault injecte
 | `spike` | one batch whose targets are all byte 0 | the data (one batch) |
 | `bad_stretch` | 12 such batches in a row | the data |
 | `lr_raised` | the LR x30 from there on (raised too far on a resume) | the learning rate |
-| `lr_high_after_warmup` | no fault injected: peak LR 0.05 (17x the healthy run's), reached at step 120 | the learning rate |
+| `lr_high_after_warmup` | no fault injected: peak LR 0.1 (33x the healthy run's), reached at step 120 | the learning rate |
+
+`--holdout` runs what the policy was not designed on: seeds 3 and 4 of those faults, and
+variants of them fixed before any was run (`HOLDOUT`: a spike at step 80, 24 bad batches
+from step 200, the LR x10 from step 100, a peak LR of 0.03 reached at step 60).
 
 Each runs three ways on the same seed: as is (`off`), with `auto_adjust` (`auto`), and
 with OLMo-core's skip-step rule (`olmo`: skip the optimizer step when the loss or the
 gradient norm is more than 6 standard deviations above the mean of its last 128 steps,
-once 20 are known). The healthy twins (no fault) run the same three ways.
+skipped or not, once 64 are known, as olmo_core's `SkipStepOptimizer` does). The healthy twins (no fault) run the same three ways.
 
 Declared before any run: a failing run is **rescued** when it ends with no alert
 outstanding (every alert cleared or answered by a later rollback), its stop reason
@@ -27,6 +31,7 @@ up to that alert are lost). Memory and time of the ring: the same healthy run wi
 
     OMP_NUM_THREADS=1 python benchmarks/auto_adjust.py           # ~10 min on one thread
     OMP_NUM_THREADS=1 python benchmarks/auto_adjust.py --quick   # the mechanics, ~1 min
+    OMP_NUM_THREADS=1 python benchmarks/auto_adjust.py --holdout # seeds 3-4, and the variants
 """
 from __future__ import annotations
 
@@ -36,8 +41,9 @@ import math
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, stdev
 from typing import Any
 
 import torch
@@ -56,17 +62,31 @@ from trainvitals.training.rng import seed_everything  # noqa: E402
 from trainvitals.training.trainer import LanguageModelTrainer  # noqa: E402
 
 FAULT_AT = 150
-FAULTS = ("spike", "bad_stretch", "lr_raised", "lr_high_after_warmup")
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str  # spike / bad_stretch: `size` bad batches; lr_raised: the LR x `size`; lr_high_after_warmup: peak `size`
+    size: float
+    at: int = FAULT_AT  # the first faulty step (lr_high_after_warmup: the end of its warmup)
+
+
+FAULTS = {"spike": Fault("spike", 1), "bad_stretch": Fault("bad_stretch", 12), "lr_raised": Fault("lr_raised", 30),
+          "lr_high_after_warmup": Fault("lr_high_after_warmup", 0.1, 120)}
+# fixed before any of them was run: the policy was not designed on these
+HOLDOUT = {"spike@80": Fault("spike", 1, 80), "bad_stretch_24@200": Fault("bad_stretch", 24, 200),
+           "lr_raised_x10@100": Fault("lr_raised", 10, 100), "lr_high_0.03@60": Fault("lr_high_after_warmup", 0.03, 60)}
 MODES = ("off", "auto", "olmo")
 MARGIN_FLOOR = 0.03
-OLMO_WINDOW, OLMO_SIGMA, OLMO_MIN = 128, 6.0, 20
+OLMO_WINDOW, OLMO_SIGMA = 128, 6.0
+OLMO_MIN = OLMO_WINDOW // 2  # olmo_core skips nothing until half its window is filled
 _MODEL_KEYS = ("d_model", "n_layers", "n_heads", "block_size")
 
 
-def settings(fault: str | None, seed: int, steps_per_epoch: int = 60, epochs: int = 5) -> dict[str, Any]:
+def settings(fault: Fault | None, seed: int, steps_per_epoch: int = 60, epochs: int = 5) -> dict[str, Any]:
     s = {**_lm("tune", seed=seed, steps_per_epoch=steps_per_epoch, epochs=epochs), "dropout": 0.0}
-    if fault == "lr_high_after_warmup":
-        s.update(lr=0.1, warmup_steps=120)
+    if fault is not None and fault.kind == "lr_high_after_warmup":
+        s.update(lr=fault.size, warmup_steps=fault.at)
     return s
 
 
@@ -100,8 +120,10 @@ class _LRFault(TrainerCallback):
 
 
 class _OLMoSkip(TrainerCallback):
-    """OLMo-core's rule: skip the step when its loss or grad norm is > 6 sigma above the
-    mean of the last 128 (applied) steps. The optimizer's step is wrapped to do nothing then."""
+    """OLMo-core's rule (olmo_core's SkipStepOptimizer): skip the step when its loss or grad
+    norm is > 6 sigma above the mean of the last 128 steps, every step's value in the window,
+    skipped or not (non-finite ones left out of the statistics), once 64 steps are in it.
+    The optimizer's step is wrapped to do nothing then."""
 
     def __init__(self, trainer: LanguageModelTrainer) -> None:
         self.losses: list[float] = []
@@ -120,18 +142,17 @@ class _OLMoSkip(TrainerCallback):
         grads = [p.grad for p in ctx.model.parameters() if p.grad is not None]
         norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
         self._skip = any(_outlier(v, hist) for v, hist in ((loss, self.losses), (norm, self.norms)))
-        if self._skip:
-            self.skipped += 1
-            return
+        self.skipped += self._skip
         for v, hist in ((loss, self.losses), (norm, self.norms)):
             hist.append(v)
             del hist[:-OLMO_WINDOW]
 
 
 def _outlier(v: float, hist: list[float]) -> bool:
-    if not math.isfinite(v):
-        return True
-    return len(hist) >= OLMO_MIN and v > mean(hist) + OLMO_SIGMA * pstdev(hist)
+    if len(hist) + 1 < OLMO_MIN:
+        return False
+    finite = [h for h in hist if math.isfinite(h)]
+    return not math.isfinite(v) or len(finite) < 2 or v > mean(finite) + OLMO_SIGMA * stdev(finite)
 
 
 class _Trainer(LanguageModelTrainer):
@@ -141,23 +162,26 @@ class _Trainer(LanguageModelTrainer):
         return loss
 
 
-def run(fault: str | None, mode: str, seed: int, workdir: Path, steps_per_epoch: int = 60,
-        epochs: int = 5, fault_at: int = FAULT_AT) -> dict[str, Any]:
-    """One run; what it ended as."""
+def run(name: str | None, mode: str, seed: int, workdir: Path, steps_per_epoch: int = 60,
+        epochs: int = 5, fault_at: int | None = None) -> dict[str, Any]:
+    """One run of fault `name` (FAULTS, HOLDOUT; None: healthy); what it ended as."""
+    fault = {**FAULTS, **HOLDOUT}[name] if name else None
+    if fault is not None and fault_at is not None:
+        fault = Fault(fault.kind, fault.size, fault_at)
     s = settings(fault, seed, steps_per_epoch, epochs)
     model_cfg = GPTConfig(**{k: s[k] for k in _MODEL_KEYS})
     fields = {k: v for k, v in s.items() if k not in _MODEL_KEYS and k != "dropout"}
-    logdir = workdir / f"{fault or 'healthy'}-{mode}-s{seed}"
+    logdir = workdir / f"{name or 'healthy'}-{mode}-s{seed}"
     cfg = TrainerConfig(**fields, logdir=str(logdir), progress_bar=False, auto_adjust=mode == "auto",
                         device="cpu")
     seed_everything(seed)
     corpus = ByteCorpus(load_text(), model_cfg.block_size, cfg.batch_size, 0.1, seed)
     data: Any = corpus
-    if fault in ("spike", "bad_stretch"):
-        data = _Faulty(corpus, range(fault_at, fault_at + (1 if fault == "spike" else 12)), steps_per_epoch)
+    if fault is not None and fault.kind in ("spike", "bad_stretch"):
+        data = _Faulty(corpus, range(fault.at, fault.at + int(fault.size)), steps_per_epoch)
     callbacks = []
-    if fault == "lr_raised":
-        callbacks.append(_LRFault(range(fault_at, 10 ** 9), 30.0))
+    if fault is not None and fault.kind == "lr_raised":
+        callbacks.append(_LRFault(range(fault.at, 10 ** 9), fault.size))
     trainer = _Trainer(GPT(model_cfg), cfg, sinks=SinkHub(), callbacks=callbacks,
                        run_info={"uniform_loss": math.log(256), "unigram_entropy": corpus.unigram_entropy})
     olmo = _OLMoSkip(trainer) if mode == "olmo" else None
@@ -173,7 +197,7 @@ def run(fault: str | None, mode: str, seed: int, workdir: Path, steps_per_epoch:
     live = _bytes(trainer.module.state_dict()) + _bytes(trainer.optimizer.state_dict())
     rollbacks = trainer.monitor.rollback.done if trainer.monitor.rollback is not None else []
     alerts = [e for e in events if e.severity == ALERT]
-    return {"fault": fault or "healthy", "mode": mode, "seed": seed, "reason": reason.value,
+    return {"fault": name or "healthy", "mode": mode, "seed": seed, "reason": reason.value,
             "val": trainer.last_val_loss if trainer.last_val_loss is not None else math.inf,
             "alerts": len(alerts), "first_alert": alerts[0].step if alerts else None,
             "outstanding": _outstanding(events), "actions": [e.message for e in events if e.kind == "action"],
@@ -217,13 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="one seed, one fault, 90-step runs: the mechanics")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--holdout", action="store_true", help="seeds 3-4 of every fault and the HOLDOUT variants")
     p.add_argument("--workdir", default="")
     p.add_argument("--out", help="also write every run's outcome as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     seeds = range(1 if args.quick else args.seeds)
-    faults = ("bad_stretch",) if args.quick else FAULTS
-    size = {"steps_per_epoch": 30, "epochs": 3, "fault_at": 50} if args.quick else {}
+    faults = ("bad_stretch",) if args.quick else tuple(FAULTS)
+    if args.holdout:
+        seeds, faults = range(3, 5), tuple(FAULTS) + tuple(HOLDOUT)
+    size = {"steps_per_epoch": 30, "epochs": 3, "fault_at": 70} if args.quick else {}
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="auto_adjust-"))
     t0 = time.time()
     healthy = {(m, s): run(None, m, s, workdir, **size) for s in seeds for m in MODES}
@@ -238,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['fault']:22} {r['seed']:>4} {r['mode']:5} {r['val']:7.4f} {twin['val']:7.4f} "
               f"{'yes' if rescued(r, twin, margin) else 'no':>7} {r['reason']:12} {len(r['rollbacks']):>9} "
               f"{r['skipped']:>7} {r['olmo_skipped']:>5} {','.join(r['outstanding'])}")
+    print("\nrescued, by fault: " + "; ".join(
+        f"{f} " + "/".join(str(sum(rescued(r, healthy["off", r["seed"]], margin) for r in rows
+                                   if r["fault"] == f and r["mode"] == m)) for m in MODES) for f in faults)
+          + f" (of {len(seeds)}; {'/'.join(MODES)})")
     print("\nsummary (failing runs)")
     for m in MODES:
         mine = [r for r in rows if r["mode"] == m]
@@ -259,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     on = sum(healthy["auto", s]["seconds"] for s in seeds)
     off = sum(healthy["off", s]["seconds"] for s in seeds)
     print(f"  time with the ring (auto_adjust, healthy runs) / without: {on / off:.3f}")
-    h = healthy["auto", 0]
+    h = healthy["auto", seeds[0]]
     print(f"  host memory of the ring: {h['ring_states']} states, {h['ring_bytes'] / 1e6:.2f} MB = "
           f"{h['ring_bytes'] / h['live_bytes']:.2f}x the model and optimizer state ({h['live_bytes'] / 1e6:.2f} MB)")
     print(f"  {time.time() - t0:.0f} s; workdir {workdir}")

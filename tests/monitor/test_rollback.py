@@ -2,6 +2,7 @@
 was given, in place, to the last good state before the trouble; the loop's data goes on
 (the batches in between are skipped); the LR cut is the change `advise` recommends."""
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -24,15 +25,19 @@ def setup(**over):
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layers=2, d_model=16, n_heads=2, block_size=8, dropout=0.0))
     opt = torch.optim.AdamW(model.parameters(), lr=LR)
-    cfg = MonitorConfig(auto_adjust=True, log_every=5, rollback_every=5, rollback_keep=3,
-                        enable_gradient_monitor=False, **over)
+    cfg = MonitorConfig(**{"auto_adjust": True, "log_every": 5, "rollback_every": 5, "rollback_keep": 3,
+                           "enable_gradient_monitor": False, **over})
     return model, opt, Monitor(model, opt, cfg, console=False, run_info={"lr": LR})
 
 
-def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None):
+def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None):
     """Steps first+1..first+steps on batch i at step i; `saved[step]`: the weights and
-    optimizer state after each step (before a rollback can change them)."""
+    optimizer state after each step (before a rollback can change them); `lr_at(step)`:
+    the LR of each step (default: the optimizer's, left alone)."""
     for i in range(first, first + steps):
+        if lr_at is not None:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(i + 1)
         batch = torch.randint(0, 256, (4, 9), generator=torch.Generator().manual_seed(i))
         loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
         if i + 1 in nan_at:
@@ -95,7 +100,7 @@ def test_a_divergence_cuts_the_lr_by_the_change_advise_recommends(total_steps):
     model, opt, monitor = setup()
     saved = {}
     train(model, opt, monitor, 20, saved=saved)
-    monitor.rollback.total_steps = total_steps
+    monitor.total_steps = total_steps
     alert = _divergence(20, min_step=12)
     monitor.emit(alert)
     monitor.rollback.check(monitor, [alert])
@@ -109,6 +114,47 @@ def test_a_divergence_cuts_the_lr_by_the_change_advise_recommends(total_steps):
     assert new == pytest.approx(LR * (0.5 if total_steps is None else 0.1))
     assert monitor.lr_scale == pytest.approx(new / LR) and r["lr_after"] == pytest.approx(new)
     assert "learning rate" in r["cause"]
+
+
+def test_a_large_cut_goes_back_past_the_states_trained_at_more_than_twice_the_new_lr():
+    # a warmup to 10x the LR advise will set: the state of step 5 trained at 2.5x it already,
+    # the start of the run did not (the benchmark's LR-too-high-after-warmup runs: the state
+    # before the first warning sign, trained at 5x, ended 4-9% above the healthy twin)
+    model, opt, monitor = setup(rollback_keep=5)
+    train(model, opt, monitor, 20, lr_at=lambda step: LR * step / 20)
+    monitor.total_steps = 100  # an early failure: advise cuts /10, to 1e-4
+    alert = _divergence(20, min_step=12)
+    monitor.emit(alert)
+    monitor.rollback.check(monitor, [alert])
+    (r,) = monitor.rollback.done
+    assert r["lr_after"] == pytest.approx(LR / 10)
+    assert (r["restored_step"], r["skipped_steps"]) == (0, [1, 20])  # not 10, the newest before step 12
+    assert "the newest trained at an LR under 2.0e-04" in actions(monitor)[0].message
+
+
+def test_a_late_halving_keeps_the_newest_state_before_the_trouble():
+    # a /2 cut (advise's finest) blames no state trained at up to the old LR: all are kept
+    model, opt, monitor = setup(rollback_keep=5)
+    train(model, opt, monitor, 20)
+    alert = _divergence(20, min_step=12)
+    monitor.emit(alert)
+    monitor.rollback.check(monitor, [alert])
+    assert monitor.rollback.done[0]["restored_step"] == 10 and monitor.lr_scale == pytest.approx(0.5)
+
+
+def test_an_lr_raised_above_the_one_set_is_the_one_cut():
+    # the loop runs at 30x the LR it declared (raised on a resume): advise sizes the cut from
+    # the LR in use, and the states trained at it are passed over
+    model, opt, monitor = setup(rollback_keep=5)
+    train(model, opt, monitor, 20, lr_at=lambda step: LR * (30 if step > 12 else 1))
+    alert = _divergence(20, min_step=17)
+    monitor.emit(alert)
+    monitor.rollback.check(monitor, [alert])
+    (r,) = monitor.rollback.done
+    assert r["lr_before"] == pytest.approx(30 * LR)
+    assert r["lr_after"] == pytest.approx(3e-3)  # advise: a late failure from above 1e-2, into the usual range
+    assert monitor.lr_scale == pytest.approx(0.1)
+    assert r["restored_step"] == 10  # trained at 1e-3: the newest state before the raise
 
 
 def test_a_spike_skips_its_batches_and_keeps_the_lr():
@@ -157,6 +203,40 @@ def test_resume_keeps_the_count_and_the_skip_list(tmp_path):
         assert [r["rollback"] for r in resumed.rollback.done] == [1, 2]
     written = json.loads((tmp_path / "run" / "rollbacks.json").read_text())["rollbacks"]
     assert [r["skipped_steps"] for r in written] == [[11, 15], [21, 25]]
+
+
+def test_a_resume_with_a_lower_max_rollbacks_stops_at_the_next_trigger_naming_the_earlier_one():
+    model, opt, monitor = setup()
+    train(model, opt, monitor, 20, nan_at={13})
+    state = copy.deepcopy(monitor.state_dict())
+    resumed = Monitor(model, opt, dataclasses.replace(monitor.config, max_rollbacks=1), resume=state,
+                      console=False, run_info={"lr": LR})
+    train(model, opt, resumed, 10, first=20, nan_at={23})
+    assert resumed.stop_reason is StopReason.AUTO_ADJUST and len(resumed.rollback.done) == 1
+    assert "max_rollbacks=1" in resumed.stop_message and "#1 at step 15" in resumed.stop_message
+
+
+def test_the_grad_scalers_loss_scale_goes_back_with_the_optimizer():
+    # two overflowing steps halve the loss scale twice (the scaler skips them); the rollback
+    # to the state of step 10 restores its scale too, as the optimizer state it goes with
+    model, opt, monitor = setup()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1000)
+    for i in range(15):
+        batch = torch.randint(0, 256, (4, 9), generator=torch.Generator().manual_seed(i))
+        loss = F.cross_entropy(model(batch[:, :-1]).flatten(0, 1), batch[:, 1:].flatten())
+        if i + 1 in (13, 14):
+            loss = loss * float("inf")
+        scaler.scale(loss).backward()
+        monitor.after_backward(grad_scale=scaler)
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad()
+        if i + 1 == 14:
+            assert scaler.get_scale() == 2.0 ** 8
+        monitor.step_end(loss)
+    (r,) = monitor.rollback.done
+    assert (r["restored_step"], r["trigger"]) == (10, ["nonfinite_loss"])
+    assert scaler.get_scale() == 2.0 ** 10
 
 
 @pytest.mark.parametrize("field,value", [("max_rollbacks", -1), ("rollback_every", 0), ("rollback_keep", 0)])

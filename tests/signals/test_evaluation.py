@@ -226,13 +226,36 @@ def test_policy_halves_lr_on_a_plateau_and_says_so():
 def test_policy_respects_cooldown_and_min_lr():
     policy = PlateauLRPolicy(cooldown=1, min_lr=1e-4, early_stop_patience=None)
     lr, cuts = 4e-4, []
-    for epoch in range(6):  # a finding every epoch, val still creeping down
-        actions = policy.update(report(epoch, 2.0 - 0.001 * epoch, "slow_improvement"), lr)
+    for epoch in range(6):  # a plateau finding every epoch, val still creeping down
+        actions = policy.update(report(epoch, 2.0 - 0.001 * epoch, "plateau"), lr)
         if actions:
             lr = actions[0].new_lr
             cuts.append((epoch, lr))
     # Cut, skip one epoch of cooldown, cut to the floor, then nothing left to cut.
     assert cuts == [(0, 2e-4), (2, 1e-4)]
+
+
+def test_policy_leaves_a_val_loss_still_reaching_new_bests_alone_however_slowly():
+    # a healthy run's decaying schedule ends in slow improvement: not a plateau to cut for
+    policy = PlateauLRPolicy()
+    vals = [2.97, 2.53, 2.39, 2.38, 2.375]
+    assert [policy.update(report(e, v, *(("slow_improvement",) if e >= 3 else ())), 3e-3)
+            for e, v in enumerate(vals)] == [[]] * 5
+    (action,) = policy.update(report(5, 2.376), 3e-3)  # no new best: a plateau
+    assert action.kind == "reduce_lr" and action.reason == "no val improvement"
+
+
+def test_policy_takes_no_action_at_the_last_evaluation():
+    # a cut or a stop there changes nothing: no step is left (the healthy run the benchmark
+    # saw cut at its last evaluation); the best is still tracked
+    policy = PlateauLRPolicy()
+    policy.update(report(0, 2.0), 1e-3)
+    assert policy.update(report(1, 2.1, "plateau"), 1e-3, final=True) == []
+    assert policy.best == 2.0 and policy.epochs_since_best == 1
+    stopping = PlateauLRPolicy(early_stop_patience=1, patience=5)
+    stopping.update(report(0, 2.0), 1e-3)
+    assert stopping.update(report(1, 2.1), 1e-3, final=True) == []
+    assert [a.kind for a in stopping.update(report(1, 2.1), 1e-3)] == ["stop"]
 
 
 def test_policy_cuts_after_patience_epochs_without_a_new_best():
@@ -269,12 +292,12 @@ def test_policy_resume_from_state_equals_uninterrupted():
 
 
 def test_evaluator_and_policy_together_cut_the_lr_on_scenario_1():
+    # epoch 3 improves slowly (a new best still: no cut); epoch 4, flat, is a plateau
     ev, policy = EpochEvaluator(), PlateauLRPolicy()
     actions = [policy.update(ev.update(e, t, v, lr=3e-4), 3e-4)
-               for e, (t, v) in enumerate(SCENARIO_1)]
-    assert actions[:3] == [[], [], []]
-    assert actions[3][0].event.message == (
-        "auto_adjust: learning rate 3.0e-04 → 1.5e-04 after slow improvement at epoch 3")
+               for e, (t, v) in enumerate(SCENARIO_1 + [(1.97, 2.681)])]
+    assert actions[:4] == [[], [], [], []]
+    assert actions[4][0].event.message == "auto_adjust: learning rate 3.0e-04 → 1.5e-04 after plateau at epoch 4"
 
 
 @pytest.mark.parametrize("kwargs, field", [({"factor": 1.0}, "factor"), ({"patience": 0}, "patience"),

@@ -2,6 +2,7 @@
 skipped and its LR cut by advise's change; it says so on the console, in the JSONL log,
 the report and rollbacks.json; `--resume` keeps the rollbacks made."""
 import json
+import shutil
 
 import pytest
 
@@ -43,3 +44,14 @@ def test_resume_keeps_the_rollbacks_made(healed):
     assert saved["monitor"]["rollback"]["done"][:1] == before
     assert json.loads((d / "rollbacks.json").read_text())["rollbacks"][:1] == before
     assert saved["monitor"]["lr_scale"] == pytest.approx(3e-3 / 0.5)  # the cut survives the resume
+
+
+def test_resume_takes_the_given_max_rollbacks_and_keeps_the_count(healed, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(healed[0], d)
+    before = json.loads((d / "rollbacks.json").read_text())["rollbacks"]
+    proc = run_cli("train-lm", *FAILING, "--epochs", "2", "--resume", "--max-rollbacks", "7", "--logdir", str(d))
+    assert "cannot be changed" not in proc.stderr
+    saved = read_snapshot(latest_snapshot(d / "snapshots"))
+    assert saved["trainer_config"]["max_rollbacks"] == 7
+    assert saved["monitor"]["rollback"]["done"][:1] == before

@@ -73,6 +73,7 @@ class TrainvitalsCallback(pl.Callback):
         self.monitor = Monitor(pl_module, optimizer, self.config, blocks=self.blocks, sinks=sinks,
                                run_info={**length, **({"gradient_clip": float(clip)} if clip else {})},
                                can_set_lr=False)
+        self.monitor.total_steps = trainer.max_steps if trainer.max_steps > 0 else None
         if self._saved is not None:
             self.monitor.load_state_dict(self._saved)
         self._last_step = trainer.global_step

@@ -91,6 +91,7 @@ class TrainvitalsCallback(TrainerCallback, ExportableState):
                 **_run_length(args), "uniform_loss": math.log(vocab) if vocab else None}
         self.monitor = Monitor(model, real, self.config, blocks=self.blocks, sinks=sinks,
                                run_info={k: v for k, v in info.items() if v is not None}, can_set_lr=False)
+        self.monitor.total_steps = state.max_steps or None
         if self.monitor.rollback is not None:  # auto_adjust: HF's loop is not rewound from a callback
             self.monitor.rollback.can_restore = False  # a trigger stops it, naming where to resume and skip
         self._resume(state)

@@ -32,13 +32,14 @@ class PostEpochEvaluationCallback:
 
     def report(self, out: Outbox, epoch: int, step: int | None, train_loss: float | None,
                val_loss: float | None, lr: float | None, run_info: dict[str, Any] | None = None,
-               last_finite_loss: float | None = None, host_epoch: float | None = None) -> None:
+               last_finite_loss: float | None = None, host_epoch: float | None = None, final: bool = False) -> None:
         """Evaluation number `epoch` (0-based; the epoch where evaluations are epoch ends)
         at `step`. `lr`: the LR in use at `step`. Advice names the peak, `run_info["lr"]`
         (the one the user set) times the cuts decided so far (`out.lr_scale`), else `lr`;
         `last_finite_loss`: in an evaluation span that turned non-finite, the step loss
         just before; `host_epoch`: the host's epoch, for an evaluation that is not the
-        end of epoch `epoch` (it names the evaluation)."""
+        end of epoch `epoch` (it names the evaluation); `final`: the run's last planned
+        step (auto_adjust then acts no more)."""
         info = dict(run_info or {})
         peak = out.learning_rate(lr, info.get("lr"), step, info.get("warmup_steps")).peak
         peak = peak if peak is not None else lr
@@ -64,7 +65,7 @@ class PostEpochEvaluationCallback:
         out.emit(events, echo=not text)
         if self.policy is None or peak is None:
             return
-        for action in self.policy.update(report, peak):
+        for action in self.policy.update(report, peak, final):
             out.emit(action.event)
             if action.kind == "reduce_lr" and action.old_lr and action.new_lr is not None:
                 out.scale_lr(action.new_lr / action.old_lr)

@@ -70,8 +70,9 @@ class EvaluationPoints:
             self.log("val/loss", val, self.step)
             self._validated = True
         if self.evaluation is not None:
+            final = self.total_steps is not None and self.step >= self.total_steps
             self.evaluation.report(self, index, self.step, train, val, self.current_lr(), self.run_info,
-                                   self._before_nonfinite, host_epoch=host_epoch)
+                                   self._before_nonfinite, host_epoch=host_epoch, final=final)
         self._last_eval = [self.step, val is not None, train]
         self._eval_loss, self._before_nonfinite = [0.0, 0], None
         self.sinks.flush()

@@ -29,6 +29,9 @@ measurements stay on the device until a logging step (every `log_every` steps, a
 cross to the host in one transfer and feed the detectors. Each call returns the events
 it raised; `events` holds all of them. Decisions are for the host to carry out:
 `stop_reason` (stop now), `lr_scale` (multiply the scheduled LR), `skip_step(loss)`.
+Set `total_steps` (the planned optimizer steps) where the loop knows it: advice on a
+failure weighs how far into the run it came, and `auto_adjust` takes no plateau action
+at the last evaluation.
 With `auto_adjust`, a logging step whose alerts say the run is failing rolls the model
 and optimizer back in place to the last good state (`monitor/rollback.py`); the loop just
 goes on, and the batches in between are skipped.
@@ -103,6 +106,7 @@ class Monitor(EvaluationPoints, Outbox):
         baseline = self.run_info.get("unigram_entropy")
         clip = self.run_info.get("gradient_clip") or None
         self.step = 0  # optimizer steps done; step s is logged at s (1-based)
+        self.total_steps: int | None = None  # the run's planned steps, where the host knows them
         self.epoch = 0
         peak, warmup = self.run_info.get("lr"), self.run_info.get("warmup_steps")
         self.loss = LossMonitorCallback(c, baseline, clip, self.run_info.get("uniform_loss"), peak_lr=peak,
@@ -162,7 +166,7 @@ class Monitor(EvaluationPoints, Outbox):
         A tensor or float is taken as the loss scale still in the gradients."""
         self._lr_now = self.current_lr()
         if self.rollback is not None:
-            self.rollback.first_state(self)
+            self.rollback.before_update(self, self._lr_now, grad_scale)
         if self.flow is None or not self.flow.attached:
             return
         grad_scale, scaler = loss_scale(grad_scale, self.optimizer)

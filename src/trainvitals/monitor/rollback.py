@@ -11,13 +11,17 @@ non-finite loss or gradients, a gradient-gain alert), the monitor, on every rank
 
 1. finds where the trouble began: the spike's step, the divergence's running minimum,
    the collapse's best step, then earlier still past any warning sign in between;
-2. restores the newest state taken before it (else the newest snapshot on disk before
-   it, from `Rollback.disk`); the step counter, the data position and the LR schedule
-   go on: the batches of the steps in between are skipped, not replayed (as PaLM did);
-3. cuts the LR, by the change `trainvitals advise` recommends (`advise.recommend`, asked
-   with the run's events: never a second opinion), when the evidence blames the LR: a
-   divergence, a collapse, a drift of the gradient gain, or trouble that came back within
-   a ring's span of the previous rollback. A single bad batch is not the LR's fault;
+2. decides whether the LR is to blame: a divergence, a collapse, a drift of the gradient
+   gain, or trouble that came back within a ring's span of the previous rollback (a
+   single bad batch is not the LR's fault); then the cut is the change `trainvitals
+   advise` recommends (`advise.recommend`, asked with the run's events and its peak LR,
+   or the LR in use where the loop raised it higher: never a second opinion);
+3. restores the newest state taken before the trouble (else the newest snapshot on disk
+   before it, from `Rollback.disk`); with an LR cut, the newest of those whose weights
+   never trained at more than twice the new LR, if the ring holds one (advise's finest
+   cut is /2: above that the weights trained at an LR it calls too high). The step
+   counter, the data position and the LR schedule go on: the batches of the steps in
+   between are skipped, not replayed (as PaLM did); the LR cut applies from the next step;
 4. records it: an `action` event and the run directory's `rollbacks.json`.
 
 After `max_rollbacks` rollbacks the next trigger stops the run (`StopReason.AUTO_ADJUST`),
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -74,6 +79,8 @@ class _State:
     optimizer: dict[str, Any]
     detectors: dict[str, Any]  # the step-level detectors' state_dicts: "loss", "gradients"
     tallies: dict[str, Any]  # the monitor's epoch and evaluation-span loss sums
+    lr_max: float | None = None  # the highest LR in use of the updates that made these weights (None: unknown)
+    scaler: dict[str, Any] | None = None  # the GradScaler's state (its loss scale), where one is in use
     source: str = "memory"
 
 
@@ -87,14 +94,21 @@ class Rollback:
         self.can_restore = True
         self.path: Path | None = None  # where rollbacks.json goes (the run directory), rank 0
         self.disk: Callable[[], list[tuple[int, Path]]] | None = None  # (step, path) of on-disk snapshots
-        self.total_steps: int | None = None  # the run's planned steps, for advise's early/late rule
         self._last_kept: int | None = None
+        self._lr_max = 0.0  # the highest LR in use of the updates that made the weights now
+        self.scaler: torch.amp.GradScaler | None = None  # the loop's enabled GradScaler, restored with the optimizer
 
     # --- keeping states ------------------------------------------------------------------
-    def first_state(self, monitor: Monitor) -> None:
-        """Before the first update of this session: the state to fall back to at the start."""
+    def before_update(self, monitor: Monitor, lr: float | None, grad_scale: Any = None) -> None:
+        """Every step, before its update at LR `lr` (the one in use): the state to fall back
+        to at the start of this session (at its first step), and the LR the weights saw.
+        `grad_scale`: what the loop passed `after_backward` (a GradScaler is kept with the states)."""
+        if isinstance(grad_scale, torch.amp.GradScaler) and grad_scale.is_enabled():
+            self.scaler = grad_scale
         if not self.ring and monitor.optimizer is not None and self.can_restore:
             self._keep(monitor)
+        if isinstance(lr, (int, float)) and math.isfinite(lr):
+            self._lr_max = max(self._lr_max, float(lr))
 
     def check(self, monitor: Monitor, events: list[Event]) -> None:
         """After a logging step's detectors: roll back on a trigger, else maybe keep a state."""
@@ -116,7 +130,9 @@ class Rollback:
         self.ring.append(_State(monitor.step, _copy(monitor.model.state_dict(), "cpu"),
                                 _copy(monitor.optimizer.state_dict(), "cpu"),
                                 {k: copy.deepcopy(p.state_dict()) for k, p in _detectors(monitor).items()},
-                                _tallies(monitor)))
+                                _tallies(monitor), self._lr_max,
+                                # a host sync (the scale's .item()), on the steps a state is kept only
+                                self.scaler.state_dict() if self.scaler is not None else None))
         self._last_kept = monitor.step
 
     # --- rolling back --------------------------------------------------------------------
@@ -128,7 +144,7 @@ class Rollback:
         before = _peak_lr(monitor)
         cause, (after, change) = self._cause(triggers, start), (None, "")
         if cause != "data":
-            after, change = _advised_lr(monitor, self.total_steps)
+            after, change = _advised_lr(monitor)
             after = after if after is not None and before and after < before else None
             if after is None and all(e.kind in _GAIN for e in triggers):
                 return  # gain alerts alone that advise finds too weak to change the LR for: no failure yet
@@ -141,11 +157,16 @@ class Rollback:
                                        f"from a checkpoint taken before step {start} and skip the batches from "
                                        f"there to step {now}" + (f"; {change}" if after is not None else "")
                                        + "; stopping")
-        state, start = self._pick(start, monitor.events)
+        # a cut of the LR says the weights trained at more than twice the new one (advise's finest
+        # cut is /2: within that, the LR is as right as advise can tell) are suspect too
+        state, start, why = self._pick(start, monitor.events, 2 * after if after is not None else None)
         if state is None:
             return self._stop(monitor, f"auto_adjust: {what}; no state taken before step {start} is left to roll "
                                        f"back to (in memory: steps {[s.step for s in self.ring]}); stopping")
         _restore(monitor, state)
+        if self.scaler is not None and state.scaler:  # the loss scale goes back with the optimizer state
+            self.scaler.load_state_dict(copy.deepcopy(state.scaler))
+        self._lr_max = state.lr_max if state.lr_max is not None else self._lr_max
         while self.ring and self.ring[-1].step > state.step:  # taken inside the trouble
             self.ring.pop()
         self._last_kept = now
@@ -160,7 +181,7 @@ class Rollback:
               else "learning rate kept" + (f" ({change or 'advise recommends no LR change'})"
                                            if cause != "data" else ""))
         monitor.emit(Event("action", INFO, f"auto_adjust: rollback {len(self.done)}/{self.limit} at step {now}: "
-                                           f"{what}; restored the state of step {state.step} ({state.source}), "
+                                           f"{what}; restored the state of step {state.step} ({state.source}{why}), "
                                            f"skipping the batches of steps {state.step + 1}-{now}; cause: "
                                            f"{_CAUSES[cause]}; {lr}", now, monitor.epoch, values=record,
                            source="auto_adjust"))
@@ -175,20 +196,23 @@ class Rollback:
             return "recurred"
         return "drift" if any(_blames_lr(e) for e in triggers) else "data"
 
-    def _pick(self, start: int, events: list[Event]) -> tuple[_State | None, int]:
+    def _pick(self, start: int, events: list[Event], lr_limit: float | None) -> tuple[_State | None, int, str]:
         """The newest state older than the trouble, which began at its first warning sign:
-        the first of the signs before `start`, each within `every` steps of the next."""
+        the first of the signs before `start`, each within `every` steps of the next; with
+        `lr_limit`, the newest of those trained at no higher an LR, if one is left."""
         signs = sorted({e.step for e in events if e.kind in _SIGNS and e.severity != INFO and e.step is not None})
         for step in reversed(signs):
             if start - self.every <= step < start:
                 start = step
-        state = next((s for s in reversed(self.ring) if s.step < start), None)
-        if state is not None:
-            return state, start
+        before = [s for s in self.ring if s.step < start]
+        calm = [s for s in before if lr_limit is not None and s.lr_max is not None and s.lr_max <= lr_limit]
+        if calm or before:
+            return (calm or before)[-1], start, (f", the newest trained at an LR under {fmt_lr(lr_limit)}"
+                                                  if calm and calm[-1] is not before[-1] else "")
         for step, path in reversed(self.disk() if self.disk is not None else []):
             if step < start:
-                return _from_snapshot(step, path), start
-        return None, start
+                return _from_snapshot(step, path), start, ""
+        return None, start, ""
 
     def _stop(self, monitor: Monitor, message: str) -> None:
         monitor.emit(Event("action", INFO, message, monitor.step, monitor.epoch,
@@ -206,12 +230,13 @@ class Rollback:
         os.replace(tmp, self.path)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"done": copy.deepcopy(self.done)}
+        return {"done": copy.deepcopy(self.done), "lr_max": self._lr_max}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.done = copy.deepcopy(state.get("done", []))
         self.ring.clear()  # the states of the run before: this one keeps its own
         self._last_kept = None
+        self._lr_max = float(state.get("lr_max", 0.0))
         self.write()
 
 
@@ -231,9 +256,13 @@ def _short(r: dict[str, Any]) -> str:
 
 
 def _peak_lr(monitor: Monitor) -> float | None:
-    """The peak LR the run now has: the one set times the cuts made, else the one in use."""
-    peak = monitor.run_info.get("lr")
-    return peak * monitor.lr_scale if isinstance(peak, (int, float)) and peak else monitor.current_lr()
+    """The peak LR the run now has: the one set times the cuts made, or the one in use
+    where that is higher (raised on a resume or by the loop: the run trains at it)."""
+    peak, now = monitor.run_info.get("lr"), monitor.current_lr()
+    if not (isinstance(peak, (int, float)) and peak):
+        return now
+    peak *= monitor.lr_scale
+    return max(peak, now) if isinstance(now, (int, float)) and math.isfinite(now) else peak
 
 
 def _detectors(monitor: Monitor) -> dict[str, Any]:
@@ -272,10 +301,11 @@ def _from_snapshot(step: int, path: Path) -> _State:
                "epoch_loss": m["epoch_loss"], "eval_loss": m.get("eval_loss", m["epoch_loss"]),
                "last_finite": m["last_finite"], "before_nonfinite": m["before_nonfinite"]}
     detectors = {k: m[k] for k in ("loss", "gradients") if m.get(k) is not None}
-    return _State(step, saved["model"], saved["optimizer"], detectors, tallies, source=str(path))
+    return _State(step, saved["model"], saved["optimizer"], detectors, tallies,
+                  scaler=saved.get("grad_scaler") or None, source=str(path))
 
 
-def _advised_lr(monitor: Monitor, total_steps: int | None) -> tuple[float | None, str]:
+def _advised_lr(monitor: Monitor) -> tuple[float | None, str]:
     """The LR `trainvitals advise` recommends for this run now (its `recommend`, given the
     run's events and settings, allowed to change the LR only), and its sentence."""
     from trainvitals.advise.recommend import recommend
@@ -283,7 +313,7 @@ def _advised_lr(monitor: Monitor, total_steps: int | None) -> tuple[float | None
     from trainvitals.analyze.replay import Analysis
     settings = {k: v for k, v in monitor.run_info.items() if isinstance(v, (int, float, str, bool))}
     settings["lr"] = _peak_lr(monitor)
-    analysis = Analysis("live", events=list(monitor.events), steps=max(total_steps or 0, monitor.step))
+    analysis = Analysis("live", events=list(monitor.events), steps=max(monitor.total_steps or 0, monitor.step))
     rec = recommend(analysis, RunLog("live", settings=settings), "trainvitals", settable={"lr"})
     new = rec.change.get("lr")
     return (float(new) if isinstance(new, (int, float)) else None), rec.sentence

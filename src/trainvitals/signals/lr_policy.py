@@ -31,12 +31,15 @@ class Action:
 class PlateauLRPolicy:
     """Decide LR cuts and early stops from reports, in the manner of ReduceLROnPlateau.
 
-    An epoch is "bad" when its report holds a plateau or slow_improvement finding, or
-    its val loss does not beat the best. The LR is cut by ``factor`` (not below
-    ``min_lr``) once ``patience`` bad epochs have been seen in a row (torch waits for
-    more than ``patience``; here a plateau finding already spans several epochs), then
-    ``cooldown`` epochs are not counted. ``early_stop_patience`` epochs with a val loss
-    and no new best stop the run (None: never).
+    An epoch is "bad" when its val loss does not beat the best, or its report holds a
+    plateau finding (under 1% change over the plateau window): a real plateau. A val loss
+    still reaching new bests, however slowly (a slow_improvement finding alone), is not
+    one: a decaying schedule ends that way in a healthy run. The LR is cut by ``factor``
+    (not below ``min_lr``) once ``patience`` bad epochs have been seen in a row (torch
+    waits for more than ``patience``; here a plateau finding already spans several
+    epochs), then ``cooldown`` epochs are not counted. ``early_stop_patience`` epochs with
+    a val loss and no new best stop the run (None: never). At the run's last evaluation
+    (``final``) nothing is done: no step is left for a cut or a stop to matter.
     """
 
     def __init__(self, factor: float = 0.5, patience: int = 1, cooldown: int = 1,
@@ -56,8 +59,9 @@ class PlateauLRPolicy:
         self.stopped = False
         self.best_where = ""
 
-    def update(self, report: EpochReport, lr: float) -> list[Action]:
-        """Return the actions this report calls for: none, a LR cut, or a stop."""
+    def update(self, report: EpochReport, lr: float, final: bool = False) -> list[Action]:
+        """Return the actions this report calls for: none, a LR cut, or a stop. `final`:
+        the run's last evaluation (no action)."""
         val, epoch = report.val_loss, report.epoch
         if self.stopped or val is None:
             return []
@@ -67,6 +71,8 @@ class PlateauLRPolicy:
             self.best_where = report.where
         else:
             self.epochs_since_best += 1
+        if final:
+            return []
         if self.early_stop_patience and self.epochs_since_best >= self.early_stop_patience:
             self.stopped = True
             unit = "epochs" if report.host_epoch is None else "evaluations"
@@ -79,8 +85,7 @@ class PlateauLRPolicy:
             self.cooldown_left -= 1
             self.bad_epochs = 0
             return []
-        findings = [e.kind.replace("_", " ") for e in report.events
-                    if e.kind in ("plateau", "slow_improvement") and e.severity != INFO]
+        findings = [e.kind for e in report.events if e.kind == "plateau" and e.severity != INFO]
         self.bad_epochs = self.bad_epochs + 1 if (findings or not improved) else 0
         new_lr = max(lr * self.factor, self.min_lr) if _finite(lr) is not None else None
         if self.bad_epochs < self.patience or new_lr is None or new_lr >= lr:

@@ -22,7 +22,10 @@ __all__ = ["new_logdir", "open_sinks", "find_resume", "RESUME_FLAGS", "resumed_c
            "RunStart", "start_run", "finish_run", "check_device", "config_facts"]
 
 # flags that may change on --resume; the rest comes from the snapshot (given equal, they are accepted)
-RESUME_FLAGS = {"epochs", "max_steps", "logdir", "progress_bar", "device", "log_every"}
+# what may differ on --resume: how long, where, how it is shown, and auto_adjust's policy (a run
+# stopped at max_rollbacks goes on with more allowed; the rollbacks made are the snapshot's)
+RESUME_FLAGS = {"epochs", "max_steps", "logdir", "progress_bar", "device", "log_every",
+                "auto_adjust", "max_rollbacks", "rollback_every", "rollback_keep"}
 
 def new_logdir(task: str) -> str:
     return str(Path("runs") / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{task}")

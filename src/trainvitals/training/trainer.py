@@ -144,8 +144,7 @@ class Trainer:
             if cfg.max_steps:
                 self.total_steps = min(self.total_steps, cfg.max_steps) if cfg.epochs else cfg.max_steps
         self._decay_steps = cfg.lr_decay_steps or self.total_steps
-        if self.monitor.rollback is not None:
-            self.monitor.rollback.total_steps = self.total_steps  # advise sizes an LR cut by where the run is
+        self.monitor.total_steps = self.total_steps  # auto_adjust: where the run is (its last evaluation, advise's early/late)
         if self.stop_reason is StopReason.COMPLETED:  # fit() again after raising epochs / max_steps
             self.monitor.stop_reason, self.monitor.stop_message = None, ""
         self.monitor.arm()

@@ -87,3 +87,21 @@ def test_a_run_at_a_high_lr_with_clipping_off_gets_both_in_one_change_and_config
     data = json.loads(run_cli("advise", str(run), "--json", check=False).stdout)
     assert data["change"] == {"lr": config["lr"], "gradient_clip": 1.0}
     assert data["host_settings"] == [f"lr = {config['lr']:g}", "gradient_clip = 1"]
+
+
+def test_advise_takes_analyzes_settings_so_a_stall_at_a_given_unigram_entropy_is_told(tmp_path):
+    # the shape of HF run_clm.py at lr 0.05 (benchmarks/detection/REAL_SCRIPTS.md): the loss falls
+    # to the unigram entropy (5.84) in 25 steps and stays there; its log names no entropy
+    rows = ["step,train/step_loss,train/lr"]
+    for s in range(1, 301):
+        loss = 6.93 - (6.93 - 5.80) * s / 25 if s <= 25 else 5.80 + 0.02 * ((s * 7) % 5 - 2)
+        rows.append(f"{s},{loss:.4f},0.05")
+    csv = tmp_path / "stuck.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    assert run_cli("advise", str(csv), check=False).returncode == 0  # nothing to compare the plateau with
+    proc = run_cli("advise", str(csv), "--baseline-loss", "5.84", "--json", check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["change"]["lr"] < 0.05 and data["evidence"][0]["kind"] == "unigram_stall"
+    bad = run_cli("advise", str(csv), "--baseline-loss", "-1", check=False)
+    assert bad.returncode == 2 and "baseline_loss" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -36,16 +36,22 @@ def add_advise_parser(sub: Any) -> None:
                    help="whose setting names to print (auto: from the run's settings; log: neutral names)")
     p.add_argument("--tag", action="append", default=[], metavar="ROLE=TAG",
                    help=f"read TAG as ROLE, as analyze does; roles: {', '.join(ROLES)}")
+    from trainvitals.cli_config import add_config_flags
+    add_config_flags(p, AnalyzeConfig)  # analyze's settings: --baseline-loss for a log that lacks it, ...
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    return advise(args.path, as_json=args.json, out_path=args.out, host=args.host, tags=args.tag)
+    from trainvitals.cli_config import build_configs
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "path", "json", "out", "host", "tag", "func")}
+    (cfg,) = build_configs(given, AnalyzeConfig)
+    return advise(args.path, as_json=args.json, out_path=args.out, host=args.host, tags=args.tag, cfg=cfg)
 
 
 def advise(path: str, *, as_json: bool = False, out_path: str | None = None, host: str = "auto",
-           tags: list[str] | None = None, out=None) -> int:
-    """Print the recommendation for the run at `path`; the exit code (module doc)."""
+           tags: list[str] | None = None, out=None, cfg: AnalyzeConfig | None = None) -> int:
+    """Print the recommendation for the run at `path`; the exit code (module doc). `cfg`:
+    the detectors' settings, as `analyze` takes them (default: `AnalyzeConfig()`)."""
     out = out or sys.stdout
     runs = read_runs(path)
     if len(runs) != 1:
@@ -54,7 +60,7 @@ def advise(path: str, *, as_json: bool = False, out_path: str | None = None, hos
     run = apply_roles(next(iter(runs.values())), parse_tags(tags))
     if run.empty:
         raise ConfigError(f"{path}: no logged values to advise on")
-    analysis = replay(run, AnalyzeConfig())
+    analysis = replay(run, cfg or AnalyzeConfig())
     host = _host(run.settings) if host == "auto" else host
     settable = None
     if host == "trainvitals":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate
@@ -62,6 +64,24 @@ class LossSignals:
             if found:
                 events += found
         return (smooth if self.ema is not None else None), events
+
+    def skip(self, steps: np.ndarray, losses: np.ndarray) -> np.ndarray | None:
+        """`update` over a block of losses when every detector proves it raises nothing there
+        (signals/quiet.py): the state moved as those calls would have, and the smoothed loss
+        after each returned; else None, nothing changed (feed them to `update`)."""
+        if self.nonfinite.active or not np.isfinite(losses).all():
+            return None
+        before = self._smooth.state_dict()
+        smooth = np.array(self._smooth.update_many(losses.tolist()))
+        plans = [self.early.quiet_plan(losses, steps), self.divergence.quiet_plan(losses, steps, smooth)]
+        if self.collapse is not None:  # no plan of its own yet: a log with a baseline goes step by step
+            plans.append(None)
+        if None in plans:
+            self._smooth.load_state_dict(before)
+            return None
+        for commit in plans:
+            commit()
+        return smooth
 
     @property
     def value(self) -> float | None:

@@ -61,14 +61,14 @@ def _blocks(rng, n):
 
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("ema_init", ["debiased", "first"])
-def test_loss_part_skipping_quiet_blocks_is_update_at_every_step(seed, ema_init):
+@pytest.mark.parametrize("ema_init,baseline", [("debiased", None), ("first", None), ("debiased", 2.0)])
+def test_loss_part_skipping_quiet_blocks_is_update_at_every_step(seed, ema_init, baseline):
     rng = np.random.default_rng(seed)
     n = 12_000
     steps, losses = np.arange(1, n + 1), _losses(rng, n)
     cfg = MonitorConfig(ema_init=ema_init)
-    each, box_each = LossMonitorCallback(cfg, uniform_loss=4.6), _ReplayOutbox(Analysis("each"))
-    blocks, box_blocks = LossMonitorCallback(cfg, uniform_loss=4.6), _ReplayOutbox(Analysis("blocks"))
+    each, box_each = LossMonitorCallback(cfg, baseline, uniform_loss=4.6), _ReplayOutbox(Analysis("each"))
+    blocks, box_blocks = LossMonitorCallback(cfg, baseline, uniform_loss=4.6), _ReplayOutbox(Analysis("blocks"))
     skipped = 0
     for lo, hi in _blocks(rng, n):
         each.report(box_each, steps[lo:hi].tolist(), losses[lo:hi].tolist(), [1e-3] * (hi - lo), log_inputs=False)
@@ -81,6 +81,8 @@ def test_loss_part_skipping_quiet_blocks_is_update_at_every_step(seed, ema_init)
     assert skipped > n / 3  # the test would prove nothing if nothing were skipped
     kinds = {e.kind for e in box_each.out.events}
     assert {"nonfinite_loss", "loss_spike", "loss_divergence"} <= kinds
+    if baseline:  # the collapse check (its state tried and put back where it raises anything)
+        assert kinds & {"unigram_collapse", "unigram_stall"}
     assert [e.to_dict() for e in box_blocks.out.events] == [e.to_dict() for e in box_each.out.events]
     assert box_blocks.series() == box_each.series()
 

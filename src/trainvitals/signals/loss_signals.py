@@ -74,9 +74,7 @@ class LossSignals:
         before = self._smooth.state_dict()
         smooth = np.array(self._smooth.update_many(losses.tolist()))
         plans = [self.early.quiet_plan(losses, steps), self.divergence.quiet_plan(losses, steps, smooth)]
-        if self.collapse is not None:  # no plan of its own yet: a log with a baseline goes step by step
-            plans.append(None)
-        if None in plans:
+        if None in plans or (self.collapse is not None and not _quiet_by_trial(self.collapse, steps, smooth)):
             self._smooth.load_state_dict(before)
             return None
         for commit in plans:
@@ -101,3 +99,16 @@ class LossSignals:
             self.collapse.load_state_dict(state["collapse"])
         if state.get("early"):  # absent from snapshots written before the early check
             self.early.load_state_dict(state["early"])
+
+
+def _quiet_by_trial(detector: Any, steps: np.ndarray, values: np.ndarray) -> bool:
+    """For a detector without a `quiet_plan`: feed it the block; if it raised anything, put
+    its state back (`load_state_dict`) and say False. The advice's LR is left out: it shapes
+    only an event's wording, and an event makes the block go step by step anyway."""
+    before = detector.state_dict()
+    update = detector.update
+    for step, value in zip(steps.tolist(), values.tolist()):
+        if update(value, step):
+            detector.load_state_dict(before)
+            return False
+    return True

@@ -75,7 +75,7 @@ class LossTrend:
         """`observe` each (step, loss) in turn (one loop: a replay feeds millions)."""
         last = self._steps[-1] if self._steps else None
         ema, low, first = self._ema, self._low, self._first
-        kept_steps, emas, lows, recent = [], [], [], []
+        keep_step, keep_ema, keep_loss = self._steps.append, self._emas.append, self._recent.append
         for step, loss in zip(steps, losses):
             if last is not None and step <= last:
                 continue  # a step fed twice (a resumed run's overlap): keep the first
@@ -89,14 +89,10 @@ class LossTrend:
             if ema < low:
                 low = ema
             last = step
-            kept_steps.append(step)
-            emas.append(ema)
-            lows.append(low)
-            recent.append(loss)
+            keep_step(step)
+            keep_ema((ema, low))
+            keep_loss(loss)
         self._ema, self._low, self._first = ema, low, first
-        self._recent.extend(recent[-_NOISE_POINTS:])
-        self._steps.extend(kept_steps[-_KEEP:])
-        self._emas.extend(zip(emas[-_KEEP:], lows[-_KEEP:]))
 
     def young(self, step: int) -> bool:
         """Too early for the loss to show a trend: under `LOOKBACK` steps since its first value."""

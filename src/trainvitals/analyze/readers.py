@@ -193,15 +193,20 @@ def _merge_event_files(parts: list[EventFileScalars]) -> Series:
     cols: list[tuple[np.ndarray, ...]] = []
     purges, offset = [], 0
     for p in parts:
+        purges += [(s + offset, step) for s, step in p.purges]
+        offset += p.records
+    offset = 0
+    for p in parts:
         remap = np.array([names.setdefault(t, len(names)) for t in p.tags] or [0], np.int32)
         same_ids = np.array_equal(remap, np.arange(len(remap)))
-        cols.append((p.tag_id if same_ids else remap[p.tag_id], p.step, p.value, p.seq + offset))
-        purges += [(s + offset, step) for s, step in p.purges]
+        # the record numbers only where a restart is to be applied (a long log's are 80 MB)
+        seq = (p.seq + offset if offset else p.seq) if purges else None
+        cols.append((p.tag_id if same_ids else remap[p.tag_id], p.step, p.value, seq))
         offset += p.records
     parts.clear()  # the caller's list: its arrays are freed as they are merged
     if not cols:
         return {}
-    tag_id, step, value, seq = (np.concatenate(c) if len(c) > 1 else c[0] for c in zip(*cols))
+    tag_id, step, value, seq = (np.concatenate(c) if len(c) > 1 and c[0] is not None else c[0] for c in zip(*cols))
     del cols
     if purges:
         keep = np.ones(len(seq), dtype=bool)

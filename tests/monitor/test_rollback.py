@@ -30,11 +30,16 @@ def setup(**over):
     return model, opt, Monitor(model, opt, cfg, console=False, run_info={"lr": LR})
 
 
-def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None):
+def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None, fed=None):
     """Steps first+1..first+steps on batch i at step i; `saved[step]`: the weights and
     optimizer state after each step (before a rollback can change them); `lr_at(step)`:
-    the LR of each step (default: the optimizer's, left alone)."""
+    the LR of each step (default: the optimizer's, left alone). With `fed` (a list), the
+    loop asks `skip_batch()` before each step, as the docs show, and lists the steps it trained."""
     for i in range(first, first + steps):
+        if fed is not None:
+            if monitor.skip_batch():
+                continue
+            fed.append(i + 1)
         if lr_at is not None:
             for g in opt.param_groups:
                 g["lr"] = lr_at(i + 1)

@@ -56,6 +56,16 @@ def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None
         monitor.step_end(loss)
 
 
+def assert_replayed(model, opt, state, first, steps):
+    """The weights equal `state` (weights, optimizer state) trained on batches first+1..first+steps."""
+    replay_model, replay_opt, replay_monitor = setup()
+    replay_model.load_state_dict(state[0])
+    replay_opt.load_state_dict({"state": copy.deepcopy(state[1]), "param_groups": opt.state_dict()["param_groups"]})
+    train(replay_model, replay_opt, replay_monitor, steps, first=first)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, replay_model.state_dict()[k], rtol=0, atol=0)
+
+
 def actions(monitor):
     return [e for e in monitor.events if e.kind == "action"]
 
@@ -71,12 +81,7 @@ def test_a_nonfinite_loss_restores_the_weights_and_optimizer_of_the_last_good_st
     assert r["lr_before"] == r["lr_after"] == LR  # one bad batch: the LR is not blamed
     # after the rollback at step 15, steps 16..20 trained on from the state of step 10, so
     # replaying batches 16..20 from that state gives the same weights
-    replay_model, replay_opt, replay_monitor = setup()
-    replay_model.load_state_dict(saved[10][0])
-    replay_opt.load_state_dict({"state": copy.deepcopy(saved[10][1]), "param_groups": opt.state_dict()["param_groups"]})
-    train(replay_model, replay_opt, replay_monitor, 5, first=15)
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, replay_model.state_dict()[k], rtol=0, atol=0)
+    assert_replayed(model, opt, saved[10], first=15, steps=5)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     (event,) = actions(monitor)
     assert "restored the state of step 10" in event.message and "steps 11-15" in event.message

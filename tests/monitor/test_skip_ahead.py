@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_rollback import LR, setup, train
+from test_rollback import LR, assert_replayed, setup, train
 
 from trainvitals import Monitor
 from trainvitals.events import ALERT, Event
@@ -37,12 +37,7 @@ def test_the_weights_are_the_restored_state_trained_on_the_batches_after_the_ski
     model, opt, monitor = setup()
     saved = {}
     train(model, opt, monitor, 50, nan_at=STRETCH, saved=saved, fed=[])
-    replay_model, replay_opt, replay_monitor = setup()
-    replay_model.load_state_dict(saved[10][0])
-    replay_opt.load_state_dict({"state": copy.deepcopy(saved[10][1]), "param_groups": opt.state_dict()["param_groups"]})
-    train(replay_model, replay_opt, replay_monitor, 10, first=40)
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, replay_model.state_dict()[k], rtol=0, atol=0)
+    assert_replayed(model, opt, saved[10], first=40, steps=10)  # batches 41-50, after the last skip
 
 
 def test_a_loop_that_never_asks_skip_batch_gets_no_skip_ahead_and_stops_at_max_rollbacks():

@@ -12,8 +12,10 @@ non-finite loss or gradients, a gradient-gain alert), the monitor, on every rank
 1. finds where the trouble began: the spike's step, the divergence's running minimum,
    the collapse's best step, then earlier still past any warning sign in between;
 2. decides whether the LR is to blame: a divergence, a collapse, a drift of the gradient
-   gain, or trouble that came back within a ring's span of the previous rollback (a
-   single bad batch is not the LR's fault); then the cut is the change `trainvitals
+   gain, trouble that came back within a ring's span of the previous rollback, or right
+   after its skip at an LR the state restored never trained at (a single bad batch is not
+   the LR's fault, nor trouble right after a skip at an LR already trained at: the next
+   batches are bad too); then the cut is the change `trainvitals
    advise` recommends (`advise.recommend`, asked with the run's events and its peak LR,
    or the LR in use where the loop raised it higher: never a second opinion);
 3. restores the newest state taken before the trouble (else the newest snapshot on disk
@@ -21,7 +23,10 @@ non-finite loss or gradients, a gradient-gain alert), the monitor, on every rank
    never trained at more than twice the new LR, if the ring holds one (advise's finest
    cut is /2: above that the weights trained at an LR it calls too high). The step
    counter, the data position and the LR schedule go on: the batches of the steps in
-   between are skipped, not replayed (as PaLM did); the LR cut applies from the next step;
+   between are skipped, not replayed (as PaLM did); the LR cut applies from the next step.
+   Where the data's trouble came back right after the previous skip and the host drops
+   batches it has not fed (it asks `Monitor.skip_batch()`), the skip goes on past the
+   alert: `every` steps, doubling with each recurrence in a row;
 4. records it: an `action` event and the run directory's `rollbacks.json`.
 
 After `max_rollbacks` rollbacks the next trigger stops the run (`StopReason.AUTO_ADJUST`),

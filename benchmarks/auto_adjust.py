@@ -13,6 +13,8 @@ LR, `advice_scenarios._lm`, run for 5 epochs of 60 steps) with one fault injecte
 `--holdout` runs what the policy was not designed on: seeds 3 and 4 of those faults, and
 variants of them fixed before any was run (`HOLDOUT`: a spike at step 80, 24 bad batches
 from step 200, the LR x10 from step 100, a peak LR of 0.03 reached at step 60).
+`--holdout2`, committed before it was run once: seeds 5 and 6, and `HOLDOUT2` (40 bad
+batches from step 120, a peak LR of 0.05 reached at step 90, the LR x20 from step 200).
 
 Each runs three ways on the same seed: as is (`off`), with `auto_adjust` (`auto`), and
 with OLMo-core's skip-step rule (`olmo`: skip the optimizer step when the loss or the
@@ -32,6 +34,7 @@ up to that alert are lost). Memory and time of the ring: the same healthy run wi
     OMP_NUM_THREADS=1 python benchmarks/auto_adjust.py           # ~10 min on one thread
     OMP_NUM_THREADS=1 python benchmarks/auto_adjust.py --quick   # the mechanics, ~1 min
     OMP_NUM_THREADS=1 python benchmarks/auto_adjust.py --holdout # seeds 3-4, and the variants
+    OMP_NUM_THREADS=1 python benchmarks/auto_adjust.py --holdout2 # seeds 5-6, and HOLDOUT2
 """
 from __future__ import annotations
 
@@ -76,6 +79,11 @@ FAULTS = {"spike": Fault("spike", 1), "bad_stretch": Fault("bad_stretch", 12), "
 # fixed before any of them was run: the policy was not designed on these
 HOLDOUT = {"spike@80": Fault("spike", 1, 80), "bad_stretch_24@200": Fault("bad_stretch", 24, 200),
            "lr_raised_x10@100": Fault("lr_raised", 10, 100), "lr_high_0.03@60": Fault("lr_high_after_warmup", 0.03, 60)}
+# a second holdout, committed before any of it was run (the first was looked at while
+# the skip-ahead was designed): seeds 5-6, a longer bad stretch elsewhere, another peak LR
+HOLDOUT2 = {"bad_stretch_40@120": Fault("bad_stretch", 40, 120),
+            "lr_high_0.05@90": Fault("lr_high_after_warmup", 0.05, 90),
+            "lr_raised_x20@200": Fault("lr_raised", 20, 200)}
 MODES = ("off", "auto", "olmo")
 MARGIN_FLOOR = 0.03
 OLMO_WINDOW, OLMO_SIGMA = 128, 6.0
@@ -165,7 +173,7 @@ class _Trainer(LanguageModelTrainer):
 def run(name: str | None, mode: str, seed: int, workdir: Path, steps_per_epoch: int = 60,
         epochs: int = 5, fault_at: int | None = None) -> dict[str, Any]:
     """One run of fault `name` (FAULTS, HOLDOUT; None: healthy); what it ended as."""
-    fault = {**FAULTS, **HOLDOUT}[name] if name else None
+    fault = {**FAULTS, **HOLDOUT, **HOLDOUT2}[name] if name else None
     if fault is not None and fault_at is not None:
         fault = Fault(fault.kind, fault.size, fault_at)
     s = settings(fault, seed, steps_per_epoch, epochs)
@@ -242,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="one seed, one fault, 90-step runs: the mechanics")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--holdout", action="store_true", help="seeds 3-4 of every fault and the HOLDOUT variants")
+    p.add_argument("--holdout2", action="store_true", help="seeds 5-6 of every fault and the HOLDOUT2 variants")
     p.add_argument("--workdir", default="")
     p.add_argument("--out", help="also write every run's outcome as JSON")
     args = p.parse_args(argv)
@@ -250,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     faults = ("bad_stretch",) if args.quick else tuple(FAULTS)
     if args.holdout:
         seeds, faults = range(3, 5), tuple(FAULTS) + tuple(HOLDOUT)
+    if args.holdout2:
+        seeds, faults = range(5, 7), tuple(FAULTS) + tuple(HOLDOUT2)
     size = {"steps_per_epoch": 30, "epochs": 3, "fault_at": 70} if args.quick else {}
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="auto_adjust-"))
     t0 = time.time()

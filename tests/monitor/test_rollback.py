@@ -30,11 +30,16 @@ def setup(**over):
     return model, opt, Monitor(model, opt, cfg, console=False, run_info={"lr": LR})
 
 
-def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None):
+def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None, fed=None):
     """Steps first+1..first+steps on batch i at step i; `saved[step]`: the weights and
     optimizer state after each step (before a rollback can change them); `lr_at(step)`:
-    the LR of each step (default: the optimizer's, left alone)."""
+    the LR of each step (default: the optimizer's, left alone). With `fed` (a list), the
+    loop asks `skip_batch()` before each step, as the docs show, and lists the steps it trained."""
     for i in range(first, first + steps):
+        if fed is not None:
+            if monitor.skip_batch():
+                continue
+            fed.append(i + 1)
         if lr_at is not None:
             for g in opt.param_groups:
                 g["lr"] = lr_at(i + 1)
@@ -49,6 +54,16 @@ def train(model, opt, monitor, steps, first=0, nan_at=(), saved=None, lr_at=None
         if saved is not None:
             saved[i + 1] = (copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()["state"]))
         monitor.step_end(loss)
+
+
+def assert_replayed(model, opt, state, first, steps):
+    """The weights equal `state` (weights, optimizer state) trained on batches first+1..first+steps."""
+    replay_model, replay_opt, replay_monitor = setup()
+    replay_model.load_state_dict(state[0])
+    replay_opt.load_state_dict({"state": copy.deepcopy(state[1]), "param_groups": opt.state_dict()["param_groups"]})
+    train(replay_model, replay_opt, replay_monitor, steps, first=first)
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, replay_model.state_dict()[k], rtol=0, atol=0)
 
 
 def actions(monitor):
@@ -66,12 +81,7 @@ def test_a_nonfinite_loss_restores_the_weights_and_optimizer_of_the_last_good_st
     assert r["lr_before"] == r["lr_after"] == LR  # one bad batch: the LR is not blamed
     # after the rollback at step 15, steps 16..20 trained on from the state of step 10, so
     # replaying batches 16..20 from that state gives the same weights
-    replay_model, replay_opt, replay_monitor = setup()
-    replay_model.load_state_dict(saved[10][0])
-    replay_opt.load_state_dict({"state": copy.deepcopy(saved[10][1]), "param_groups": opt.state_dict()["param_groups"]})
-    train(replay_model, replay_opt, replay_monitor, 5, first=15)
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, replay_model.state_dict()[k], rtol=0, atol=0)
+    assert_replayed(model, opt, saved[10], first=15, steps=5)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     (event,) = actions(monitor)
     assert "restored the state of step 10" in event.message and "steps 11-15" in event.message

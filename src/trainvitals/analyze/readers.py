@@ -193,15 +193,20 @@ def _merge_event_files(parts: list[EventFileScalars]) -> Series:
     cols: list[tuple[np.ndarray, ...]] = []
     purges, offset = [], 0
     for p in parts:
+        purges += [(s + offset, step) for s, step in p.purges]
+        offset += p.records
+    offset = 0
+    for p in parts:
         remap = np.array([names.setdefault(t, len(names)) for t in p.tags] or [0], np.int32)
         same_ids = np.array_equal(remap, np.arange(len(remap)))
-        cols.append((p.tag_id if same_ids else remap[p.tag_id], p.step, p.value, p.seq + offset))
-        purges += [(s + offset, step) for s, step in p.purges]
+        # the record numbers only where a restart is to be applied (a long log's are 80 MB)
+        seq = (p.seq + offset if offset else p.seq) if purges else None
+        cols.append((p.tag_id if same_ids else remap[p.tag_id], p.step, p.value, seq))
         offset += p.records
     parts.clear()  # the caller's list: its arrays are freed as they are merged
     if not cols:
         return {}
-    tag_id, step, value, seq = (np.concatenate(c) if len(c) > 1 else c[0] for c in zip(*cols))
+    tag_id, step, value, seq = (np.concatenate(c) if len(c) > 1 and c[0] is not None else c[0] for c in zip(*cols))
     del cols
     if purges:
         keep = np.ones(len(seq), dtype=bool)
@@ -214,7 +219,7 @@ def _merge_event_files(parts: list[EventFileScalars]) -> Series:
     # per tag, in write order: one pass a tag for a few tags, a sort for many
     by_tag = _split_by_tag(tag_id, len(tags))
     for t, idx in by_tag:
-        s, v = step[idx], value[idx]
+        s, v = step[idx], value[idx]  # `idx` a slice where the tags take turns (one event a step)
         if np.any(s[1:] <= s[:-1]):
             o = np.argsort(s, kind="stable")
             s, v = s[o], v[o]
@@ -225,7 +230,15 @@ def _merge_event_files(parts: list[EventFileScalars]) -> Series:
 
 
 def _split_by_tag(tag_id: np.ndarray, n_tags: int):
-    """(tag, indices of its rows in order) for every tag present."""
+    """(tag, indices of its rows in order) for every tag present: a slice where every row
+    holds the tags in one order, over and over (our sink's one event a step), which is
+    checked in one pass instead of a pass a tag."""
+    period = len(np.unique(tag_id[:n_tags])) if len(tag_id) else 0
+    if period and period == n_tags and len(tag_id) % period == 0 and \
+            (tag_id.reshape(-1, period) == tag_id[:period]).all():
+        for j, t in enumerate(tag_id[:period].tolist()):
+            yield t, slice(j, None, period)
+        return
     if n_tags <= 32:
         for t in range(n_tags):
             idx = np.flatnonzero(tag_id == t)

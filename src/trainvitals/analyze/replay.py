@@ -117,6 +117,26 @@ class _ReplayOutbox(Outbox):
             steps.append(step)
             values.append(value)
 
+    def log_block(self, tag: str, steps: np.ndarray, values: np.ndarray) -> None:
+        """`log` of each (step, value), as arrays."""
+        if not (tag in self.kept or tag in DERIVED or tag.startswith("evaluation/")):
+            return
+        ok = np.isfinite(values)
+        if not ok.all():
+            steps, values = steps[ok], values[ok]
+        if not len(steps):
+            return
+        kept = self.kept.get(tag)
+        if kept is None:
+            kept = self.kept[tag] = (array("q"), array("d"))
+        last = np.ones(len(steps), bool)  # the last of steps fed more than once stays, as in `log`
+        last[:-1] = steps[1:] != steps[:-1]
+        if kept[0] and kept[0][-1] == steps[0]:
+            kept[0].pop()
+            kept[1].pop()
+        kept[0].frombytes(steps[last].astype(np.int64).tobytes())
+        kept[1].frombytes(values[last].astype(np.float64).tobytes())
+
     def emit(self, events, echo: bool = True) -> None:
         if events:
             self.out.events += [events] if isinstance(events, Event) else list(events)
@@ -140,6 +160,7 @@ class _ReplayOutbox(Outbox):
 
 
 _BLOCK = 1 << 16  # steps fed to the detectors at a time: Python floats only for these
+_CHUNK = 256  # steps offered to the detectors' quiet proof after one it refused
 # both halves of a replay at least this long run side by side (`beside`): a fork costs ~10 ms
 _SIDE_BY_SIDE_MIN_STEPS = 50_000
 
@@ -220,11 +241,29 @@ def _replay_losses(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfi
     box.out.steps = int(steps[-1])
     part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
                                peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
-    lrs = _values_at(lr_steps, lr_values, steps)
-    for lo in range(0, len(steps), _BLOCK):
-        part.report(box, steps[lo:lo + _BLOCK].tolist(), values[lo:lo + _BLOCK].tolist(),
-                    lrs[lo:lo + _BLOCK], log_inputs=False)
-        tick(min(_BLOCK, len(steps) - lo))
+    for lo, hi in _chunks(len(steps), lambda lo, hi: part.skip(box, steps[lo:hi], values[lo:hi]), tick):
+        part.report(box, steps[lo:hi].tolist(), values[lo:hi].tolist(),
+                    _values_at(lr_steps, lr_values, steps[lo:hi]), log_inputs=False)
+
+
+def _chunks(n: int, skip: Callable[[int, int], bool], tick: Callable[[int], None]):
+    """Steps 0..n in chunks, each offered to `skip` (the detectors' proof that nothing happens
+    there, signals/quiet.py); yields the (lo, hi) to be fed step by step. A chunk skipped
+    doubles the next (up to `_BLOCK`); one refused is halved and offered again, down to
+    `_CHUNK` steps, which are yielded: the steps fed one at a time are those near where
+    something may happen."""
+    lo, size = 0, _CHUNK
+    while lo < n:
+        hi = min(n, lo + size)
+        if skip(lo, hi):
+            size = min(2 * size, _BLOCK)
+        elif size > _CHUNK:
+            size //= 2
+            continue
+        else:
+            yield lo, hi
+        tick(hi - lo)
+        lo = hi
 
 
 def _gradient_tags(run: RunLog) -> dict[str, Sequence[tuple[int, float]]]:
@@ -265,7 +304,6 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
                                 "threshold 'auto' taken as 1.3; pass --num-layers for the depth-scaled one")
     part = GradientMonitorCallback(monitor_cfg, num_layers, gradient_clip=facts.get("gradient_clip") or None,
                                    warmup_steps=facts.get("warmup_steps"), peak_lr=facts.get("lr"))
-    lrs = _values_at(lr_steps, lr_values, steps)
     singles = [cols.get(f"gradient_monitor/{t}") for t in ("grad_norm", "mean_gain", "max_gain")]
     names = [name for name, _ in gains]
     report, observe, observe_all = part.report, part.signals.observe_loss, part.observe_losses
@@ -273,8 +311,24 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
     r = GradientReading()
     # each gradient step sees the losses up to it, as live (the gain gate reads them)
     fed_to, fed = np.searchsorted(losses[0], steps, side="right"), 0
-    for lo in range(0, len(steps), _BLOCK):
-        hi = min(lo + _BLOCK, len(steps))
+    gain_cols = [c for _, c in gains]
+    # the series a reading is made of: with block gains, the logged aggregates are not read
+    present = [c for c in (gain_cols + singles[:1] if gain_cols else singles) if c is not None]
+
+    def skip(lo: int, hi: int) -> bool:
+        nonlocal fed
+        if ratios or any(c.missing[lo:hi].any() for c in present):
+            return False  # update ratios, a step without every series: step by step
+        matrix = np.column_stack([c.values[lo:hi] for c in gain_cols]) if gain_cols else None
+        norm, mean, top = (c.values[lo:hi] if c is not None else None for c in singles)
+        if not part.skip(box, steps[lo:hi], tuple(names), matrix, norm, mean, top):
+            return False
+        upto = int(fed_to[hi - 1])
+        observe_all(losses[0][fed:upto].tolist(), losses[1][fed:upto].tolist())
+        fed = upto
+        return True
+
+    for lo, hi in _chunks(len(steps), skip, tick):
         block = [c.block(lo, hi) if c is not None else [None] * (hi - lo) for c in singles]
         gain_dicts = _dicts(names, [c.block(lo, hi) for _, c in gains], hi - lo)
         weights = _weights([(name, c.block(lo, hi)) for name, c in ratios], hi - lo)
@@ -282,8 +336,9 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
         upto_all = fed_to[lo:hi].tolist()
         loss_steps = losses[0][first:upto_all[-1]].tolist()
         loss_values = losses[1][first:upto_all[-1]].tolist()
+        lrs = _values_at(lr_steps, lr_values, steps[lo:hi])
         for step, g, norm, mean, top, w, lr, upto in zip(steps[lo:hi].tolist(), gain_dicts, *block, weights,
-                                                         lrs[lo:hi], upto_all):
+                                                         lrs, upto_all):
             if upto > fed:
                 if upto == fed + 1:  # one loss a gradient step, the common case
                     observe(loss_steps[fed - first], loss_values[fed - first])
@@ -292,7 +347,6 @@ def _replay_gradients(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorCo
                 fed = upto
             r.gains, r.grad_norm, r.mean_gain, r.max_gain, r.weights = g, norm, mean, top, w
             report(box, step, r, lr, log_inputs=False)
-        tick(hi - lo)
 
 
 def _dicts(names: list[str], cols: list[list[float | None]], n: int) -> list[dict[str, float]]:

@@ -350,13 +350,20 @@ def read_event_file(path: str | Path, check_crc: bool = False,
     ids: dict[bytes, int] = {}
     parts: list[tuple[np.ndarray, ...]] = []
     damage, carry = "", b""
+    space, dirty = np.zeros(0, dtype=np.uint8), 0  # `dirty`: bytes of `space` written so far
     with open(path, "rb") as f:
         while not damage:
             # read into the array the decoder scans (zeros after the data: `_PAD`), with the
-            # bytes the previous chunk left (a record split at its end) in front
-            a = np.zeros(len(carry) + CHUNK_BYTES + _PAD, dtype=np.uint8)
+            # bytes the previous chunk left (a record split at its end) in front; one array
+            # reused, as fresh memory costs more to touch than the reading (nothing decoded keeps a view)
+            if len(space) < len(carry) + CHUNK_BYTES + _PAD:
+                space, dirty = np.zeros(len(carry) + CHUNK_BYTES + _PAD, dtype=np.uint8), 0
+            a = space[:len(carry) + CHUNK_BYTES + _PAD]
             a[:len(carry)] = np.frombuffer(carry, dtype=np.uint8)
             got = f.readinto(memoryview(a)[len(carry):len(carry) + CHUNK_BYTES])
+            end = len(carry) + got
+            a[end:dirty] = 0  # what a longer chunk left behind
+            dirty = max(dirty, end)
             if progress is not None and got:
                 progress(got)
             if not got:

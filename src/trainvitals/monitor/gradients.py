@@ -22,12 +22,15 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from trainvitals.events import ALERT, INFO, Event
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.signals.advice import fmt_lr
 from trainvitals.signals.frozen import FrozenParamsDetector
-from trainvitals.signals.gradient_signals import GradientSignals, gain_aggregates, measured_gains
+from trainvitals.signals.gradient_signals import (GradientSignals, gain_aggregates, measured_gain_columns,
+                                                  measured_gains)
 
 __all__ = ["GradientMonitorCallback", "GradientReading", "group_norms"]
 
@@ -74,9 +77,7 @@ class GradientMonitorCallback:
     def observe_losses(self, steps: list[int], losses: list[float]) -> None:
         """The step losses, in step order, before the gradients of those steps: a gain
         excursion is an alert only where the loss backs it (signals/gain_gate.py)."""
-        observe = self.signals.observe_loss
-        for step, loss in zip(steps, losses):
-            observe(step, loss)
+        self.signals.loss_trend.observe_many(steps, losses)
 
     def report(self, out: Outbox, step: int, r: GradientReading, lr: float | None,
                epoch: int | None = None, log_inputs: bool = True) -> None:
@@ -123,6 +124,29 @@ class GradientMonitorCallback:
             events = [e if e.epoch is not None or epoch is None else replace(e, epoch=epoch) for e in events]
             out.emit(events)
             self._act_on_gain_alerts(out, events, step, rate.peak or lr, epoch)
+
+    def skip(self, out: Outbox, steps: np.ndarray, names: tuple[str, ...], gains: np.ndarray | None,
+             grad_norm: np.ndarray | None, mean_gain: np.ndarray | None = None,
+             max_gain: np.ndarray | None = None) -> bool:
+        """`report(..., log_inputs=False)` of readings holding block gains (a column of `gains`
+        per name in `names`, every one measured; with none, the logged `mean_gain` and
+        `max_gain`) and the grad norm (None: not known), when the detectors prove those steps
+        raise nothing (`GradientSignals.skip`), the derived series logged as blocks; else
+        False and nothing done: `report` them."""
+        if names:
+            if not np.isfinite(gains).all():
+                return False  # a block not measured: said by `report`
+            mean_gain, max_gain = measured_gain_columns(names, gains)
+        done = self.signals.skip(steps, mean_gain, grad_norm, max_gain, gains if names else None, names)
+        if done is None:
+            return False
+        ma, drift = done
+        if ma is not None:
+            out.log_block("gradient_monitor/mean_gain_ma", steps, ma)
+            out.log_block("gradient_monitor/mean_gain_drift", steps, drift)
+        if mean_gain is not None:
+            out.figures["Gain"] = (float(mean_gain[-1]), ".3f")
+        return True
 
     def _unmeasurable_now(self, step: int, unmeasured: list[str], nonfinite: list[str] | None) -> list[Event]:
         """One info event the first time blocks have no gain while the gradients are finite:

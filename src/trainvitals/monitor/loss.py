@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
+
 from trainvitals.monitor.config import MonitorConfig
 from trainvitals.monitor.outbox import Outbox, StopReason
 from trainvitals.signals.loss_signals import LossSignals
@@ -54,6 +56,19 @@ class LossMonitorCallback:
             self.last = losses[-1]
         if self.signals.value is not None:
             out.figures["EMA"] = (self.signals.value, ".4g")
+
+    def skip(self, out: Outbox, steps: np.ndarray, losses: np.ndarray) -> bool:
+        """`report(out, steps, losses, ..., log_inputs=False)` when the detectors prove those
+        steps raise nothing (`LossSignals.skip`), its EMAs logged as a block; else False and
+        nothing done: `report` them."""
+        smooth = self.signals.skip(steps, losses)
+        if smooth is None:
+            return False
+        if self.signals.ema is not None:
+            out.log_block("train/step_loss_ema", steps, smooth)
+            out.figures["EMA"] = (float(smooth[-1]), ".4g")
+        self.last = float(losses[-1])
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         return self.signals.state_dict()

@@ -34,7 +34,8 @@ failure weighs how far into the run it came, and `auto_adjust` takes no plateau 
 at the last evaluation.
 With `auto_adjust`, a logging step whose alerts say the run is failing rolls the model
 and optimizer back in place to the last good state (`monitor/rollback.py`); the loop just
-goes on, and the batches in between are skipped.
+goes on, and the batches in between are skipped. A loop that asks `skip_batch()` before
+each step also lets a rollback skip past its alert (a stretch of bad data that goes on).
 
 Under torch.distributed (DDP, FSDP2) every rank makes the same calls. At a logging step
 the ranks sum their losses and what their probes measured (squared norms of activation
@@ -217,6 +218,22 @@ class Monitor(EvaluationPoints, Outbox):
         self._flow_now, self._lr_now, self._clip_norm = None, None, None
         self.arm()
         return self.flush() if self.step % self.config.log_every == 0 else []
+
+    def skip_batch(self) -> bool:
+        """Ask before each step's forward. True: `auto_adjust` skips this step (a stretch of bad
+        data went on past the last rollback's alert, which skips ahead of it): drop the step's
+        batches, no forward, no update, no `step_end`; the step is counted as done. A loop
+        that never asks gets no skip ahead (its rollbacks skip up to their alert only)."""
+        if self.rollback is None:
+            return False
+        self.rollback.drops = True
+        if not self.rollback.skipping(self.step + 1):
+            return False
+        self.step += 1
+        if self.flow is not None and self.flow.attached and not self.monitors(self.step + 1):
+            self.flow.detach()  # armed for the step just skipped
+        self.arm()
+        return True
 
     def skip_step(self, loss: torch.Tensor | float) -> bool:
         """With on_nonfinite_loss='skip_step': whether to leave this step's update out

@@ -50,6 +50,12 @@ class Outbox:
         self.scalars[tag] = (step, value)
         self.sinks.log(tag, value, step)
 
+    def log_block(self, tag: str, steps, values) -> None:
+        """`log` each (step, value) in turn, leaving out NaN (no value at that step)."""
+        for step, value in zip(steps.tolist(), values.tolist()):
+            if value == value:
+                self.log(tag, value, step)
+
     def emit(self, events: Event | Iterable[Event], echo: bool = True) -> None:
         """`echo=False`: the text was already printed (inside a report block)."""
         for e in [events] if isinstance(events, Event) else events:

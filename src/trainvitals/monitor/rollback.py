@@ -12,8 +12,10 @@ non-finite loss or gradients, a gradient-gain alert), the monitor, on every rank
 1. finds where the trouble began: the spike's step, the divergence's running minimum,
    the collapse's best step, then earlier still past any warning sign in between;
 2. decides whether the LR is to blame: a divergence, a collapse, a drift of the gradient
-   gain, or trouble that came back within a ring's span of the previous rollback (a
-   single bad batch is not the LR's fault); then the cut is the change `trainvitals
+   gain, trouble that came back within a ring's span of the previous rollback, or right
+   after its skip at an LR the state restored never trained at (a single bad batch is not
+   the LR's fault, nor trouble right after a skip at an LR already trained at: the next
+   batches are bad too); then the cut is the change `trainvitals
    advise` recommends (`advise.recommend`, asked with the run's events and its peak LR,
    or the LR in use where the loop raised it higher: never a second opinion);
 3. restores the newest state taken before the trouble (else the newest snapshot on disk
@@ -21,7 +23,10 @@ non-finite loss or gradients, a gradient-gain alert), the monitor, on every rank
    never trained at more than twice the new LR, if the ring holds one (advise's finest
    cut is /2: above that the weights trained at an LR it calls too high). The step
    counter, the data position and the LR schedule go on: the batches of the steps in
-   between are skipped, not replayed (as PaLM did); the LR cut applies from the next step;
+   between are skipped, not replayed (as PaLM did); the LR cut applies from the next step.
+   Where the data's trouble came back right after the previous skip and the host drops
+   batches it has not fed (it asks `Monitor.skip_batch()`), the skip goes on past the
+   alert: `every` steps, doubling with each recurrence in a row;
 4. records it: an `action` event and the run directory's `rollbacks.json`.
 
 After `max_rollbacks` rollbacks the next trigger stops the run (`StopReason.AUTO_ADJUST`),
@@ -60,11 +65,14 @@ _LR_CAUSES = ("loss_divergence", "unigram_collapse", "early_loss_jump", "mean_ga
 # ... and so is a jump of the gradient that held for checks in a row (it grew over steps)
 _JUMPS = ("max_gain_jump", "grad_norm_jump")
 # trouble that starts within this many steps after a rollback's skip is the next batches'
+# (or, at an LR the state restored never trained at, that LR's)
 _DATA_AGAIN = 3
 _GAIN = ("mean_gain_absolute", "mean_gain_drift") + _JUMPS
 _CAUSES = {"data": "the data: a bad stretch of batches",
            "drift": "the learning rate: the run drifted there",
-           "recurred": "the learning rate: the trouble came back after a rollback"}
+           "recurred": "the learning rate: the trouble came back after a rollback",
+           "unseen": "the learning rate: the trouble came back right after the skip, at an LR the state "
+                     "restored had never trained at"}
 # signs the trouble had begun: the state restored must be older than the first
 _SIGNS = TRIGGERS + ("bad_batch",)
 # where each trigger says the trouble began, when it is not the alert's own step
@@ -96,6 +104,8 @@ class Rollback:
         self.disk: Callable[[], list[tuple[int, Path]]] | None = None  # (step, path) of on-disk snapshots
         self._last_kept: int | None = None
         self._lr_max = 0.0  # the highest LR in use of the updates that made the weights now
+        self._restored_lr: float | None = None  # the lr_max of the state the last rollback restored
+        self.drops = False  # the host drops the batches of steps ahead (it asks `Monitor.skip_batch()`)
         self.scaler: torch.amp.GradScaler | None = None  # the loop's enabled GradScaler, restored with the optimizer
 
     # --- keeping states ------------------------------------------------------------------
@@ -170,31 +180,63 @@ class Rollback:
         while self.ring and self.ring[-1].step > state.step:  # taken inside the trouble
             self.ring.pop()
         self._last_kept = now
+        self._restored_lr = state.lr_max
         if after is not None and not monitor.scale_lr(after / before):
             change += " (this host cannot set the LR: set it yourself)"
+        ahead = self._ahead(monitor) if cause == "data" and self._again(start) else 0
         record = {"rollback": len(self.done) + 1, "at_step": now, "trigger": kinds, "trigger_step": first.step,
                   "trouble_from": start, "restored_step": state.step, "restored_from": state.source,
-                  "skipped_steps": [state.step + 1, now], "cause": _CAUSES[cause], "lr_before": before,
-                  "lr_after": after if after is not None else before, "change": change}
+                  "skipped_steps": [state.step + 1, now + ahead], "skipped_ahead": ahead, "cause": _CAUSES[cause],
+                  "lr_before": before, "lr_after": after if after is not None else before, "change": change}
         self.done.append(record)
         lr = (f"learning rate {fmt_lr(before)} → {fmt_lr(after)} ({change})" if after is not None
               else "learning rate kept" + (f" ({change or 'advise recommends no LR change'})"
                                            if cause != "data" else ""))
         monitor.emit(Event("action", INFO, f"auto_adjust: rollback {len(self.done)}/{self.limit} at step {now}: "
                                            f"{what}; restored the state of step {state.step} ({state.source}{why}), "
-                                           f"skipping the batches of steps {state.step + 1}-{now}; cause: "
+                                           f"skipping the batches of steps {state.step + 1}-{now + ahead}"
+                                           + (f" ({ahead} past the alert: the trouble came back right after "
+                                              f"the previous skip)" if ahead else "") + "; cause: "
                                            f"{_CAUSES[cause]}; {lr}", now, monitor.epoch, values=record,
                            source="auto_adjust"))
         self.write()
 
     def _cause(self, triggers: list[Event], start: int) -> str:
-        """"data", "drift" or "recurred" (the last two: the learning rate's fault)."""
-        last = self.done[-1]["at_step"] if self.done else None
-        if last is not None and start - last <= _DATA_AGAIN:
-            return "data"  # from the first batches after a skip, on a state that was good: the next batches
+        """"data", or the learning rate's fault: "drift", "recurred", "unseen"."""
+        last = self.done[-1]["skipped_steps"][1] if self.done else None
+        if self._again(start):
+            # from the first batches after a skip, on a state that was good: the next batches
+            # are bad too, unless the run met an LR there that the state restored never trained
+            # at (a warmup, a raise): then that LR is the new thing
+            seen = self._restored_lr
+            return "unseen" if seen is not None and self._lr_max > seen else "data"
         if last is not None and start - last <= self.every * self.ring.maxlen:
             return "recurred"
         return "drift" if any(_blames_lr(e) for e in triggers) else "data"
+
+    def _again(self, start: int) -> bool:
+        """Whether trouble beginning at `start` came back within `_DATA_AGAIN` steps after the last skip."""
+        return bool(self.done) and start - self.done[-1]["skipped_steps"][1] <= _DATA_AGAIN
+
+    def _ahead(self, monitor: Monitor) -> int:
+        """Steps to skip past the alert, the data's trouble having come back right after the
+        previous skip: `every` the first time, doubling with each recurrence in a row (a stretch
+        longer than one skip is passed within a few rollbacks; PaLM skipped 200-500 batches).
+        0 where the host does not drop batches it has not fed (it never asked `skip_batch`)."""
+        if not self.drops:
+            return 0
+        streak = 0
+        for r in reversed(self.done):
+            if not r.get("skipped_ahead"):
+                break
+            streak += 1
+        ahead = self.every * 2 ** streak
+        end = monitor.total_steps
+        return max(0, min(ahead, end - monitor.step)) if end else ahead
+
+    def skipping(self, step: int) -> bool:
+        """Whether step `step`'s batches are skipped: inside the last rollback's skip, past its alert."""
+        return bool(self.done) and self.done[-1]["at_step"] < step <= self.done[-1]["skipped_steps"][1]
 
     def _pick(self, start: int, events: list[Event], lr_limit: float | None) -> tuple[_State | None, int, str]:
         """The newest state older than the trouble, which began at its first warning sign:
@@ -230,13 +272,14 @@ class Rollback:
         os.replace(tmp, self.path)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"done": copy.deepcopy(self.done), "lr_max": self._lr_max}
+        return {"done": copy.deepcopy(self.done), "lr_max": self._lr_max, "restored_lr": self._restored_lr}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.done = copy.deepcopy(state.get("done", []))
         self.ring.clear()  # the states of the run before: this one keeps its own
         self._last_kept = None
         self._lr_max = float(state.get("lr_max", 0.0))
+        self._restored_lr = state.get("restored_lr")
         self.write()
 
 

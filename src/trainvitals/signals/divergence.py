@@ -11,11 +11,14 @@ import math
 from statistics import median
 from typing import Any
 
+import numpy as np
+
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip, warmup_advice
 from trainvitals.signals.lifecycle import Condition
+from trainvitals.signals.quiet import lowest, previous_min
 
 __all__ = ["LossDivergenceDetector", "UnigramCollapseDetector"]
 
@@ -109,6 +112,34 @@ class LossDivergenceDetector:
         if self._seen >= self.min_history:
             events += self._check_divergence(smooth, step, lr, gradient_clip)
         return events
+
+    def quiet_plan(self, losses: np.ndarray, steps: np.ndarray, smooth: np.ndarray):
+        """`update` over finite `losses` (with their smoothed values) raises nothing
+        (signals/quiet.py): a full window, nothing raised, no loss over the factor even on
+        its window's lowest loss, the smoothed loss never `climb` above its minimum."""
+        if self._spike.active or self._divergence.active or len(self._recent) < self.window:
+            return None
+        if np.any(losses > self.spike_factor * previous_min(np.array(self._recent), losses)):
+            return None
+        low = np.minimum.accumulate(np.concatenate(([self._min], smooth)))[1:]
+        ratio = np.ones(len(smooth))
+        np.divide(smooth, low, out=ratio, where=low > 0)
+        if np.any(ratio > 1 + self.climb):
+            return None
+
+        def commit() -> None:
+            xs = losses.tolist()
+            self._recent = (self._recent + xs)[-self.window:]
+            self._floor = min(self._recent)
+            self._seen += len(xs)
+            a, c, raw = self._alpha, 1 - self._alpha, self._ema_raw
+            for x in xs:
+                raw = a * raw + c * x
+            self._ema_raw, self._ema_n = raw, self._ema_n + len(xs)
+            self._min, self._min_step = lowest(self._min, self._min_step, smooth, steps)
+            if np.any(ratio < 1 + self.climb / 2):
+                self._above = 0
+        return commit
 
     def _check_spike(self, x: float, step: int, lr, clip) -> list[Event]:
         if len(self._recent) < self.min_history:

@@ -9,11 +9,15 @@ import math
 from collections import deque
 from typing import Any, Callable
 
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
 from trainvitals.errors import ConfigError, check_range, check_type
 from trainvitals.events import ALERT, INFO, WARNING, Event
 from trainvitals.signals.advice import LearningRate, lengthen_warmup, lr_value, reduce_lr, tighten_clip
 from trainvitals.signals.gain_gate import DEMOTED
 from trainvitals.signals.lifecycle import Condition
+from trainvitals.signals.quiet import exact_sum3, run_lengths
 
 __all__ = ["MeanGainDriftDetector", "SeedDriftBaseline", "auto_absolute_threshold", "trimmed_mean"]
 
@@ -29,6 +33,20 @@ def trimmed_mean(values: Any) -> float:
     if len(v) >= 3:
         v = v[1:-1]
     return math.fsum(v) / len(v)
+
+
+def trimmed_means(windows: np.ndarray) -> np.ndarray:
+    """`trimmed_mean` of each row, bit for bit (its `fsum` kept: exact for 3 values, else row by row)."""
+    v = np.sort(windows, axis=1)
+    if v.shape[1] >= 3:
+        v = v[:, 1:-1]
+    if v.shape[1] == 3:
+        total = exact_sum3(v[:, 0], v[:, 1], v[:, 2])
+    elif v.shape[1] <= 2:  # one rounding of the exact sum, as fsum's
+        total = v.sum(axis=1)
+    else:
+        total = np.array([math.fsum(row) for row in v.tolist()])
+    return total / v.shape[1]
 
 
 class MeanGainDriftDetector:
@@ -173,6 +191,41 @@ class MeanGainDriftDetector:
         # `_check_drift` starts nothing without both counts (the common case: skip the call)
         drifting = self._drift_cond.active or self._high >= self.consecutive <= self._rises
         return (self._check_drift(step, lr) if drifting else []) + self._check_absolute(g, step, lr)
+
+    def quiet_plan(self, gains: np.ndarray, steps: np.ndarray):
+        """`update` over `gains` raises nothing (signals/quiet.py): nothing raised or held,
+        full windows, every gain finite and under the absolute threshold, and the drift never
+        both high and rising for `consecutive` checks. Its commit returns the moving average
+        and the drift after each gain (NaN: none), as `update` leaves them."""
+        w, n = self.window, len(gains)
+        if not self.enabled:
+            return lambda: (None, None)
+        if (self._drift_cond.active or self._abs_cond.active or self._held or len(self._mas) <= w
+                or not np.isfinite(gains).all() or np.any(gains > self.absolute_threshold)):
+            return None
+        raw = np.concatenate((np.array(self._raw), gains))
+        ma = trimmed_means(sliding_window_view(raw, w)[1:])
+        mas = np.concatenate((np.array(self._mas), ma))
+        rises = run_lengths(ma > mas[w:w + n], self._rises)
+        ref = mas[1:n + 1]  # the MA `window` checks before each
+        drift = np.full(n, math.nan)
+        np.divide(ma - ref, ref, out=drift, where=ref > 0)
+        high = run_lengths(drift > self.drift_threshold / 2, self._high)
+        if np.any((high >= self.consecutive) & (rises >= self.consecutive)):
+            return None
+
+        def commit() -> tuple[np.ndarray, np.ndarray]:
+            self._raw.extend(raw[-w:].tolist())
+            self._mas.extend(mas[-w - 1:].tolist())
+            self._ma_steps.extend(steps[-w - 1:].tolist())
+            self._rises, self._high = int(rises[-1]), int(high[-1])
+            self._past = int(run_lengths(drift > self.drift_threshold, self._past)[-1])
+            self._calm += n
+            self.count += n
+            self.moving_average = float(ma[-1])
+            self.drift = None if math.isnan(drift[-1]) else float(drift[-1])
+            return ma, drift
+        return commit
 
     def _check_drift(self, step: int, lr: float | LearningRate | None) -> list[Event]:
         d, ma = self.drift, self.moving_average

@@ -29,10 +29,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import ALERT, Event
 from trainvitals.signals.advice import LearningRate, lower_init, lr_value, reduce_lr, tighten_clip, warmup_advice
 from trainvitals.signals.lifecycle import Condition
+from trainvitals.signals.quiet import lowest
 
 __all__ = ["EarlyLossDetector"]
 
@@ -88,6 +91,21 @@ class EarlyLossDetector:
         if self._min is None or x < self._min:
             self._min, self._min_step = x, step
         return events
+
+    def quiet_plan(self, losses: np.ndarray, steps: np.ndarray):
+        """`update` over finite `losses` raises nothing (signals/quiet.py): past the horizon,
+        nothing raised or pending, every loss within `rise` of the reference."""
+        if self._above.active or self._jump.active or self._pending or self._first is None \
+                or self._seen < self.horizon:
+            return None
+        ref = self.reference
+        if ref > 0 and np.any(losses / ref > 1 + self.rise):
+            return None
+
+        def commit() -> None:
+            self._seen += len(losses)
+            self._min, self._min_step = lowest(self._min, self._min_step, losses, steps)
+        return commit
 
     def _check_above(self, x: float, step: int, lr, clip) -> list[Event]:
         ref = self.reference

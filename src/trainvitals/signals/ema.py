@@ -40,19 +40,27 @@ class LossEMA:
 
     def update(self, loss: float) -> float | None:
         """Fold in one loss and return the EMA (unchanged if ``loss`` is not finite)."""
-        loss = float(loss)
-        if not math.isfinite(loss):
-            return self._value
-        a = self.alpha
-        self._weight = a * self._weight + 1.0
-        if self._value is None:
-            self._value = loss
-        elif self.init == "debiased":
-            self._value += (loss - self._value) / self._weight
-        else:
-            self._value = a * self._value + (1.0 - a) * loss
-        self.count += 1
-        return self._value
+        return self.update_many((loss,))[0]
+
+    def update_many(self, losses) -> list[float | None]:
+        """`update` each loss in turn; the EMA after each (one loop: a replay folds in millions)."""
+        a, c, debiased = self.alpha, 1.0 - self.alpha, self.init == "debiased"
+        value, weight, count = self._value, self._weight, self.count
+        out = []
+        for loss in losses:
+            loss = float(loss)
+            if -math.inf < loss < math.inf:
+                weight = a * weight + 1.0
+                if value is None:
+                    value = loss
+                elif debiased:
+                    value += (loss - value) / weight
+                else:
+                    value = a * value + c * loss
+                count += 1
+            out.append(value)
+        self._value, self._weight, self.count = value, weight, count
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         # alpha/init are recorded for inspection; the constructor's config wins on load.

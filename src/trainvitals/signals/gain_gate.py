@@ -69,19 +69,30 @@ class LossTrend:
         self._recent: deque[float] = deque(maxlen=_NOISE_POINTS)  # raw losses, for their noise
 
     def observe(self, step: int, loss: float) -> None:
-        if self._steps and step <= self._steps[-1]:
-            return  # a step fed twice (a resumed run's overlap): keep the first
-        if not math.isfinite(loss):
-            if self._nonfinite_step is None:
-                self._nonfinite_step = step
-            return
-        if self._first is None:
-            self._first = (step, loss)
-        self._ema = loss if self._ema is None else _DECAY * self._ema + (1 - _DECAY) * loss
-        self._low = min(self._low, self._ema)
-        self._recent.append(loss)
-        self._steps.append(step)
-        self._emas.append((self._ema, self._low))
+        self.observe_many((step,), (loss,))
+
+    def observe_many(self, steps, losses) -> None:
+        """`observe` each (step, loss) in turn (one loop: a replay feeds millions)."""
+        last = self._steps[-1] if self._steps else None
+        ema, low, first = self._ema, self._low, self._first
+        keep_step, keep_ema, keep_loss = self._steps.append, self._emas.append, self._recent.append
+        for step, loss in zip(steps, losses):
+            if last is not None and step <= last:
+                continue  # a step fed twice (a resumed run's overlap): keep the first
+            if not -math.inf < loss < math.inf:
+                if self._nonfinite_step is None:
+                    self._nonfinite_step = step
+                continue
+            if first is None:
+                first = (step, loss)
+            ema = loss if ema is None else _DECAY * ema + (1 - _DECAY) * loss
+            if ema < low:
+                low = ema
+            last = step
+            keep_step(step)
+            keep_ema((ema, low))
+            keep_loss(loss)
+        self._ema, self._low, self._first = ema, low, first
 
     def young(self, step: int) -> bool:
         """Too early for the loss to show a trend: under `LOOKBACK` steps since its first value."""

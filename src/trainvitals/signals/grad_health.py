@@ -11,12 +11,15 @@ import statistics
 from collections import deque
 from typing import Any, Callable
 
+import numpy as np
+
 from trainvitals.errors import check_range, check_type
 from trainvitals.events import ALERT, WARNING, Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip
 from trainvitals.signals.gain_gate import DEMOTED
 from trainvitals.signals.lifecycle import Condition
+from trainvitals.signals.quiet import previous_min
 
 __all__ = [
     "GradNormJumpDetector",
@@ -178,6 +181,26 @@ class GradNormJumpDetector:
         self._since_over = 0 if over else None if self._since_over is None else self._since_over + 1
         return events
 
+    def quiet_plan(self, values: np.ndarray):
+        """`update` over `values` raises nothing (signals/quiet.py): nothing raised, a full
+        window, each value (non-finite and non-positive ones are skipped, as `update` does)
+        under the factor even above its window's lowest point. `np.log` may differ from
+        `math.log` in the last bit, so a margin far above that keeps the proof sound."""
+        g = values[(values > 0) & (values < math.inf)]
+        if self._cond.active or len(self._logs) < self.window:
+            return None
+        with np.errstate(divide="ignore"):
+            x = np.log(g)
+        if np.any(x - previous_min(np.array(self._logs), x) > self._log_factor - 1e-9):
+            return None
+
+        def commit() -> None:
+            self._logs.extend(math.log(v) for v in g[-self.window:].tolist())
+            self._floor = min(self._logs)
+            if self._since_over is not None:
+                self._since_over += len(g)
+        return commit
+
     def state_dict(self) -> dict[str, Any]:
         return {"logs": list(self._logs), "over": self._over, "calm": self._calm, "level": self._level,
                 "since_over": self._since_over, "lone_step": self._lone_step, "condition": self._cond.state_dict()}
@@ -267,6 +290,20 @@ class VanishingFlowDetector:
             ),
             values=values,
         )
+
+    def quiet_plan(self, grad_norms: np.ndarray, gains: np.ndarray | None):
+        """`update` over the finite `grad_norms` (with each step's block gains, a row of
+        `gains`) raises nothing (signals/quiet.py): nothing raised, no norm or gain under its line."""
+        fed = np.isfinite(grad_norms)
+        if self._cond.active or np.any(grad_norms[fed] < self.min_grad_norm):
+            return None
+        if gains is not None and np.any(gains[fed] < self.min_gain):
+            return None
+
+        def commit() -> None:
+            if fed.any():
+                self._norm_low, self._block_low = 0, {}
+        return commit
 
     def state_dict(self) -> dict[str, Any]:
         return {

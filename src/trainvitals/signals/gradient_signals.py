@@ -17,6 +17,8 @@ import math
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
+
 from trainvitals.events import INFO, Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate
@@ -27,7 +29,7 @@ from trainvitals.signals.grad_health import GradNormJumpDetector, NonFiniteGradC
 # the gain family: a warning unless the loss backs it or the gain exploded (gain_gate.py)
 _GATED = ("mean_gain_drift", "mean_gain_absolute", "max_gain_jump", "grad_norm_jump")
 
-__all__ = ["GradientSignals", "gain_aggregates", "measured_gains", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
+__all__ = ["GradientSignals", "gain_aggregates", "measured_gains", "measured_gain_columns", "inner_mean_gain", "first_block", "max_gain_jump_detector"]
 
 
 @lru_cache(maxsize=4096)  # a model's few block names, asked at every monitored step
@@ -64,6 +66,16 @@ def measured_gains(gains: dict[str, float]) -> tuple[dict[str, float], float | N
     if total != total:  # a sum is NaN when any term is
         gains = {block: g for block, g in gains.items() if g == g}  # NaN != NaN
     return (gains, inner_mean_gain(gains), max(gains.values())) if gains else (gains, None, None)
+
+
+def measured_gain_columns(names: tuple[str, ...], gains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`measured_gains`' mean_gain and max_gain of each row of `gains` (a column per block of
+    `names`), all of them measured (no NaN): the same blocks, summed in the same order."""
+    cols = [gains[:, names.index(name)] for name in _inner_blocks(names)] or list(gains.T)
+    total = cols[0]
+    for col in cols[1:]:
+        total = total + col
+    return total / len(cols), gains.max(axis=1)
 
 
 def gain_aggregates(gains: dict[str, float]) -> dict[str, float | None]:
@@ -178,6 +190,29 @@ class GradientSignals:
                 if found:
                     events += found
         return self._mark(events, max_gain) if events else events
+
+    def skip(self, steps: np.ndarray, mean_gain: np.ndarray | None, grad_norm: np.ndarray | None,
+             max_gain: np.ndarray | None, gains: np.ndarray | None = None, names: tuple[str, ...] = ()):
+        """`update` over a block of steps (no non-finite parameter lists) when every detector
+        proves it raises nothing there (signals/quiet.py): the state moved as those calls would
+        have, and (moving average, drift) after each step returned (None, None where the drift
+        check is off); else None, nothing changed (feed them to `update`)."""
+        plans = []
+        if mean_gain is not None:
+            plans.append(self.drift.quiet_plan(mean_gain, steps))
+        if max_gain is not None:
+            plans.append(self.max_gain_jump.quiet_plan(max_gain))
+        if grad_norm is not None:
+            plans += [self.jump.quiet_plan(grad_norm), self.vanishing.quiet_plan(grad_norm, gains)]
+        if None in plans:
+            return None
+        done = [commit() for commit in plans]
+        self._step = int(steps[-1])
+        self._mean_gain = None if mean_gain is None else float(mean_gain[-1])
+        self._max_gain = None if max_gain is None else float(max_gain[-1])
+        if names:
+            self._names = names
+        return done[0] if mean_gain is not None else (None, None)
 
     @property
     def moving_average(self) -> float | None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate
@@ -63,6 +65,22 @@ class LossSignals:
                 events += found
         return (smooth if self.ema is not None else None), events
 
+    def skip(self, steps: np.ndarray, losses: np.ndarray) -> np.ndarray | None:
+        """`update` over a block of losses when every detector proves it raises nothing there
+        (signals/quiet.py): the state moved as those calls would have, and the smoothed loss
+        after each returned; else None, nothing changed (feed them to `update`)."""
+        if self.nonfinite.active or not np.isfinite(losses).all():
+            return None
+        before = self._smooth.state_dict()
+        smooth = np.array(self._smooth.update_many(losses.tolist()))
+        plans = [self.early.quiet_plan(losses, steps), self.divergence.quiet_plan(losses, steps, smooth)]
+        if None in plans or (self.collapse is not None and not _quiet_by_trial(self.collapse, steps, smooth)):
+            self._smooth.load_state_dict(before)
+            return None
+        for commit in plans:
+            commit()
+        return smooth
+
     @property
     def value(self) -> float | None:
         return self.ema.value if self.ema is not None else None
@@ -81,3 +99,16 @@ class LossSignals:
             self.collapse.load_state_dict(state["collapse"])
         if state.get("early"):  # absent from snapshots written before the early check
             self.early.load_state_dict(state["early"])
+
+
+def _quiet_by_trial(detector: Any, steps: np.ndarray, values: np.ndarray) -> bool:
+    """For a detector without a `quiet_plan`: feed it the block; if it raised anything, put
+    its state back (`load_state_dict`) and say False. The advice's LR is left out: it shapes
+    only an event's wording, and an event makes the block go step by step anyway."""
+    before = detector.state_dict()
+    update = detector.update
+    for step, value in zip(steps.tolist(), values.tolist()):
+        if update(value, step):
+            detector.load_state_dict(before)
+            return False
+    return True

@@ -202,6 +202,9 @@ class Trainer:
             micro = list(itertools.islice(batches, cfg.grad_accum_steps))
             if len(micro) < cfg.grad_accum_steps:
                 break
+            if self.monitor.skip_batch():  # auto_adjust skips past a stretch of bad data: dropped, not trained
+                self.batch_in_epoch += 1
+                continue
             self._train_step(micro)
         self._flush()
         return self.batch_in_epoch >= per_epoch

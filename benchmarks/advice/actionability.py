@@ -6,6 +6,12 @@ recommendation (`--json`, and for our runs `--out NEXT.toml`), apply it mechanic
 with the same seed and budget, and score the pair. Two naive advisors get the same
 failing runs: "always halve the LR" and "a random fix from the generic list" (seeded).
 
+Validity (declared before any run, checked before any advice): a scenario's base run
+fails when it raises an alert, or when its healthy reference (the scenario's cause
+removed, same seed and budget: `Scenario.reference`) is better than it by the margin a
+fix must clear (below). A base that does not fail is a broken scenario, printed as such
+and still counted: rebuild it, never drop it.
+
 Fixed (declared before any run): the rerun raises no alert AND its final val loss is
 below the failing run's by at least the margin of its host and task: max(2%, twice the
 seed-to-seed difference of final val loss between the healthy twins of that host and
@@ -161,7 +167,7 @@ def score(bench: Bench, sc: Scenario, base: Outcome, settings: dict[str, Any] | 
     if settings is None:
         return {"fixed": False, "fixed_gain_aside": False, "rerun": None}
     _, re = bench.run(sc, settings)
-    better = math.isfinite(re.val) and (not math.isfinite(base.val) or re.val <= base.val * (1 - margin))
+    better = _better(re.val, base.val, margin)
     return {"fixed": re.alerts == 0 and better,
             "fixed_gain_aside": better and not set(re.kinds) - set(GAIN_FAMILY),
             "rerun": {"val": _f(re.val), "alerts": re.alerts, "kinds": re.kinds}}
@@ -171,7 +177,38 @@ def _f(x: float) -> float | str:
     return round(x, 4) if math.isfinite(x) else str(x)
 
 
+def check_bases(bench: Bench, items: list[Scenario], margins: dict[str, float]) -> dict[tuple[str, str], dict]:
+    """The validity check, run before any advice: a base fails when it raises an alert, or
+    when its healthy reference (the cause removed, same seed and budget) is better than it
+    by the margin a fix must clear. A base that does not fail is a broken scenario: it is
+    printed as such and still counted (rebuild it; never drop it from the denominator)."""
+    out = {}
+    print("  validity check (before any advice): base vs its healthy reference", file=sys.stderr, flush=True)
+    for sc in items:
+        margin = margins.get(f"{sc.host}/{sc.task}", MARGIN_FLOOR)
+        _, base = bench.run(sc, sc.settings)
+        _, ref = bench.run(dataclasses.replace(sc, name=f"{sc.name}_reference"), sc.reference)
+        worse = _better(ref.val, base.val, margin)
+        fails = base.alerts > 0 or worse
+        why = ("alerts: " + ", ".join(base.kinds) if base.alerts else "") + \
+            (("; " if base.alerts else "") + "worse than the reference by the margin" if worse else "")
+        out[(sc.name, sc.half)] = {"fails": fails, "why": why or "no alert, within the margin of the reference",
+                                   "reference": {"val": _f(ref.val), "alerts": ref.alerts, "kinds": ref.kinds},
+                                   "base_vs_reference": _f(base.val / ref.val - 1) if math.isfinite(base.val)
+                                   and math.isfinite(ref.val) else "inf"}
+        print(f"  {sc.half:7s} {sc.name:20s} base {base.val:.4f} ({base.alerts} alerts) reference {ref.val:.4f} "
+              f"({ref.alerts}) margin {100 * margin:.1f}% -> {'fails' if fails else 'DOES NOT FAIL'}: "
+              f"{out[(sc.name, sc.half)]['why']}", file=sys.stderr, flush=True)
+    return out
+
+
+def _better(new: float, old: float, margin: float) -> bool:
+    """`new` below `old` by at least `margin` (a finite loss beats a non-finite one)."""
+    return math.isfinite(new) and (not math.isfinite(old) or new <= old * (1 - margin))
+
+
 def run_pairs(bench: Bench, items: list[Scenario], margins: dict[str, float], naive: bool = True) -> list[dict]:
+    valid = check_bases(bench, items, margins)
     rows = []
     for sc in items:
         margin = margins.get(f"{sc.host}/{sc.task}", MARGIN_FLOOR)
@@ -179,6 +216,7 @@ def run_pairs(bench: Bench, items: list[Scenario], margins: dict[str, float], na
         rec, nxt = advise_run(d, sc)
         row = {"scenario": sc.name, "half": sc.half, "host": sc.host, "task": sc.task, "cause": sc.cause,
                "margin": round(margin, 4), "base": {"val": _f(base.val), "alerts": base.alerts, "kinds": base.kinds},
+               "validity": valid[(sc.name, sc.half)],
                "advice": {"change": rec["change"], "sentence": rec["sentence"], "check": rec.get("check") or {}},
                "trainvitals": score(bench, sc, base, nxt, margin)}
         if naive:
@@ -236,9 +274,10 @@ def summary(rows: list[dict]) -> dict[str, Any]:
     for half in ("tune", "holdout", "all"):
         mine = [r for r in rows if half == "all" or r["half"] == half]
         if mine:
-            out[half] = {f"{a} {k}": f"{sum(r[a][k] for r in mine if a in r)}/{len(mine)}"
-                         for a in ("trainvitals", "halve_lr", "random_fix") if a in mine[0]
-                         for k in ("fixed", "fixed_gain_aside")}
+            out[half] = {"bases that fail": f"{sum(r['validity']['fails'] for r in mine)}/{len(mine)}",
+                         **{f"{a} {k}": f"{sum(r[a][k] for r in mine if a in r)}/{len(mine)}"
+                            for a in ("trainvitals", "halve_lr", "random_fix") if a in mine[0]
+                            for k in ("fixed", "fixed_gain_aside")}}
     return out
 
 
@@ -253,6 +292,18 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"| {r['scenario']} | {r['half']} | {r['host']} | {r['cause']} | {r['base']['val']} "
                      f"({r['base']['alerts']}) | `{change}`{after} | {_mark(r.get('trainvitals'))} | "
                      f"{_mark(r.get('halve_lr'))} | {_mark(r.get('random_fix'))} |")
+    return "\n".join(lines)
+
+
+def validity_table(result: dict[str, Any]) -> str:
+    lines = ["| scenario | half | base val (alerts) | healthy reference val (alerts) | base vs reference | margin | "
+             "base fails |", "|---|---|---|---|---|---|---|"]
+    for r in result["pairs"]:
+        v, b = r["validity"], r["base"]
+        rel = v["base_vs_reference"]
+        lines.append(f"| {r['scenario']} | {r['half']} | {b['val']} ({b['alerts']}) | {v['reference']['val']} "
+                     f"({v['reference']['alerts']}) | {f'{100 * rel:+.1f}%' if isinstance(rel, float) else rel} | "
+                     f"{100 * r['margin']:.1f}% | {'yes' if v['fails'] else '**no**'}: {v['why']} |")
     return "\n".join(lines)
 
 
@@ -283,9 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         margins, noise_rows = {}, []
         picked = [s for s in scenarios("tune", workdir) if s.name in ("lm_lr_too_low", "hf_lr_too_low")]
-        quick = [dataclasses.replace(s, settings={**s.settings, **({"steps_per_epoch": 20, "epochs": 3}
-                                                                  if s.host == "ours" else {"num_train_epochs": 3,
-                                                                                            "train_windows": 320})})
+        short = {"ours": {"steps_per_epoch": 20, "epochs": 3}, "hf": {"num_train_epochs": 3, "train_windows": 320}}
+        quick = [dataclasses.replace(s, settings={**s.settings, **short[s.host]}, reference={**s.reference,
+                                                                                           **short[s.host]})
                  for s in picked]
         pairs, tune_rows = run_pairs(bench, quick, margins, naive=False), []
     else:
@@ -325,6 +376,8 @@ def _merge(paths: list[str], out: str) -> int:
 def _report(result: dict[str, Any], out: str) -> None:
     if out:
         Path(out).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    print(validity_table(result))
+    print()
     print(table(result))
     print(json.dumps({k: result[k] for k in ("margins", "summary", "runs", "wall_seconds")}))
     noise_rows, tune_rows = result["healthy"], result["tuning"]

@@ -63,6 +63,23 @@ def test_an_early_failure_the_run_got_past_is_cut_by_two_not_ten():
     assert recommend(_analysis([_spike(12)]), _run(_falling(), {"lr": 0.05}), "trainvitals").change == {"lr": 5.0e-3}
 
 
+def test_an_early_failure_the_run_got_past_also_lengthens_the_warmup_it_came_out_of():
+    # the LR suits the run once past the failure; the climb to it failed: /2 and warmup x2.5, one change
+    rec = recommend(_analysis([_spike(22)]), _run(_falling(), {"warmup_steps": 20}), "trainvitals")
+    assert rec.change == {"lr": 1.0e-3, "warmup_steps": 50}
+    assert str(rec.sentence) == "Reduce learning rate: 2.0e-03 → 1.0e-03, and lengthen warmup: 20 → 50 steps"
+    # HF names it warmup_steps too; the JSON change is the same
+    assert recommend(_analysis([_spike(22)]), _run(_falling(), {"warmup_steps": 20}), "hf").change == \
+        {"lr": 1.0e-3, "warmup_steps": 50}
+    # a warmup that would pass a quarter of the run (30 -> 75 of 200), or none recorded: the cut alone
+    assert recommend(_analysis([_spike(22)]), _run(_falling(), {"warmup_steps": 30}), "trainvitals").change == \
+        {"lr": 1.0e-3}
+    assert recommend(_analysis([_spike(22)]), _run(_falling()), "trainvitals").change == {"lr": 1.0e-3}
+    # a failure the run did not get past gets no warmup change: the /10 cut alone
+    assert recommend(_analysis([_spike(12)]), _run(_stayed_up(), {"warmup_steps": 20}), "trainvitals").change == \
+        {"lr": 2.0e-4}
+
+
 def test_a_cut_for_a_run_with_clipping_off_turns_clipping_on_in_the_same_change():
     for host, off in (("trainvitals", 0.0), ("hf", 0.0), ("trainvitals", None)):
         rec = recommend(_analysis([_spike(12)]), _run(_stayed_up(), {"lr": 0.02, "gradient_clip": off}), host)

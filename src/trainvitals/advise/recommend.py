@@ -17,7 +17,8 @@ supports and the host can apply wins):
    the unclipped steps that blow the weights up).
    A failure the run got past (all of that evidence in its first quarter, at an LR
    inside the usual range, and the loss then fell far below where it was) is no
-   collapse: /2.
+   collapse: /2, with the warmup lengthened x2.5 in the same change (the climb to the
+   peak is what failed).
 3. **a run that did not learn enough** (`no_learning`, `lr_too_low`, `underfitting`,
    `plateau`, `slow_improvement`). An LR that reached the floor of its decay in the
    first half of the run means the schedule decays too early (decay over the whole
@@ -47,8 +48,8 @@ from trainvitals.analyze.readers import RunLog
 from trainvitals.analyze.replay import Analysis
 from trainvitals.events import INFO, Event, Suggestion
 from trainvitals.signals.gain_gate import EXPLODED_BLOCK_GAIN, EXPLODED_MEAN_GAIN
-from trainvitals.signals.advice import (increase_lr, learning_rate, lower_init, reduce_lr, set_dropout,
-                                        set_weight_decay, tighten_clip)
+from trainvitals.signals.advice import (increase_lr, learning_rate, lengthen_warmup, lower_init, reduce_lr,
+                                        set_dropout, set_weight_decay, tighten_clip)
 
 __all__ = ["Recommendation", "recommend"]
 
@@ -161,6 +162,22 @@ class _Context:
                       f"{clip.change['gradient_clip']:.1f} (HF's and nanoGPT's default) with the cut; an unclipped "
                       "step at a too-high LR is what blows the weights up, and a cut alone still leaves such steps")
 
+    def with_warmup(self, s: Suggestion) -> tuple[Suggestion, str]:
+        """`s` with the warmup lengthened x2.5 (added at 100 steps where there is none), one
+        change and one sentence, for an early failure the run got past: the LR suits the run
+        once past it, the climb to it is what failed. Unchanged where the warmup is not
+        recorded, the host cannot set it, or it would pass a quarter of the run."""
+        now = _num(self.settings.get("warmup_steps"))
+        if not s.change or now is None:
+            return s, ""
+        warm = lengthen_warmup(int(now))
+        if not self.can_set(warm.change) or warm.change["warmup_steps"] > _EARLY * self.steps:
+            return s, ""
+        return (Suggestion(f"{s}, and {warm[:1].lower()}{warm[1:]}", {**s.change, **warm.change}),
+                f". Warmup lengthened too ({int(now)} → {warm.change['warmup_steps']} steps): a failure in the "
+                "first quarter that the run got past is the climb to the peak LR, the transient warmup exists "
+                "to ease")
+
     def can_set(self, change: dict[str, Any]) -> bool:
         if self.settable is not None:
             return set(change) <= self.settable
@@ -270,6 +287,9 @@ def _lr_too_high(ctx: _Context, events: list[Event]) -> Recommendation | None:
               f"usual AdamW range, and no more than {_HIGH_ADAMW_LR:.0e} from an LR above it; a late one, or an "
               f"early one the run got past, /2, unless that leaves it above {_HIGH_ADAMW_LR:.0e})")
     change, more = ctx.cut(factor)
+    if got_past:
+        change, warm = ctx.with_warmup(change)
+        more += warm
     return ctx.accept(change, reason + more, strong[:3])
 
 

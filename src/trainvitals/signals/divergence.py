@@ -31,7 +31,7 @@ _MAD_TO_SD = 1.4826
 # schedule still ramping up), and the rise over that minimum must stand this many SDs of the
 # smoothed loss's own noise above it (the running minimum of a noisy EMA sits under its level).
 _LR_ROSE = 1.1
-_CREEP_Z = 3.0
+_CREEP_Z = 5.0
 
 
 def _check_int(name: str, value: Any, lo: int) -> None:
@@ -90,6 +90,7 @@ class LossDivergenceDetector:
         check_range("ema_alpha", ema_alpha, 0, 1, lo_open=True, hi_open=True)
         self.creep, self.creep_patience = float(creep), creep_patience
         self._ema_noise = math.sqrt((1 - ema_alpha) / (1 + ema_alpha))  # the EMA's SD per SD of the loss
+        self._memory = round(1 / (1 - ema_alpha))  # steps the EMA averages over
         self.min_rise, self._scale = float(min_rise), None  # the starting loss, once min_history are seen
         self.spike_factor, self.window, self.min_history = float(spike_factor), window, min_history
         self.climb, self.patience = float(climb), patience
@@ -101,7 +102,9 @@ class LossDivergenceDetector:
         self._ema_n = 0
         self._min: float | None = None
         self._min_step: int | None = None
-        self._min_lr: float | None = None  # the LR in use at the minimum
+        self._cmin: float | None = None  # the creep's minimum: the smoothed loss's, from step `_memory` on
+        self._cmin_step: int | None = None
+        self._min_lr: float | None = None  # the LR in use there
         self._above = 0
         self._creeping = 0  # steps over the creep line with the LR risen
         self._spike = Condition("loss_spike", _SOURCE, clear_after=_SPIKE_CALM)
@@ -164,16 +167,20 @@ class LossDivergenceDetector:
 
     def _check_divergence(self, smooth: float, step: int, lr, clip) -> list[Event]:
         if self._min is None or smooth < self._min:
-            self._min, self._min_step, self._min_lr = smooth, step, _lr_now(lr)
+            self._min, self._min_step = smooth, step
         ratio = smooth / self._min if self._min > 0 else 1.0
-        if ratio > 1 + self.creep or self._creeping:  # else nothing to count or clear: skip it
-            found = self._check_creep(smooth, ratio, step, lr)
+        # the creep's minimum once the EMA has its full memory: a debiased EMA's first lows are noise
+        if self._seen >= self._memory and (self._cmin is None or smooth < self._cmin):
+            self._cmin, self._cmin_step, self._min_lr = smooth, step, _lr_now(lr)
+        cratio = smooth / self._cmin if self._cmin else 1.0
+        if cratio > 1 + self.creep or self._creeping:  # else nothing to count or clear: skip it
+            found = self._check_creep(smooth, cratio, step, lr)
             if found:
                 return found + self._check_climb(smooth, ratio, step, lr, clip)
         return self._check_climb(smooth, ratio, step, lr, clip)
 
     def _check_creep(self, smooth: float, ratio: float, step: int, lr) -> list[Event]:
-        now, was = _lr_now(lr), self._min_lr
+        now, was, low = _lr_now(lr), self._min_lr, self._cmin
         if ratio > 1 + self.creep and now is not None and was is not None and now > _LR_ROSE * was:
             self._creeping += 1
         elif ratio < 1 + self.creep / 2:
@@ -182,28 +189,27 @@ class LossDivergenceDetector:
         # the noise only when it decides, and once per `creep_patience` steps while it says no
         firing = (self._creep.active and self._creeping > 0) or (
             held and (self._creeping - self.creep_patience) % self.creep_patience == 0
-            and smooth - self._min > _CREEP_Z * self._ema_noise * self._loss_sd())
+            and smooth - low > _CREEP_Z * self._ema_noise * self._loss_sd())
         if self._creep.settled(firing):
             return self._creep.observe(firing, severity=WARNING)  # a warning held is no escalation
-        values = {"smoothed_loss": smooth, "running_min": self._min, "min_step": self._min_step,
+        values = {"smoothed_loss": smooth, "running_min": low, "min_step": self._cmin_step,
                   "ratio": ratio, "lr": now, "lr_at_min": was, "steps_above": self._creeping}
         base = (lr.peak if type(lr) is LearningRate and lr.peak else None) or now
         return self._creep.observe(
             firing, severity=WARNING, step=step,
             message=(f"Loss creeping up at step {step}: smoothed loss {smooth:.4g} is {100 * (ratio - 1):.1f}% "
-                     f"above its minimum {self._min:.4g} (step {self._min_step}) while the learning rate rose "
+                     f"above its minimum {low:.4g} (step {self._cmin_step}) while the learning rate rose "
                      f"from {fmt_lr(was)} to {fmt_lr(now)}: the schedule is taking it past what the model "
                      "tolerates" if firing else ""),
             suggestions=(reduce_lr(lr, was / base) if base and was and was < base else reduce_lr(lr),
                          warmup_advice(lr)),
             values=values,
-            clear_message=f"loss_creep cleared: smoothed loss {smooth:.4g} is back near its minimum {self._min:.4g}")
+            clear_message=f"loss_creep cleared: smoothed loss {smooth:.4g} is back near its minimum {low:.4g}")
 
     def _loss_sd(self) -> float:
         """SD of the per-step loss around its level, from the recent steps' differences (robust)."""
-        r = self._recent
-        diffs = sorted(abs(b - a) for a, b in zip(r, r[1:]))
-        return _MAD_TO_SD * diffs[len(diffs) // 2] / math.sqrt(2) if diffs else 0.0
+        r = self._recent  # E|x_t - x_t-1| = 2 sd / sqrt(pi) for independent normal noise: the mean, steadier than a median
+        return sum(abs(b - a) for a, b in zip(r, r[1:])) / (len(r) - 1) * math.sqrt(math.pi) / 2 if len(r) > 1 else 0.0
 
     def _check_climb(self, smooth: float, ratio: float, step: int, lr, clip) -> list[Event]:
         if ratio > 1 + self.climb:
@@ -231,6 +237,7 @@ class LossDivergenceDetector:
                 "ema_n": self._ema_n, "min": self._min, "min_step": self._min_step,
                 "above": self._above, "scale": self._scale, "spike": self._spike.state_dict(),
                 "divergence": self._divergence.state_dict(), "min_lr": self._min_lr,
+                "creep_min": self._cmin, "creep_min_step": self._cmin_step,
                 "creeping": self._creeping, "creep": self._creep.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -245,6 +252,8 @@ class LossDivergenceDetector:
         if "absent" not in state["spike"] and self._spike.active:  # a snapshot from before clear_after
             self._spike.absent = int(state.get("calm", 0))
         self._divergence.load_state_dict(state["divergence"])
-        self._min_lr, self._creeping = state.get("min_lr"), int(state.get("creeping", 0))  # absent before the creep
+        # absent before the creep
+        self._min_lr, self._creeping = state.get("min_lr"), int(state.get("creeping", 0))
+        self._cmin, self._cmin_step = state.get("creep_min"), state.get("creep_min_step")
         if state.get("creep"):
             self._creep.load_state_dict(state["creep"])

@@ -30,7 +30,7 @@ class DetectorConfig:
     early_loss_jump: float = 1.5  # early_loss_jump: in the first steps, a loss N x its lowest so far ...
     early_loss_horizon: int = 20  # ... within this many steps (then the spike check has its history)
     unigram_stall_steps: int = 200  # unigram_stall: smoothed loss at the unigram entropy this many steps, never below
-    unigram_plateau_fall: float = 0.02  # unigram_plateau (warning): ... 100 steps there, falling under this x the entropy in 50
+    unigram_plateau_fall: float = 0.0  # unigram_plateau (warning), off: 100 steps there, falling < this x the entropy per 50
     loss_creep_rise: float = 0.015  # loss_creep (warning): smoothed loss this fraction over its minimum while the LR rose ...
     loss_creep_patience: int = 20  # ... for this many steps
     # --- Enhancement 2: gradient flow -------------------------------------------------

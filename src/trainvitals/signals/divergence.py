@@ -201,8 +201,8 @@ class LossDivergenceDetector:
                      f"above its minimum {low:.4g} (step {self._cmin_step}) while the learning rate rose "
                      f"from {fmt_lr(was)} to {fmt_lr(now)}: the schedule is taking it past what the model "
                      "tolerates" if firing else ""),
-            suggestions=(reduce_lr(lr, was / base) if base and was and was < base else reduce_lr(lr),
-                         warmup_advice(lr)),
+            # the peak down to where the loss was lowest (a longer warmup only gets there later)
+            suggestions=(reduce_lr(lr, was / base) if base and was and was < base else reduce_lr(lr),),
             values=values,
             clear_message=f"loss_creep cleared: smoothed loss {smooth:.4g} is back near its minimum {low:.4g}")
 

@@ -30,8 +30,8 @@ class DetectorConfig:
     early_loss_jump: float = 1.5  # early_loss_jump: in the first steps, a loss N x its lowest so far ...
     early_loss_horizon: int = 20  # ... within this many steps (then the spike check has its history)
     unigram_stall_steps: int = 200  # unigram_stall: smoothed loss at the unigram entropy this many steps, never below
-    unigram_plateau_fall: float = 0.0  # unigram_plateau (warning), off: 100 steps there, falling < this x the entropy per 50
-    loss_creep_rise: float = 0.015  # loss_creep (warning): smoothed loss this fraction over its minimum while the LR rose ...
+    unigram_plateau_fall: float = 0.0  # unigram_plateau (warning; 0 = off): 100 steps at the unigram entropy, the smoothed loss falling under this x it per 50
+    loss_creep_rise: float = 0.015  # loss_creep (warning; inf = off): smoothed loss this fraction over its minimum, the LR up 10% since, ...
     loss_creep_patience: int = 20  # ... for this many steps
     # --- Enhancement 2: gradient flow -------------------------------------------------
     mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)

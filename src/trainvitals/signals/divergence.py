@@ -102,7 +102,8 @@ class LossDivergenceDetector:
         self._ema_n = 0
         self._min: float | None = None
         self._min_step: int | None = None
-        self._cmin: float | None = None  # the creep's minimum: the smoothed loss's, from step `_memory` on
+        self._cmin = math.inf  # the creep's minimum: the smoothed loss's, from step `_memory` on
+        self._creep_line = math.inf  # (1 + creep) x that minimum
         self._cmin_step: int | None = None
         self._min_lr: float | None = None  # the LR in use there
         self._above = 0
@@ -170,11 +171,11 @@ class LossDivergenceDetector:
             self._min, self._min_step = smooth, step
         ratio = smooth / self._min if self._min > 0 else 1.0
         # the creep's minimum once the EMA has its full memory: a debiased EMA's first lows are noise
-        if self._seen >= self._memory and (self._cmin is None or smooth < self._cmin):
+        if smooth < self._cmin and self._seen >= self._memory:
             self._cmin, self._cmin_step, self._min_lr = smooth, step, _lr_now(lr)
-        cratio = smooth / self._cmin if self._cmin else 1.0
-        if cratio > 1 + self.creep or self._creeping:  # else nothing to count or clear: skip it
-            found = self._check_creep(smooth, cratio, step, lr)
+            self._creep_line = (1 + self.creep) * smooth
+        if smooth > self._creep_line or self._creeping:  # else nothing to count or clear: skip it
+            found = self._check_creep(smooth, smooth / self._cmin, step, lr)
             if found:
                 return found + self._check_climb(smooth, ratio, step, lr, clip)
         return self._check_climb(smooth, ratio, step, lr, clip)
@@ -237,7 +238,7 @@ class LossDivergenceDetector:
                 "ema_n": self._ema_n, "min": self._min, "min_step": self._min_step,
                 "above": self._above, "scale": self._scale, "spike": self._spike.state_dict(),
                 "divergence": self._divergence.state_dict(), "min_lr": self._min_lr,
-                "creep_min": self._cmin, "creep_min_step": self._cmin_step,
+                "creep_min": self._cmin if self._cmin < math.inf else None, "creep_min_step": self._cmin_step,
                 "creeping": self._creeping, "creep": self._creep.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -254,6 +255,8 @@ class LossDivergenceDetector:
         self._divergence.load_state_dict(state["divergence"])
         # absent before the creep
         self._min_lr, self._creeping = state.get("min_lr"), int(state.get("creeping", 0))
-        self._cmin, self._cmin_step = state.get("creep_min"), state.get("creep_min_step")
+        low = state.get("creep_min")
+        self._cmin, self._cmin_step = (math.inf if low is None else float(low)), state.get("creep_min_step")
+        self._creep_line = (1 + self.creep) * self._cmin
         if state.get("creep"):
             self._creep.load_state_dict(state["creep"])

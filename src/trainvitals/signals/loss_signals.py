@@ -14,7 +14,8 @@ import numpy as np
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate
-from trainvitals.signals.divergence import LossDivergenceDetector, UnigramCollapseDetector
+from trainvitals.signals.divergence import LossDivergenceDetector
+from trainvitals.signals.unigram import UnigramCollapseDetector
 from trainvitals.signals.early_loss import EarlyLossDetector
 from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.nonfinite import NonFiniteLossCheck
@@ -33,8 +34,11 @@ class LossSignals:
         self.ema = LossEMA(c.ema_alpha, c.ema_init) if enable_ema else None
         self.nonfinite = NonFiniteLossCheck()
         self.divergence = LossDivergenceDetector(c.spike_factor, climb=c.divergence_climb,
-                                                 patience=c.divergence_patience, min_rise=c.spike_min_rise)
-        self.collapse = (UnigramCollapseDetector(baseline_loss, stall_steps=c.unigram_stall_steps)
+                                                 patience=c.divergence_patience, min_rise=c.spike_min_rise,
+                                                 creep=c.loss_creep_rise, creep_patience=c.loss_creep_patience,
+                                                 ema_alpha=c.ema_alpha)
+        self.collapse = (UnigramCollapseDetector(baseline_loss, stall_steps=c.unigram_stall_steps,
+                                                 plateau_fall=c.unigram_plateau_fall)
                          if baseline_loss else None)
         self.early = EarlyLossDetector(c.early_loss_rise, c.early_loss_jump, c.early_loss_horizon, uniform_loss)
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from statistics import median
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -143,11 +143,19 @@ class LossDivergenceDetector:
             events += self._check_divergence(smooth, step, lr, gradient_clip)
         return events
 
-    def quiet_plan(self, losses: np.ndarray, steps: np.ndarray, smooth: np.ndarray):
+    def quiet_plan(self, losses: np.ndarray, steps: np.ndarray, smooth: np.ndarray,
+                   lr_at: Callable[[int], float | LearningRate | None]):
         """`update` over finite `losses` (with their smoothed values) raises nothing
         (signals/quiet.py): a full window, nothing raised, no loss over the factor even on
-        its window's lowest loss, the smoothed loss never `climb` above its minimum."""
-        if self._spike.active or self._divergence.active or len(self._recent) < self.window:
+        its window's lowest loss, the smoothed loss never `climb` above its minimum nor over
+        the creep's line. `lr_at(i)`: the `lr` the i-th `update` would be given."""
+        if (self._spike.active or self._divergence.active or self._creep.active or self._creeping
+                or len(self._recent) < self.window):
+            return None
+        # the creep's minimum as `_check_divergence` keeps it: from the `_memory`-th loss on
+        counted = np.where(self._seen + 1 + np.arange(len(smooth)) >= self._memory, smooth, math.inf)
+        creep_min = np.minimum.accumulate(np.concatenate(([self._cmin], counted)))[1:]
+        if np.any(smooth > (1 + self.creep) * creep_min):
             return None
         if np.any(losses > self.spike_factor * previous_min(np.array(self._recent), losses)):
             return None
@@ -167,6 +175,10 @@ class LossDivergenceDetector:
                 raw = a * raw + c * x
             self._ema_raw, self._ema_n = raw, self._ema_n + len(xs)
             self._min, self._min_step = lowest(self._min, self._min_step, smooth, steps)
+            k = int(np.argmin(counted))  # the first of the lowest, as `smooth < self._cmin` step by step
+            if counted[k] < self._cmin:
+                self._cmin, self._cmin_step, self._min_lr = float(counted[k]), int(steps[k]), _lr_now(lr_at(k))
+                self._creep_line = (1 + self.creep) * self._cmin
             if np.any(ratio < 1 + self.climb / 2):
                 self._above = 0
         return commit

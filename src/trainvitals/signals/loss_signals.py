@@ -7,7 +7,7 @@ steps), spike/divergence and (when the unigram entropy is known) collapse checks
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -69,15 +69,17 @@ class LossSignals:
                 events += found
         return (smooth if self.ema is not None else None), events
 
-    def skip(self, steps: np.ndarray, losses: np.ndarray) -> np.ndarray | None:
+    def skip(self, steps: np.ndarray, losses: np.ndarray,
+             lr_at: Callable[[int], float | LearningRate | None]) -> np.ndarray | None:
         """`update` over a block of losses when every detector proves it raises nothing there
         (signals/quiet.py): the state moved as those calls would have, and the smoothed loss
-        after each returned; else None, nothing changed (feed them to `update`)."""
+        after each returned; else None, nothing changed (feed them to `update`). `lr_at(i)`:
+        the `lr` the i-th `update` would be given (asked only where a detector keeps it)."""
         if self.nonfinite.active or not np.isfinite(losses).all():
             return None
         before = self._smooth.state_dict()
         smooth = np.array(self._smooth.update_many(losses.tolist()))
-        plans = [self.early.quiet_plan(losses, steps), self.divergence.quiet_plan(losses, steps, smooth)]
+        plans = [self.early.quiet_plan(losses, steps), self.divergence.quiet_plan(losses, steps, smooth, lr_at)]
         if None in plans or (self.collapse is not None and not _quiet_by_trial(self.collapse, steps, smooth)):
             self._smooth.load_state_dict(before)
             return None

@@ -31,9 +31,12 @@ and hold) were set from the runs named in tests/signals/test_outliers.py, none o
 its grad-norm rules (a loss that responds; a lone jump held back) and the LR-schedule rule of the
 evaluation checks from the runs of REAL_SCRIPTS.md, none of them here either;
 `unigram_stall_steps` (200) doubles the longest healthy pass through the unigram entropy on the
-tune half (104 steps). "Live" is what the host raised while training, with the code of the day
-the run was made; "replayed" is this code. HF's own log is scored against the first logged step
-at or after the failure (a 10-step mean cannot show step 2 before step 10).
+tune half (104 steps). `loss_creep` (a warning: the smoothed loss turning up while the LR still
+rises) was set on the tune half, its creeping runs included, and REAL_SCRIPTS.md's first set of
+runs, and scored on the holdout half and the other hosts' runs only after. "Live" is what the
+host raised while training, with the code of the day the run was made; "replayed" is this code.
+HF's own log is scored against the first logged step at or after the failure (a 10-step mean
+cannot show step 2 before step 10).
 How to read it: docs/detection.md. Runs of scripts nobody here wrote: REAL_SCRIPTS.md.
 Replayed on {date} with the code of commit {commit}.
 

@@ -173,7 +173,7 @@ def gain_signal(run: Run, how: str) -> dict[int, float]:
 GROUPS: dict[str, tuple[str, ...]] = {
     "loss (non-finite, early rise or jump, spike, divergence, collapse, stall)": (
         "nonfinite_loss", "loss_above_init", "early_loss_jump", "loss_spike", "loss_divergence", "unigram_collapse",
-        "unigram_stall"),
+        "unigram_stall", "loss_creep", "unigram_plateau"),
     "mean gain (drift, absolute)": ("mean_gain_drift", "mean_gain_absolute"),
     "largest block gain (jump)": ("max_gain_jump",),
     "grad norm (jump, vanishing, non-finite)": ("grad_norm_jump", "vanishing_gradients", "nonfinite_gradients"),

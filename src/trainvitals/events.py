@@ -44,6 +44,8 @@ KINDS = (
     "gain_not_measurable",
     "val_loss_above_best",
     "unigram_stall",
+    "unigram_plateau",
+    "loss_creep",
     "action",
     "cleared",
 )

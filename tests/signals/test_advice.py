@@ -2,7 +2,8 @@
 import math
 
 from trainvitals.signals.advice import fmt_lr, learning_rate, lr_value, reduce_lr
-from trainvitals.signals.divergence import LossDivergenceDetector, UnigramCollapseDetector
+from trainvitals.signals.divergence import LossDivergenceDetector
+from trainvitals.signals.unigram import UnigramCollapseDetector
 from trainvitals.signals.loss_signals import LossSignals
 
 PEAK, WARMUP = 2e-3, 100

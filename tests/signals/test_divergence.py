@@ -7,10 +7,8 @@ import random
 import pytest
 
 from trainvitals.errors import ConfigError
-from trainvitals.signals.divergence import (
-    LossDivergenceDetector,
-    UnigramCollapseDetector,
-)
+from trainvitals.signals.divergence import LossDivergenceDetector
+from trainvitals.signals.unigram import UnigramCollapseDetector
 
 UNIGRAM = 3.26  # nats: the byte LM's unigram entropy (DESIGN.md)
 

@@ -21,12 +21,17 @@ from trainvitals.signals.quiet import exact_sum3
 def _losses(rng, n):
     t = np.arange(n)
     x = 1.5 + 3.0 * np.exp(-t / (n / 8)) + 0.03 * rng.standard_normal(n)
-    at = rng.integers(n // 10, n - 400, 4)
+    at = rng.integers(n // 10, n - 600, 5)
     x[at[0]] *= 6  # a spike
     x[at[1]:at[1] + 5] = np.nan  # non-finite losses
     x[at[2]:at[2] + 150] *= np.linspace(1.0, 1.6, 150)  # a climb: divergence
     x[at[3]] = np.inf
+    x[at[4]:at[4] + 500] *= np.linspace(1.0, 1.1, 500)  # a creep under the climb, as the LR rises
     return x
+
+
+def _lrs(n):
+    return np.geomspace(1e-4, 1e-1, n).tolist()  # a ramp over the run: loss_creep reads the LR
 
 
 def _gradients(rng, n, blocks):
@@ -70,17 +75,17 @@ def test_loss_part_skipping_quiet_blocks_is_update_at_every_step(seed, ema_init,
     each, box_each = LossMonitorCallback(cfg, baseline, uniform_loss=4.6), _ReplayOutbox(Analysis("each"))
     blocks, box_blocks = LossMonitorCallback(cfg, baseline, uniform_loss=4.6), _ReplayOutbox(Analysis("blocks"))
     skipped = 0
+    lrs = _lrs(n)
     for lo, hi in _blocks(rng, n):
-        each.report(box_each, steps[lo:hi].tolist(), losses[lo:hi].tolist(), [1e-3] * (hi - lo), log_inputs=False)
-        if blocks.skip(box_blocks, steps[lo:hi], losses[lo:hi]):
+        each.report(box_each, steps[lo:hi].tolist(), losses[lo:hi].tolist(), lrs[lo:hi], log_inputs=False)
+        if blocks.skip(box_blocks, steps[lo:hi], losses[lo:hi], lambda i: lrs[lo + i]):
             skipped += hi - lo
         else:
-            blocks.report(box_blocks, steps[lo:hi].tolist(), losses[lo:hi].tolist(), [1e-3] * (hi - lo),
-                          log_inputs=False)
+            blocks.report(box_blocks, steps[lo:hi].tolist(), losses[lo:hi].tolist(), lrs[lo:hi], log_inputs=False)
         assert _state(blocks) == _state(each), (lo, hi)
     assert skipped > n / 3  # the test would prove nothing if nothing were skipped
     kinds = {e.kind for e in box_each.out.events}
-    assert {"nonfinite_loss", "loss_spike", "loss_divergence"} <= kinds
+    assert {"nonfinite_loss", "loss_spike", "loss_divergence", "loss_creep"} <= kinds
     if baseline:  # the collapse check (its state tried and put back where it raises anything)
         assert kinds & {"unigram_collapse", "unigram_stall"}
     assert [e.to_dict() for e in box_blocks.out.events] == [e.to_dict() for e in box_each.out.events]

@@ -241,7 +241,12 @@ def _replay_losses(run: RunLog, facts: dict[str, Any], monitor_cfg: MonitorConfi
     box.out.steps = int(steps[-1])
     part = LossMonitorCallback(monitor_cfg, baseline, facts.get("gradient_clip") or None, uniform,
                                peak_lr=facts.get("lr"), warmup_steps=facts.get("warmup_steps"))
-    for lo, hi in _chunks(len(steps), lambda lo, hi: part.skip(box, steps[lo:hi], values[lo:hi]), tick):
+
+    def skip(lo: int, hi: int) -> bool:
+        return part.skip(box, steps[lo:hi], values[lo:hi],
+                         lambda i: _values_at(lr_steps, lr_values, steps[lo + i:lo + i + 1])[0])
+
+    for lo, hi in _chunks(len(steps), skip, tick):
         part.report(box, steps[lo:hi].tolist(), values[lo:hi].tolist(),
                     _values_at(lr_steps, lr_values, steps[lo:hi]), log_inputs=False)
 

@@ -30,6 +30,9 @@ class DetectorConfig:
     early_loss_jump: float = 1.5  # early_loss_jump: in the first steps, a loss N x its lowest so far ...
     early_loss_horizon: int = 20  # ... within this many steps (then the spike check has its history)
     unigram_stall_steps: int = 200  # unigram_stall: smoothed loss at the unigram entropy this many steps, never below
+    unigram_plateau_fall: float = 0.0  # unigram_plateau (warning; 0 = off): 100 steps at the unigram entropy, the smoothed loss falling under this x it per 50
+    loss_creep_rise: float = 0.015  # loss_creep (warning; inf = off): smoothed loss this fraction over its minimum, the LR up 10% since, ...
+    loss_creep_patience: int = 20  # ... for this many steps
     # --- Enhancement 2: gradient flow -------------------------------------------------
     mean_gain_drift_threshold: float = 0.25  # relative rise of the moving average; inf = off (seed: 0.1)
     mean_gain_absolute_threshold: Any = "auto"  # float > 1, or "auto" = 1.3 ** (12 / n_blocks)
@@ -67,6 +70,9 @@ class DetectorConfig:
         check_range("early_loss_jump", self.early_loss_jump, 1, lo_open=True)
         check_range("early_loss_horizon", self.early_loss_horizon, 2)
         check_range("unigram_stall_steps", self.unigram_stall_steps, 1)
+        check_range("unigram_plateau_fall", self.unigram_plateau_fall, 0, 1, hi_open=True)
+        check_range("loss_creep_rise", self.loss_creep_rise, 0, lo_open=True, allow_inf=True)
+        check_range("loss_creep_patience", self.loss_creep_patience, 1)
         check_range("mean_gain_drift_threshold", self.mean_gain_drift_threshold, 0, lo_open=True, allow_inf=True)
         if isinstance(self.mean_gain_absolute_threshold, str):
             check_choice("mean_gain_absolute_threshold", self.mean_gain_absolute_threshold, ("auto",))

@@ -7,7 +7,7 @@ already has them) and `train/step_loss_ema`.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -57,11 +57,14 @@ class LossMonitorCallback:
         if self.signals.value is not None:
             out.figures["EMA"] = (self.signals.value, ".4g")
 
-    def skip(self, out: Outbox, steps: np.ndarray, losses: np.ndarray) -> bool:
-        """`report(out, steps, losses, ..., log_inputs=False)` when the detectors prove those
+    def skip(self, out: Outbox, steps: np.ndarray, losses: np.ndarray,
+             lr_at: Callable[[int], float | None]) -> bool:
+        """`report(out, steps, losses, lrs, log_inputs=False)` when the detectors prove those
         steps raise nothing (`LossSignals.skip`), its EMAs logged as a block; else False and
-        nothing done: `report` them."""
-        smooth = self.signals.skip(steps, losses)
+        nothing done: `report` them. `lr_at(i)` is `lrs[i]`, asked only where it is kept."""
+        peak, warmup = self.peak_lr, self.warmup_steps
+        smooth = self.signals.skip(
+            steps, losses, lambda i: out.learning_rate(lr_at(i), peak, int(steps[i]), warmup))
         if smooth is None:
             return False
         if self.signals.ema is not None:

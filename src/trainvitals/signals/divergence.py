@@ -1,26 +1,25 @@
-"""Step-level loss failure detectors: spikes, divergence, collapse to the unigram entropy.
+"""Step-level loss failure detectors: spikes, divergence, a loss creeping up as the LR rises.
 
 All are one-sided (only a loss going up is news) and say nothing until they have
-enough history. A byte LM at too high a learning rate rarely goes NaN: its loss climbs
-back to the unigram entropy of the data and stays there, so a climb is a failure as
-real as a NaN. Non-finite losses are ignored here; the loss monitor reports them.
+enough history. Non-finite losses are ignored here; the loss monitor reports them.
+The unigram entropy's checks (collapse, stall, plateau) are in `unigram`.
 """
 from __future__ import annotations
 
 import math
 from statistics import median
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from trainvitals.errors import ConfigError, check_range, check_type
-from trainvitals.events import ALERT, Event
+from trainvitals.events import ALERT, WARNING, Event
 from trainvitals.monitor.config import DetectorConfig
-from trainvitals.signals.advice import LearningRate, reduce_lr, tighten_clip, warmup_advice
+from trainvitals.signals.advice import LearningRate, fmt_lr, reduce_lr, tighten_clip, warmup_advice
 from trainvitals.signals.lifecycle import Condition
 from trainvitals.signals.quiet import lowest, previous_min
 
-__all__ = ["LossDivergenceDetector", "UnigramCollapseDetector"]
+__all__ = ["LossDivergenceDetector"]
 
 _SOURCE = "divergence"
 # A spike must also stand this many robust standard deviations (1.4826 x MAD) above the
@@ -31,11 +30,22 @@ _SPIKE_Z = 6.0
 # (the Lightning demo at a too-high LR: 9 spikes in 250 steps) gets one alert, repeats counted.
 _SPIKE_CALM = 10
 _MAD_TO_SD = 1.4826
+# loss_creep: the LR in use must have risen this much since the smoothed loss was lowest (a
+# schedule still ramping up), and the rise over that minimum must stand this many SDs of the
+# smoothed loss's own noise above it (the running minimum of a noisy EMA sits under its level).
+_LR_ROSE = 1.1
+_CREEP_Z = 5.0
 
 
 def _check_int(name: str, value: Any, lo: int) -> None:
     check_type(name, value, int)
     check_range(name, value, lo)
+
+
+def _lr_now(lr: float | LearningRate | None) -> float | None:
+    """The LR in use, from what `update` was given (positive and finite, else None)."""
+    now = lr.now if type(lr) is LearningRate else lr
+    return now if type(now) is float and 0 < now < math.inf else (_finite(now) or None)
 
 
 def _finite(x: Any) -> float | None:
@@ -56,11 +66,19 @@ class LossDivergenceDetector:
     a lag of about window/2 steps) has been more than ``climb`` above its running
     minimum for ``patience`` steps, counted until it is back under half that climb
     (which also clears the alert), so a loss wavering at the line still adds up.
-    Both wait for ``min_history`` finite losses. Losses are assumed positive.
+    loss_creep (warning): the smoothed loss has been more than ``creep`` above its running
+    minimum, and more than 3 SDs of its noise, for ``creep_patience`` steps in which the LR
+    in use was over 1.1x the LR at that minimum: the schedule is raising the LR past what the
+    model tolerates (where an LR range test stops), the precursor of a divergence or of a
+    collapse to the unigram entropy hundreds of steps later. Clears with the divergence's
+    hysteresis (back under half the rise). ``ema_alpha`` is the caller's EMA decay (its noise).
+    All wait for ``min_history`` finite losses. Losses are assumed positive.
     """
 
     def __init__(self, spike_factor: float = 3.0, window: int = 50, min_history: int = 20,
-                 climb: float = 0.2, patience: int = 20, min_rise: float = 0.0) -> None:
+                 climb: float = 0.2, patience: int = 20, min_rise: float = 0.0,
+                 creep: float = DetectorConfig.loss_creep_rise, creep_patience: int = DetectorConfig.loss_creep_patience,
+                 ema_alpha: float = DetectorConfig.ema_alpha) -> None:
         check_range("spike_factor", spike_factor, 1, lo_open=True)
         _check_int("window", window, 3)
         _check_int("min_history", min_history, 3)
@@ -70,6 +88,12 @@ class LossDivergenceDetector:
         check_range("climb", climb, 0, lo_open=True)
         _check_int("patience", patience, 1)
         check_range("spike_min_rise", min_rise, 0)
+        check_range("loss_creep_rise", creep, 0, lo_open=True, allow_inf=True)
+        _check_int("loss_creep_patience", creep_patience, 1)
+        check_range("ema_alpha", ema_alpha, 0, 1, lo_open=True, hi_open=True)
+        self.creep, self.creep_patience = float(creep), creep_patience
+        self._ema_noise = math.sqrt((1 - ema_alpha) / (1 + ema_alpha))  # the EMA's SD per SD of the loss
+        self._memory = round(1 / (1 - ema_alpha))  # steps the EMA averages over
         self.min_rise, self._scale = float(min_rise), None  # the starting loss, once min_history are seen
         self.spike_factor, self.window, self.min_history = float(spike_factor), window, min_history
         self.climb, self.patience = float(climb), patience
@@ -81,9 +105,15 @@ class LossDivergenceDetector:
         self._ema_n = 0
         self._min: float | None = None
         self._min_step: int | None = None
+        self._cmin = math.inf  # the creep's minimum: the smoothed loss's, from step `_memory` on
+        self._creep_line = math.inf  # (1 + creep) x that minimum
+        self._cmin_step: int | None = None
+        self._min_lr: float | None = None  # the LR in use there
         self._above = 0
+        self._creeping = 0  # steps over the creep line with the LR risen
         self._spike = Condition("loss_spike", _SOURCE, clear_after=_SPIKE_CALM)
         self._divergence = Condition("loss_divergence", _SOURCE)
+        self._creep = Condition("loss_creep", _SOURCE)
 
     def update(self, loss: float, step: int, ema: float | None = None, *,
                lr: float | LearningRate | None = None, gradient_clip: float | None = None) -> list[Event]:
@@ -113,11 +143,19 @@ class LossDivergenceDetector:
             events += self._check_divergence(smooth, step, lr, gradient_clip)
         return events
 
-    def quiet_plan(self, losses: np.ndarray, steps: np.ndarray, smooth: np.ndarray):
+    def quiet_plan(self, losses: np.ndarray, steps: np.ndarray, smooth: np.ndarray,
+                   lr_at: Callable[[int], float | LearningRate | None]):
         """`update` over finite `losses` (with their smoothed values) raises nothing
         (signals/quiet.py): a full window, nothing raised, no loss over the factor even on
-        its window's lowest loss, the smoothed loss never `climb` above its minimum."""
-        if self._spike.active or self._divergence.active or len(self._recent) < self.window:
+        its window's lowest loss, the smoothed loss never `climb` above its minimum nor over
+        the creep's line. `lr_at(i)`: the `lr` the i-th `update` would be given."""
+        if (self._spike.active or self._divergence.active or self._creep.active or self._creeping
+                or len(self._recent) < self.window):
+            return None
+        # the creep's minimum as `_check_divergence` keeps it: from the `_memory`-th loss on
+        counted = np.where(self._seen + 1 + np.arange(len(smooth)) >= self._memory, smooth, math.inf)
+        creep_min = np.minimum.accumulate(np.concatenate(([self._cmin], counted)))[1:]
+        if np.any(smooth > (1 + self.creep) * creep_min):
             return None
         if np.any(losses > self.spike_factor * previous_min(np.array(self._recent), losses)):
             return None
@@ -137,6 +175,10 @@ class LossDivergenceDetector:
                 raw = a * raw + c * x
             self._ema_raw, self._ema_n = raw, self._ema_n + len(xs)
             self._min, self._min_step = lowest(self._min, self._min_step, smooth, steps)
+            k = int(np.argmin(counted))  # the first of the lowest, as `smooth < self._cmin` step by step
+            if counted[k] < self._cmin:
+                self._cmin, self._cmin_step, self._min_lr = float(counted[k]), int(steps[k]), _lr_now(lr_at(k))
+                self._creep_line = (1 + self.creep) * self._cmin
             if np.any(ratio < 1 + self.climb / 2):
                 self._above = 0
         return commit
@@ -171,6 +213,49 @@ class LossDivergenceDetector:
         if self._min is None or smooth < self._min:
             self._min, self._min_step = smooth, step
         ratio = smooth / self._min if self._min > 0 else 1.0
+        # the creep's minimum once the EMA has its full memory: a debiased EMA's first lows are noise
+        if smooth < self._cmin and self._seen >= self._memory:
+            self._cmin, self._cmin_step, self._min_lr = smooth, step, _lr_now(lr)
+            self._creep_line = (1 + self.creep) * smooth
+        if smooth > self._creep_line or self._creeping:  # else nothing to count or clear: skip it
+            found = self._check_creep(smooth, smooth / self._cmin, step, lr)
+            if found:
+                return found + self._check_climb(smooth, ratio, step, lr, clip)
+        return self._check_climb(smooth, ratio, step, lr, clip)
+
+    def _check_creep(self, smooth: float, ratio: float, step: int, lr) -> list[Event]:
+        now, was, low = _lr_now(lr), self._min_lr, self._cmin
+        if ratio > 1 + self.creep and now is not None and was is not None and now > _LR_ROSE * was:
+            self._creeping += 1
+        elif ratio < 1 + self.creep / 2:
+            self._creeping = 0
+        held = self._creeping >= self.creep_patience
+        # the noise only when it decides, and once per `creep_patience` steps while it says no
+        firing = (self._creep.active and self._creeping > 0) or (
+            held and (self._creeping - self.creep_patience) % self.creep_patience == 0
+            and smooth - low > _CREEP_Z * self._ema_noise * self._loss_sd())
+        if self._creep.settled(firing):
+            return self._creep.observe(firing, severity=WARNING)  # a warning held is no escalation
+        values = {"smoothed_loss": smooth, "running_min": low, "min_step": self._cmin_step,
+                  "ratio": ratio, "lr": now, "lr_at_min": was, "steps_above": self._creeping}
+        base = (lr.peak if type(lr) is LearningRate and lr.peak else None) or now
+        return self._creep.observe(
+            firing, severity=WARNING, step=step,
+            message=(f"Loss creeping up at step {step}: smoothed loss {smooth:.4g} is {100 * (ratio - 1):.1f}% "
+                     f"above its minimum {low:.4g} (step {self._cmin_step}) while the learning rate rose "
+                     f"from {fmt_lr(was)} to {fmt_lr(now)}: the schedule is taking it past what the model "
+                     "tolerates" if firing else ""),
+            # the peak down to where the loss was lowest (a longer warmup only gets there later)
+            suggestions=(reduce_lr(lr, was / base) if base and was and was < base else reduce_lr(lr),),
+            values=values,
+            clear_message=f"loss_creep cleared: smoothed loss {smooth:.4g} is back near its minimum {low:.4g}")
+
+    def _loss_sd(self) -> float:
+        """SD of the per-step loss around its level, from the recent steps' differences (robust)."""
+        r = self._recent  # E|x_t - x_t-1| = 2 sd / sqrt(pi) for independent normal noise: the mean, steadier than a median
+        return sum(abs(b - a) for a, b in zip(r, r[1:])) / (len(r) - 1) * math.sqrt(math.pi) / 2 if len(r) > 1 else 0.0
+
+    def _check_climb(self, smooth: float, ratio: float, step: int, lr, clip) -> list[Event]:
         if ratio > 1 + self.climb:
             self._above += 1
         elif ratio < 1 + self.climb / 2:  # hysteresis: a loss hovering at the line won't flap
@@ -195,7 +280,9 @@ class LossDivergenceDetector:
         return {"recent": list(self._recent), "seen": self._seen, "ema_raw": self._ema_raw,
                 "ema_n": self._ema_n, "min": self._min, "min_step": self._min_step,
                 "above": self._above, "scale": self._scale, "spike": self._spike.state_dict(),
-                "divergence": self._divergence.state_dict()}
+                "divergence": self._divergence.state_dict(), "min_lr": self._min_lr,
+                "creep_min": self._cmin if self._cmin < math.inf else None, "creep_min_step": self._cmin_step,
+                "creeping": self._creeping, "creep": self._creep.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._recent = [float(v) for v in state["recent"]][-self.window:]
@@ -209,107 +296,10 @@ class LossDivergenceDetector:
         if "absent" not in state["spike"] and self._spike.active:  # a snapshot from before clear_after
             self._spike.absent = int(state.get("calm", 0))
         self._divergence.load_state_dict(state["divergence"])
-
-
-class UnigramCollapseDetector:
-    """Raise ``unigram_collapse`` (alert) when a model that had learned falls back to
-    predicting token frequencies, and ``unigram_stall`` (alert) when one never learns
-    past them.
-
-    Armed once the smoothed loss has been more than ``min_drop`` (relative) below
-    ``baseline_loss``, the unigram entropy of the training tokens in nats; fires when
-    the smoothed loss then stays within ``tolerance`` of the baseline, or above it, for
-    ``patience`` steps. Clears when it is back under (1 - 2 x tolerance) x baseline.
-    A run that starts at the baseline and falls is never armed until it has learned.
-
-    Before it is armed, a smoothed loss that has come down to within ``tolerance`` of
-    the baseline and not gone below it for ``stall_steps`` steps is a stall: a healthy
-    run passes through that band (at most 104 steps on the detection benchmark's tune
-    half, LR ramps over 600 and 1200 steps included), a run at too high an LR sits in it for good.
-    """
-
-    def __init__(self, baseline_loss: float, tolerance: float = 0.05, min_drop: float = 0.15,
-                 patience: int = 20, stall_steps: int = DetectorConfig.unigram_stall_steps) -> None:
-        check_range("baseline_loss", baseline_loss, 0, lo_open=True)
-        check_range("min_drop", min_drop, 0, 1, lo_open=True, hi_open=True)
-        check_range("tolerance", tolerance, 0, min_drop, hi_open=True)  # else armed = collapsed
-        _check_int("patience", patience, 1)
-        _check_int("unigram_stall_steps", stall_steps, 1)
-        self.baseline_loss, self.tolerance = float(baseline_loss), float(tolerance)
-        self.min_drop, self.patience, self.stall_steps = float(min_drop), patience, stall_steps
-        self._best: float | None = None
-        self._best_step: int | None = None
-        self._near = 0
-        self._reached: int | None = None  # the step the smoothed loss came down to the band (stall)
-        self._at_band = 0  # steps since, without going below it
-        self._collapse = Condition("unigram_collapse", _SOURCE)
-        self._stall = Condition("unigram_stall", _SOURCE)
-
-    def update(self, loss_ema: float, step: int, *, lr: float | LearningRate | None = None,
-               gradient_clip: float | None = None) -> list[Event]:
-        """Feed the smoothed loss of one step; return the events it causes (`lr` and
-        `gradient_clip` as in `LossDivergenceDetector.update`)."""
-        x = _finite(loss_ema)
-        if x is None:
-            return []
-        b = self.baseline_loss
-        if self._best is None or x < self._best:
-            self._best, self._best_step = x, step
-        if self._best >= (1 - self.min_drop) * b:  # not armed: not yet learned beyond token frequencies
-            return self._check_stall(x, step, lr, gradient_clip)
-        events = self._check_stall(x, step, lr, gradient_clip) if self._stall.active else []
-        if x >= (1 - self.tolerance) * b:
-            self._near += 1
-        elif x < (1 - 2 * self.tolerance) * b:
-            self._near = 0
-        firing = self._near >= self.patience or (self._collapse.active and self._near > 0)
-        if firing == self._collapse.active:
-            return events + (self._collapse.observe(True) if firing else [])
-        return events + self._collapse.observe(
-            firing, severity=ALERT, step=step,
-            message=(f"Unigram collapse at step {step}: smoothed loss {x:.4g} is back at the "
-                     f"unigram entropy {b:.4g} after reaching {self._best:.4g} (step "
-                     f"{self._best_step}): the model collapsed to predicting token frequencies"),
-            suggestions=(reduce_lr(lr) + (", and resume from a snapshot taken before the "
-                                          f"collapse (best loss at step {self._best_step})"),
-                         warmup_advice(lr), tighten_clip(gradient_clip)),
-            values={"loss_ema": x, "baseline_loss": b, "best_loss": self._best,
-                    "best_step": self._best_step, "steps_near_baseline": self._near},
-            clear_message=f"unigram_collapse cleared: smoothed loss {x:.4g} is well below the "
-                          f"unigram entropy {b:.4g} again")
-
-    def _check_stall(self, x: float, step: int, lr, clip) -> list[Event]:
-        b, tol = self.baseline_loss, self.tolerance
-        if self._reached is None and x <= (1 + tol) * b:
-            self._reached = step
-        if self._reached is None:
-            return []
-        self._at_band = self._at_band + 1 if x >= (1 - tol) * b else 0
-        # once raised, it holds until the loss is well below the band (the collapse's clear line)
-        firing = self._at_band >= self.stall_steps or (self._stall.active and x >= (1 - 2 * tol) * b)
-        if self._stall.settled(firing):
-            return self._stall.observe(firing)
-        return self._stall.observe(
-            firing, severity=ALERT, step=step,
-            message=(f"Stalled at the unigram entropy at step {step}: smoothed loss {x:.4g} has not gone "
-                     f"below {b:.4g} (the unigram entropy) x {1 - tol:.2f} for {self._at_band} steps since "
-                     f"it came down to it (step {self._reached}): the model predicts token frequencies "
-                     "and learns nothing more"),
-            suggestions=(reduce_lr(lr), warmup_advice(lr), tighten_clip(clip)),
-            values={"loss_ema": x, "baseline_loss": b, "reached_step": self._reached,
-                    "steps_at_baseline": self._at_band},
-            clear_message=f"unigram_stall cleared: smoothed loss {x:.4g} is well below the unigram "
-                          f"entropy {b:.4g}")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self._best, "best_step": self._best_step, "near": self._near,
-                "reached": self._reached, "at_band": self._at_band,
-                "collapse": self._collapse.state_dict(), "stall": self._stall.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._best, self._best_step = state["best"], state["best_step"]
-        self._near = int(state["near"])
-        self._reached, self._at_band = state.get("reached"), int(state.get("at_band", 0))  # absent before the stall
-        self._collapse.load_state_dict(state["collapse"])
-        if state.get("stall"):
-            self._stall.load_state_dict(state["stall"])
+        # absent before the creep
+        self._min_lr, self._creeping = state.get("min_lr"), int(state.get("creeping", 0))
+        low = state.get("creep_min")
+        self._cmin, self._cmin_step = (math.inf if low is None else float(low)), state.get("creep_min_step")
+        self._creep_line = (1 + self.creep) * self._cmin
+        if state.get("creep"):
+            self._creep.load_state_dict(state["creep"])

@@ -7,14 +7,15 @@ steps), spike/divergence and (when the unigram entropy is known) collapse checks
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from trainvitals.events import Event
 from trainvitals.monitor.config import DetectorConfig
 from trainvitals.signals.advice import LearningRate
-from trainvitals.signals.divergence import LossDivergenceDetector, UnigramCollapseDetector
+from trainvitals.signals.divergence import LossDivergenceDetector
+from trainvitals.signals.unigram import UnigramCollapseDetector
 from trainvitals.signals.early_loss import EarlyLossDetector
 from trainvitals.signals.ema import LossEMA
 from trainvitals.signals.nonfinite import NonFiniteLossCheck
@@ -33,8 +34,11 @@ class LossSignals:
         self.ema = LossEMA(c.ema_alpha, c.ema_init) if enable_ema else None
         self.nonfinite = NonFiniteLossCheck()
         self.divergence = LossDivergenceDetector(c.spike_factor, climb=c.divergence_climb,
-                                                 patience=c.divergence_patience, min_rise=c.spike_min_rise)
-        self.collapse = (UnigramCollapseDetector(baseline_loss, stall_steps=c.unigram_stall_steps)
+                                                 patience=c.divergence_patience, min_rise=c.spike_min_rise,
+                                                 creep=c.loss_creep_rise, creep_patience=c.loss_creep_patience,
+                                                 ema_alpha=c.ema_alpha)
+        self.collapse = (UnigramCollapseDetector(baseline_loss, stall_steps=c.unigram_stall_steps,
+                                                 plateau_fall=c.unigram_plateau_fall)
                          if baseline_loss else None)
         self.early = EarlyLossDetector(c.early_loss_rise, c.early_loss_jump, c.early_loss_horizon, uniform_loss)
         # the divergence and collapse checks need a smoothed loss even with the EMA tag off
@@ -65,15 +69,17 @@ class LossSignals:
                 events += found
         return (smooth if self.ema is not None else None), events
 
-    def skip(self, steps: np.ndarray, losses: np.ndarray) -> np.ndarray | None:
+    def skip(self, steps: np.ndarray, losses: np.ndarray,
+             lr_at: Callable[[int], float | LearningRate | None]) -> np.ndarray | None:
         """`update` over a block of losses when every detector proves it raises nothing there
         (signals/quiet.py): the state moved as those calls would have, and the smoothed loss
-        after each returned; else None, nothing changed (feed them to `update`)."""
+        after each returned; else None, nothing changed (feed them to `update`). `lr_at(i)`:
+        the `lr` the i-th `update` would be given (asked only where a detector keeps it)."""
         if self.nonfinite.active or not np.isfinite(losses).all():
             return None
         before = self._smooth.state_dict()
         smooth = np.array(self._smooth.update_many(losses.tolist()))
-        plans = [self.early.quiet_plan(losses, steps), self.divergence.quiet_plan(losses, steps, smooth)]
+        plans = [self.early.quiet_plan(losses, steps), self.divergence.quiet_plan(losses, steps, smooth, lr_at)]
         if None in plans or (self.collapse is not None and not _quiet_by_trial(self.collapse, steps, smooth)):
             self._smooth.load_state_dict(before)
             return None

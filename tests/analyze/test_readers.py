@@ -259,6 +259,29 @@ def test_events_come_from_the_jsonl_beside_event_files(tb_dir, tmp_path):
     assert run.events == [event] and "x" not in run.series
 
 
+def test_a_loop_directory_of_metrics_and_events_jsonl_reads_as_one_run(tmp_path):
+    # a plain loop's layout (our nanoGPT script): scalars and settings in metrics.jsonl, the
+    # monitor's events written to events.jsonl at the end, some of them in both
+    spike = {"kind": "loss_spike", "severity": "alert", "step": 2, "message": "loss jumped"}
+    creep = {"kind": "loss_creep", "severity": "warning", "step": 3, "message": "creeping"}
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        {"type": "settings", "step": 0, "settings": {"lr": 1e-3, "warmup_steps": 20}},
+        {"type": "scalar", "tag": "train/step_loss", "step": 1, "value": 4.5},
+        {"type": "scalar", "tag": "train/step_loss", "step": 2, "value": 9.0},
+        {"type": "event", **spike})) + "\n")
+    (tmp_path / "events.jsonl").write_text(json.dumps({"type": "event", **spike}) + "\n"
+                                           + json.dumps({"type": "event", **creep}) + "\n")
+    run = read_run(tmp_path)
+    assert run.series["train/step_loss"] == [(1, 4.5), (2, 9.0)]
+    assert sorted(e["kind"] for e in run.events) == ["loss_creep", "loss_spike"]  # each once
+    assert run.settings["lr"] == 1e-3
+    # two files of scalars: which is the run is the user's to say, in one line naming them
+    (tmp_path / "other.jsonl").write_text(json.dumps(
+        {"type": "scalar", "tag": "train/step_loss", "step": 1, "value": 1.0}) + "\n")
+    with pytest.raises(ConfigError, match=r"2 .jsonl files here hold scalars \(metrics.jsonl, other.jsonl\)"):
+        read_run(tmp_path)
+
+
 def test_paths_that_are_not_logs_raise_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"nope.*expected a TensorBoard log directory"):
         read_runs(tmp_path / "nope")

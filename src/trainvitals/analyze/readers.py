@@ -63,7 +63,8 @@ def read_run(path: str | Path, *, check_crc: bool = False, progress: Progress | 
     """Read one run: a directory of event files (merged), one event file, a .jsonl, a .csv
     or an HF `trainer_state.json`.
 
-    A directory with no event files but exactly one .jsonl reads that file; one with a
+    A directory with no event files reads its .jsonl (the one holding scalars, with the
+    others' events and settings, e.g. `metrics.jsonl` beside `events.jsonl`); one with a
     `trainer_state.json` (an HF checkpoint) reads that, and one whose `checkpoint-N/`
     subdirectories hold them (an HF output directory) reads the latest. The JSONL
     beside event files (trainvitals writes both) gives the run's events.
@@ -91,14 +92,14 @@ def _read_run(path: Path, check_crc: bool, progress: Progress | None) -> RunLog:
                 run.events += events
                 run.problems += problems
             return run
-        if len(jsonls) == 1:
-            return _read_jsonl(jsonls[0], name)
+        if jsonls:
+            return _read_jsonls(jsonls, name)
         state = _hf_state_in(path)
         if state is not None:
             return _read_hf_state(state, name)
         runs = _run_dirs(path)
         hint = f" (it holds {len(runs)} runs in subdirectories: use read_runs)" if runs else ""
-        raise ConfigError(f"{path}: no event files or single .jsonl in this directory{hint}; "
+        raise ConfigError(f"{path}: no event files or .jsonl in this directory{hint}; "
                           f"{EXPECTED}")
     if is_event_file(path):
         return _read_event_files(path.resolve().parent.name, [path], check_crc, progress)
@@ -327,6 +328,23 @@ def _read_jsonl(path: Path, name: str) -> RunLog:
                 _add_settings(run, rec.get("settings"), f"{path.name} line {line_no}")
     run.series = _sorted_series(points)
     run.problems = problems.done()
+    return run
+
+
+def _read_jsonls(paths: list[Path], name: str) -> RunLog:
+    """One or more .jsonl of one run, e.g. a loop's `metrics.jsonl` (scalars) beside an
+    `events.jsonl`: the one holding scalars is the run, the others add events and settings."""
+    runs = [_read_jsonl(p, name) for p in paths]
+    with_scalars = [i for i, r in enumerate(runs) if any(r.series.values())]
+    if len(with_scalars) > 1:
+        raise ConfigError(f"{paths[0].parent}: {len(with_scalars)} .jsonl files here hold scalars "
+                          f"({', '.join(paths[i].name for i in with_scalars)}); pass the one to analyze")
+    run = runs.pop(with_scalars[0] if with_scalars else 0)
+    seen = {(e.get("kind"), e.get("step"), e.get("message")) for e in run.events}
+    for other in runs:  # a loop may write its events to both: each once
+        run.events += [e for e in other.events if (e.get("kind"), e.get("step"), e.get("message")) not in seen]
+        run.problems += other.problems
+        run.settings = {**other.settings, **run.settings}
     return run
 
 

@@ -52,6 +52,24 @@ def test_sustained_jump_alerts_once_with_repeats_counted():
     assert events[1][1].values["repeats"] >= 1
 
 
+def test_a_lasting_jump_alerted_late_names_the_level_it_jumped_from():
+    # a clipped jump the gate backs only once the loss responds, 40 checks in: by then the
+    # jump's own points are the window's median, and "1.0x its recent median" says nothing
+    backed = {"now": False}
+    det = GradNormJumpDetector(gate=lambda g, since: backed["now"])
+    events = []
+    for i, g in enumerate([3.0] * 30 + [45.0] * 60):
+        backed["now"] = i >= 70
+        events += det.update(g, i, gradient_clip=1.0)
+    alert = next(e for e in events if e.severity == "alert")
+    assert alert.step == 70 and alert.values["ratio"] == pytest.approx(1.0)
+    assert alert.values["median_before_jump"] == pytest.approx(3.0)
+    assert "15.0x its median 3 before the jump" in alert.message
+    restored = GradNormJumpDetector()
+    restored.load_state_dict(json.loads(json.dumps(det.state_dict())))
+    assert restored.state_dict() == det.state_dict()
+
+
 def test_factor_is_the_bar_on_a_quiet_series():
     det = GradNormJumpDetector(factor=10.0)
     norms = [1.0] * 10

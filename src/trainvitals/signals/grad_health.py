@@ -85,6 +85,7 @@ class GradNormJumpDetector:
         self._since_over: int | None = None  # checks since the last one over the bar (None: none yet)
         self._lone_step: int | None = None  # the step of the last lone jump held back
         self._level: float | None = None  # the bar (log) the current jump crossed
+        self._onset: float | None = None  # the median when it crossed it (the message's "before the jump")
         self._logs: deque[float] = deque(maxlen=window)
         # the lowest of `_logs`, kept as points come and go: the quiet test below reads it at
         # every step, and a min over the window each time was a third of the detector's cost
@@ -125,8 +126,13 @@ class GradNormJumpDetector:
             # (a lone jump held back holds its bar as long as a second one would be counted with it)
             held = self._cond.active or (self.hold_lone and self._since_over is not None
                                          and self._since_over < self.persistence)
-            level = self._level if held and self._level is not None else med + bar
+            fresh = not (held and self._level is not None)
+            level = med + bar if fresh else self._level
             over = x > level
+            if over and fresh:
+                self._onset = base
+            # a jump that lasts joins the median: name the level it jumped from as well
+            before = self._onset if not fresh and self._onset is not None else base
             self._level = level if over or held else None
             self._over, self._calm = (self._over + 1, 0) if over else (0, self._calm + 1)
             clipped = gradient_clip is not None and 0 < gradient_clip < math.inf
@@ -137,7 +143,7 @@ class GradNormJumpDetector:
                 since = self._cond.started_step if self._cond.active else step if lone else self._lone_step
                 demoted = severity == ALERT and over and self.gate is not None and not self.gate(g, since)
                 severity = WARNING if demoted or (not over and self.gate is not None) else severity
-                values.update(checks_in_a_row=self._over, clipped=clipped)
+                values.update(checks_in_a_row=self._over, clipped=clipped, median_before_jump=before)
                 if lone and severity == WARNING:
                     self._lone_step = step  # held back: said if another jump follows within `persistence` checks
                 events = [] if lone and severity == WARNING else self._cond.observe(
@@ -146,6 +152,7 @@ class GradNormJumpDetector:
                     message=(
                         f"{self.label} jumped to {g:.3g} at step {step}: "
                         f"{ratio:.1f}x its recent median {base:.3g}"
+                        + (f", {g / before:.1f}x its median {before:.3g} before the jump" if before != base else "")
                         + (f", for {self._over} checks in a row" if severity == ALERT and clipped else "")
                         + (DEMOTED if demoted else
                            " (clipped; an alert if it persists or the loss responds)" if severity == WARNING else "")
@@ -203,7 +210,8 @@ class GradNormJumpDetector:
 
     def state_dict(self) -> dict[str, Any]:
         return {"logs": list(self._logs), "over": self._over, "calm": self._calm, "level": self._level,
-                "since_over": self._since_over, "lone_step": self._lone_step, "condition": self._cond.state_dict()}
+                "since_over": self._since_over, "lone_step": self._lone_step, "onset": self._onset,
+                "condition": self._cond.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._logs = deque((float(v) for v in state["logs"]), maxlen=self.window)
@@ -212,6 +220,7 @@ class GradNormJumpDetector:
         self._over, self._calm = int(state.get("over", 0)), int(state.get("calm", 0))
         self._level = state.get("level")
         self._since_over, self._lone_step = state.get("since_over"), state.get("lone_step")
+        self._onset = state.get("onset")  # absent before it was kept
         self._cond.load_state_dict(state["condition"])
 
 

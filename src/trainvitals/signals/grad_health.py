@@ -143,7 +143,9 @@ class GradNormJumpDetector:
                 since = self._cond.started_step if self._cond.active else step if lone else self._lone_step
                 demoted = severity == ALERT and over and self.gate is not None and not self.gate(g, since)
                 severity = WARNING if demoted or (not over and self.gate is not None) else severity
-                values.update(checks_in_a_row=self._over, clipped=clipped, median_before_jump=before)
+                values.update(checks_in_a_row=self._over, clipped=clipped)
+                if before != base:
+                    values["median_before_jump"] = before
                 if lone and severity == WARNING:
                     self._lone_step = step  # held back: said if another jump follows within `persistence` checks
                 events = [] if lone and severity == WARNING else self._cond.observe(
